@@ -1,0 +1,48 @@
+# Everything runs inside .venv/ in the repo root; `make install` creates it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/tfod-wrap
+STAMP := $(VENV)/.installed
+TFOD_PACKAGE := tf-models-research-object-detection==2.8.0.post1
+
+# make tfrecords: annotations -> TFRecords (see README, "Step 1")
+INPUT ?= data/annotations
+IMAGES ?=
+DATA ?= data/records
+FORMAT ?= auto
+SPLIT ?= train=0.8,val=0.2
+SHARDS ?= 1
+SEED ?= 0
+LABEL_MAP ?=
+
+.PHONY: install test lint tfrecords bench clean
+
+install: $(STAMP)
+
+# The stamp makes a second `make install` a no-op until the dependency files change.
+$(STAMP): setup.cfg pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# The TFOD API without its dependencies: its pins (pyparsing==2.4.7) do not resolve with the stack.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(TFOD_PACKAGE)
+	$(PY) -c "import tfod_wrap.compat as c; c.check_stack()"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check tfod_wrap tests tools
+	$(VENV)/bin/ruff format --check tfod_wrap tests tools
+
+tfrecords: install
+	$(CLI) tfrecords --input $(INPUT) --output $(DATA) --format $(FORMAT) --split $(SPLIT) \
+		--shards $(SHARDS) --seed $(SEED) $(if $(IMAGES),--images $(IMAGES)) $(if $(LABEL_MAP),--label-map $(LABEL_MAP))
+
+bench: install
+	$(PY) tools/bench_tfrecords.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,273 @@
+"""`tfod-wrap tfrecords`: annotations -> sharded TFRecords + label_map.pbtxt + report.json.
+
+The work happens in a hidden staging folder next to the output, which replaces the output folder only
+when everything succeeded: a failed, interrupted or `--strict` run leaves no output behind, and a
+previous output stays intact until the new one is complete. Inputs are only ever read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from tqdm import tqdm
+
+import tfod_wrap
+from tfod_wrap.data.annotations import (
+    DataError,
+    Dataset,
+    ImageAnnotation,
+    Problem,
+    annotation_files,
+    detect_format,
+    read_coco,
+    read_csv,
+    read_voc_file,
+)
+from tfod_wrap.data.encode import Encoded, encode
+from tfod_wrap.data.labelmap import label_map_from_names, read_label_map, write_label_map
+from tfod_wrap.data.split import parse_split, stratified_split
+from tfod_wrap.files import atomic_write_json, is_inside, replace_folder
+
+REPORT = "report.json"
+LABEL_MAP = "label_map.pbtxt"
+TOOL = "tfod-wrap"
+
+
+def record_files(split: str, shards: int) -> list[str]:
+    """File names of one split: `NAME.record`, or `NAME.record-0000i-of-0000K` when sharded."""
+    if shards == 1:
+        return [f"{split}.record"]
+    return [f"{split}.record-{index:05d}-of-{shards:05d}" for index in range(shards)]
+
+
+def record_pattern(split: str, shards: int) -> str:
+    """The glob that TFOD's input_path accepts for one split."""
+    return f"{split}.record" if shards == 1 else f"{split}.record-?????-of-{shards:05d}"
+
+
+def convert(
+    input_path: Path | str,
+    output_dir: Path | str,
+    *,
+    images_dir: Path | str | None = None,
+    fmt: str = "auto",
+    label_map: Path | str | None = None,
+    split: str | dict[str, float] = "train=1.0",
+    seed: int = 0,
+    shards: int = 1,
+    strict: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Convert annotations to TFRecords; returns the report (also written to OUTDIR/report.json).
+
+    Lenient by default: bad images are skipped and bad boxes clipped or dropped, each with a reason
+    in the report. With `strict`, the first problem raises DataError naming the file and the problem.
+    """
+    input_path, output_dir = Path(input_path), Path(output_dir)
+    images_dir = Path(images_dir) if images_dir else None
+    fractions = parse_split(split) if isinstance(split, str) else dict(split)
+    if shards < 1:
+        raise DataError(f"--shards must be at least 1, got {shards}")
+    _check_paths(input_path, images_dir, output_dir)
+    fmt = detect_format(input_path) if fmt == "auto" else fmt
+    workers = workers or os.cpu_count() or 1
+
+    with _worker_pool(workers) as imap:
+        dataset = _read(input_path, fmt, images_dir, imap)
+        class_ids = read_label_map(Path(label_map)) if label_map else label_map_from_names(dataset.class_names)
+        images, problems = _drop_duplicates(dataset.images)
+        problems = dataset.problems + problems
+        if strict and problems:
+            raise _strict_error(problems[0])
+        assignment = stratified_split(
+            [image.filename for image in images], [image.classes for image in images], fractions, seed
+        )
+        ordered = [(image, name) for name in fractions for image in images if assignment[image.filename] == name]
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
+        try:
+            task = partial(_encode_item, class_ids=class_ids, check_labels=label_map is not None)
+            results = imap(task, ordered)
+            with tqdm(total=len(ordered), unit="img", desc="encoding", disable=not progress) as bar:
+                summary = _write_records(results, staging, fractions, shards, strict, bar.update)
+            write_label_map(class_ids, staging / LABEL_MAP)
+            report = _report(input_path, fmt, fractions, shards, seed, class_ids, problems, summary)
+            atomic_write_json(staging / REPORT, report)
+            _check_paths(input_path, images_dir, output_dir)  # still safe to replace?
+            replace_folder(staging, output_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def _encode_item(item: tuple[ImageAnnotation, str], class_ids: dict[str, int], check_labels: bool) -> Encoded:
+    return encode(*item, class_ids, check_labels)
+
+
+def _check_paths(input_path: Path, images_dir: Path | None, output_dir: Path) -> None:
+    if not input_path.exists():
+        raise DataError(f"{input_path}: no such file or folder")
+    for source in filter(None, (input_path, images_dir)):
+        if is_inside(source, output_dir):
+            raise DataError(f"{output_dir}: the output folder contains the input {source}; choose another --output")
+    if output_dir.exists():
+        if not output_dir.is_dir():
+            raise DataError(f"{output_dir}: exists and is not a folder")
+        if any(output_dir.iterdir()) and _report_tool(output_dir / REPORT) != TOOL:
+            raise DataError(
+                f"{output_dir}: folder is not empty and was not written by tfod-wrap; "
+                "choose a new or empty --output (tfod-wrap replaces only its own outputs)"
+            )
+
+
+def _report_tool(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("tool")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
+    """An ordered, streaming map over `workers` processes (inline when there is one).
+
+    Workers are spawned, not forked: the parent may hold TensorFlow's threads, and a spawned worker
+    imports only PIL, lxml and protobuf, so it starts in a fraction of a second.
+    """
+    if workers <= 1:
+        yield map
+        return
+    pool = multiprocessing.get_context("spawn").Pool(workers)
+    try:
+        yield lambda function, items: pool.imap(function, items, chunksize=8)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _read(input_path: Path, fmt: str, images_dir: Path | None, imap: Callable) -> Dataset:
+    files = annotation_files(input_path, fmt)
+    if fmt == "coco":
+        return read_coco(files[0], images_dir)
+    if fmt == "csv":
+        return read_csv(files[0], images_dir)
+    if fmt != "voc":
+        raise DataError(f"unknown format {fmt!r}; use auto, voc, coco or csv")
+    if not files:
+        raise DataError(f"{input_path}: no .xml annotation files")
+    images, problems = [], []
+    for result in imap(partial(read_voc_file, images_dir=images_dir), files):
+        (problems if isinstance(result, Problem) else images).append(result)
+    return Dataset(images, problems, sorted({box.name for image in images for box in image.boxes}))
+
+
+def _drop_duplicates(images: list[ImageAnnotation]) -> tuple[list[ImageAnnotation], list[Problem]]:
+    """One record per image file: an image annotated twice would otherwise land in two splits."""
+    first: dict[Path, ImageAnnotation] = {}
+    problems = []
+    for image in images:
+        key = image.image_path.resolve()
+        if key in first:
+            problems.append(
+                Problem(
+                    image.annotation_file,
+                    "duplicate image",
+                    f"{image.image_path} is already annotated in {first[key].annotation_file}; skipped",
+                )
+            )
+        else:
+            first[key] = image
+    return list(first.values()), problems
+
+
+def _strict_error(problem: Problem) -> DataError:
+    return DataError(f"{problem} (--strict: nothing was written; without --strict such inputs are skipped)")
+
+
+def _write_records(
+    results: Iterable[Encoded], staging: Path, fractions: dict[str, float], shards: int, strict: bool, advance
+) -> dict:
+    """Stream the workers' records into the shard files (round robin, as TFOD's own tools do)."""
+    summary = {
+        "splits": {name: {"images": 0, "negatives": 0, "boxes": Counter()} for name in fractions},
+        "skipped": [],
+        "box_problems": [],
+        "actions": Counter(),
+    }
+    with contextlib.ExitStack() as stack:
+        files = {
+            name: [stack.enter_context(open(staging / file, "wb")) for file in record_files(name, shards)]
+            for name in fractions
+        }
+        for result in results:
+            advance(1)
+            if strict and result.problems:
+                raise _strict_error(result.problems[0])
+            if result.record is None:
+                summary["skipped"].extend(result.problems)
+                continue
+            summary["box_problems"].extend(result.problems)
+            split = summary["splits"][result.split]
+            files[result.split][split["images"] % shards].write(result.record)
+            split["images"] += 1
+            split["negatives"] += not result.classes
+            split["boxes"].update(result.classes)
+            summary["actions"][result.action] += 1
+    return summary
+
+
+def _report(
+    input_path: Path,
+    fmt: str,
+    fractions: dict[str, float],
+    shards: int,
+    seed: int,
+    class_ids: dict[str, int],
+    read_problems: list[Problem],
+    summary: dict,
+) -> dict:
+    skipped = read_problems + summary["skipped"]
+    all_problems = skipped + summary["box_problems"]
+    boxes = Counter()
+    for split in summary["splits"].values():
+        boxes.update(split["boxes"])
+    return {
+        "tool": TOOL,
+        "version": tfod_wrap.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "input": str(input_path.resolve()),
+        "format": fmt,
+        "seed": seed,
+        "shards": shards,
+        "label_map": LABEL_MAP,
+        "classes": class_ids,
+        "images_written": sum(split["images"] for split in summary["splits"].values()),
+        "images_skipped": len(skipped),
+        "boxes_per_class": {name: boxes[name] for name in class_ids},
+        "problem_counts": dict(Counter(problem.kind for problem in all_problems)),
+        "image_handling": dict(summary["actions"]),
+        "splits": {
+            name: {
+                "fraction": fractions[name],
+                "images": split["images"],
+                "negatives": split["negatives"],
+                "boxes_per_class": {class_name: split["boxes"][class_name] for class_name in class_ids},
+                "files": record_files(name, shards),
+                "pattern": record_pattern(name, shards),
+            }
+            for name, split in summary["splits"].items()
+        },
+        "skipped": [vars(problem) for problem in skipped],
+        "box_problems": [vars(problem) for problem in summary["box_problems"]],
+    }

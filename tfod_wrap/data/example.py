@@ -1,0 +1,116 @@
+"""tf.train.Example records and TFRecord framing, without importing TensorFlow.
+
+The encoding workers must start fast and stay small, so they never import TensorFlow. We declare the
+same messages as tensorflow/core/example/{example,feature}.proto (same field numbers and types, hence
+the same bytes on the wire) in a package of our own, and frame records with crc32c exactly as
+TFRecordWriter does. Tests read the output back with TensorFlow's own parsers.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import google_crc32c
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+_Field = descriptor_pb2.FieldDescriptorProto
+
+
+def _list_message(name: str, field_type: int) -> descriptor_pb2.DescriptorProto:
+    message = descriptor_pb2.DescriptorProto(name=name)
+    message.field.add(name="value", number=1, type=field_type, label=_Field.LABEL_REPEATED)
+    return message
+
+
+def _build_file() -> descriptor_pb2.FileDescriptorProto:
+    package = "tfod_wrap.example"
+    file_proto = descriptor_pb2.FileDescriptorProto(name="tfod_wrap/example.proto", package=package, syntax="proto3")
+    file_proto.message_type.extend(
+        [
+            _list_message("BytesList", _Field.TYPE_BYTES),
+            _list_message("FloatList", _Field.TYPE_FLOAT),
+            _list_message("Int64List", _Field.TYPE_INT64),
+        ]
+    )
+    feature = file_proto.message_type.add(name="Feature")
+    feature.oneof_decl.add(name="kind")
+    for number, kind in enumerate(("bytes_list", "float_list", "int64_list"), start=1):
+        list_name = "".join(part.capitalize() for part in kind.split("_"))
+        feature.field.add(
+            name=kind,
+            number=number,
+            type=_Field.TYPE_MESSAGE,
+            type_name=f".{package}.{list_name}",
+            label=_Field.LABEL_OPTIONAL,
+            oneof_index=0,
+        )
+    features = file_proto.message_type.add(name="Features")
+    entry = features.nested_type.add(name="FeatureEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=_Field.TYPE_STRING, label=_Field.LABEL_OPTIONAL)
+    entry.field.add(
+        name="value",
+        number=2,
+        type=_Field.TYPE_MESSAGE,
+        type_name=f".{package}.Feature",
+        label=_Field.LABEL_OPTIONAL,
+    )
+    features.field.add(
+        name="feature",
+        number=1,
+        type=_Field.TYPE_MESSAGE,
+        type_name=f".{package}.Features.FeatureEntry",
+        label=_Field.LABEL_REPEATED,
+    )
+    example = file_proto.message_type.add(name="Example")
+    example.field.add(
+        name="features",
+        number=1,
+        type=_Field.TYPE_MESSAGE,
+        type_name=f".{package}.Features",
+        label=_Field.LABEL_OPTIONAL,
+    )
+    return file_proto
+
+
+def _example_class():
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(_build_file())
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tfod_wrap.example.Example"))
+
+
+Example = _example_class()
+
+
+def build_example(
+    *,
+    bytes_features: dict[str, list[bytes]],
+    int64_features: dict[str, list[int]],
+    float_features: dict[str, list[float]],
+) -> bytes:
+    """Serialize a tf.train.Example. The kind of each key is explicit: TensorFlow's parser rejects a
+    kind mismatch even for an empty list (an image with no objects has empty box lists)."""
+    example = Example()
+    feature_map = example.features.feature
+    for features, kind in (
+        (bytes_features, "bytes_list"),
+        (int64_features, "int64_list"),
+        (float_features, "float_list"),
+    ):
+        for key, values in features.items():
+            value_list = getattr(feature_map[key], kind)
+            value_list.SetInParent()
+            value_list.value.extend(values)
+    return example.SerializeToString()
+
+
+def _masked_crc(data: bytes) -> bytes:
+    crc = google_crc32c.value(data)
+    masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+    return struct.pack("<I", masked)
+
+
+def frame_record(record: bytes) -> bytes:
+    """One TFRecord entry: length, crc of length, data, crc of data (as TFRecordWriter writes it)."""
+    length = struct.pack("<Q", len(record))
+    return length + _masked_crc(length) + record + _masked_crc(record)
