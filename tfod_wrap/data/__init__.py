@@ -1,7 +1,8 @@
 """Stage 1: annotations (Pascal VOC, COCO, CSV) -> TFRecords, label maps, and record inspection."""
 
 from tfod_wrap.data.annotations import DataError
-from tfod_wrap.data.convert import convert, record_files, record_pattern
+from tfod_wrap.data.convert import annotated_classes, convert, record_files, record_pattern, summary_table
+from tfod_wrap.data.inspect import expand_record_paths, preview_grid, record_stats
 from tfod_wrap.data.labelmap import (
     check_label_map,
     label_map_from_names,
@@ -10,6 +11,11 @@ from tfod_wrap.data.labelmap import (
 )
 
 __all__ = [
+    "annotated_classes",
+    "expand_record_paths",
+    "preview_grid",
+    "record_stats",
+    "summary_table",
     "DataError",
     "check_label_map",
     "convert",

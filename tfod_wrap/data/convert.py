@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -111,6 +112,37 @@ def convert(
     return report
 
 
+def annotated_classes(input_path: Path | str, fmt: str = "auto", workers: int | None = None) -> list[str]:
+    """Class names found in the annotations, in label-map order (sorted; COCO: category-id order)."""
+    input_path = Path(input_path)
+    if not input_path.exists():
+        raise DataError(f"{input_path}: no such file or folder")
+    fmt = detect_format(input_path) if fmt == "auto" else fmt
+    with _worker_pool(workers or os.cpu_count() or 1) as imap:
+        return _read(input_path, fmt, None, imap).class_names
+
+
+def summary_table(report: dict) -> str:
+    """The end-of-run table: images and boxes per class for each split, then problem counts."""
+    splits = report["splits"]
+    header = ["", *splits]
+    rows = [["images", *(str(split["images"]) for split in splits.values())]]
+    rows.append(["  without boxes", *(str(split["negatives"]) for split in splits.values())])
+    for name in report["classes"]:
+        rows.append([f"boxes: {name}", *(str(split["boxes_per_class"][name]) for split in splits.values())])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths)))
+        for row in [header, *rows]
+    ]
+    lines.append(f"images skipped: {report['images_skipped']}")
+    for kind, count in sorted(report["problem_counts"].items()):
+        lines.append(f"  {kind}: {count}")
+    handled = ", ".join(f"{action}: {count}" for action, count in sorted(report["image_handling"].items()))
+    lines.append(f"image handling: {handled or 'none'}")
+    return "\n".join(lines)
+
+
 def _encode_item(item: tuple[ImageAnnotation, str], class_ids: dict[str, int], check_labels: bool) -> Encoded:
     return encode(*item, class_ids, check_labels)
 
@@ -140,20 +172,20 @@ def _report_tool(path: Path) -> str | None:
 
 @contextlib.contextmanager
 def _worker_pool(workers: int) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
-    """An ordered, streaming map over `workers` processes (inline when there is one).
+    """An ordered map over `workers` processes (inline when there is one).
 
     Workers are spawned, not forked: the parent may hold TensorFlow's threads, and a spawned worker
-    imports only PIL, lxml and protobuf, so it starts in a fraction of a second.
+    imports only PIL, lxml and protobuf, so it starts in a fraction of a second. A worker that dies
+    (killed for memory, say) fails the run with BrokenProcessPool instead of hanging it.
     """
     if workers <= 1:
         yield map
         return
-    pool = multiprocessing.get_context("spawn").Pool(workers)
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     try:
-        yield lambda function, items: pool.imap(function, items, chunksize=8)
+        yield lambda function, items: executor.map(function, items, chunksize=8)
     finally:
-        pool.terminate()
-        pool.join()
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _read(input_path: Path, fmt: str, images_dir: Path | None, imap: Callable) -> Dataset:

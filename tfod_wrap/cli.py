@@ -1,0 +1,142 @@
+"""`tfod-wrap`: one flat command line over the library. Parsing and printing only; the work is done by
+the stage packages, which the tests call directly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) buries the tool's own output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from tfod_wrap import __version__, data  # noqa: E402  (the variable must be set before TF loads)
+
+
+def _tfrecords(args: argparse.Namespace) -> int:
+    report = data.convert(
+        args.input,
+        args.output,
+        images_dir=args.images,
+        fmt=args.format,
+        label_map=args.label_map,
+        split=args.split,
+        seed=args.seed,
+        shards=args.shards,
+        strict=args.strict,
+        workers=args.workers,
+        progress=True,
+    )
+    print(data.summary_table(report))
+    print(f"wrote {report['images_written']} images to {args.output} (details: {args.output}/report.json)")
+    return 0
+
+
+def _labelmap_build(args: argparse.Namespace) -> int:
+    names = data.annotated_classes(args.input, args.format)
+    if not names:
+        raise data.DataError(f"{args.input}: no classes found in the annotations")
+    data.write_label_map(data.label_map_from_names(names), args.output)
+    print(f"wrote {args.output}: {len(names)} classes ({', '.join(names)})")
+    return 0
+
+
+def _labelmap_check(args: argparse.Namespace) -> int:
+    problems = data.check_label_map(args.file)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 1
+    class_ids = data.read_label_map(args.file)
+    print(f"{args.file}: valid, {len(class_ids)} classes, ids {min(class_ids.values())}..{max(class_ids.values())}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    stats = data.record_stats(args.records)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        print(f"{stats['images']} images ({stats['negatives']} without boxes), {stats['boxes']} boxes")
+        for name, count in stats["boxes_per_class"].items():
+            print(f"  {name}: {count}")
+        for key in ("box_width_px", "box_height_px", "box_aspect_w_over_h"):
+            values = ", ".join(f"{stat} {value:g}" for stat, value in stats[key].items())
+            print(f"{key}: {values or '-'}")
+        print("box sizes (COCO): " + ", ".join(f"{k} {v}" for k, v in stats["box_sizes_coco"].items()))
+        print("image sizes: " + ", ".join(f"{k} ({v})" for k, v in list(stats["image_sizes"].items())[:5]))
+    if args.preview:
+        data.preview_grid(args.records, args.preview, count=args.count, label_map=args.label_map)
+        print(f"preview: {args.preview}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfod-wrap",
+        description="The TensorFlow Object Detection API from annotations to a detector in the browser.",
+    )
+    parser.add_argument("--version", action="version", version=f"tfod-wrap {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tfrecords = commands.add_parser(
+        "tfrecords",
+        help="annotations (VOC / COCO / CSV) -> TFRecords + label_map.pbtxt + report.json",
+        description="Convert Pascal VOC XML, COCO JSON or TFOD-tutorial CSV annotations to sharded TFRecords. "
+        "Lenient by default: bad images are skipped and bad boxes clipped or dropped, each listed in "
+        "OUTDIR/report.json. The output folder is replaced only when the run succeeds.",
+    )
+    tfrecords.add_argument("--input", required=True, type=Path, help="VOC folder or .xml, COCO .json, or .csv")
+    tfrecords.add_argument("--output", required=True, type=Path, help="output folder (new, or an earlier output)")
+    tfrecords.add_argument("--images", type=Path, help="image folder (default: beside the annotations)")
+    tfrecords.add_argument("--format", default="auto", choices=["auto", "voc", "coco", "csv"])
+    tfrecords.add_argument("--label-map", type=Path, help="use these class ids; boxes of other classes are dropped")
+    tfrecords.add_argument("--split", default="train=1.0", help="NAME=FRACTION,... (default train=1.0)")
+    tfrecords.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    tfrecords.add_argument("--shards", type=int, default=1, help="files per split (default 1)")
+    tfrecords.add_argument("--strict", action="store_true", help="stop at the first problem, write nothing")
+    tfrecords.add_argument("--workers", type=int, help="encoding processes (default: one per core)")
+    tfrecords.set_defaults(run=_tfrecords)
+
+    labelmap = commands.add_parser("labelmap", help="build a label_map.pbtxt from annotations, or check one")
+    labelmap_commands = labelmap.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = labelmap_commands.add_parser("build", help="class names of the annotations -> ids 1..N")
+    build.add_argument("--input", required=True, type=Path, help="VOC folder or .xml, COCO .json, or .csv")
+    build.add_argument("--format", default="auto", choices=["auto", "voc", "coco", "csv"])
+    build.add_argument("--output", required=True, type=Path, help="label map to write")
+    build.set_defaults(run=_labelmap_build)
+    check = labelmap_commands.add_parser("check", help="is this .pbtxt a valid TFOD label map? (exit 1 if not)")
+    check.add_argument("file", type=Path)
+    check.set_defaults(run=_labelmap_check)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="counts and box statistics of TFRecords, and a preview of what training sees",
+        description="Statistics of TFRecord files (files, shard globs or folders). --preview draws records as "
+        "the TFOD decoder reads them for training.",
+    )
+    inspect.add_argument("records", nargs="+", help="TFRecord files, globs or folders")
+    inspect.add_argument("--preview", type=Path, help="write a grid of images with their boxes to this PNG")
+    inspect.add_argument("--count", type=int, default=16, help="images in the preview (default 16)")
+    inspect.add_argument("--label-map", type=Path, help="class names (default: label_map.pbtxt beside the records)")
+    inspect.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    inspect.set_defaults(run=_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except data.DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
