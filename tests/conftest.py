@@ -1,0 +1,96 @@
+"""Shared fixtures: small real images and annotation files written in each format."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tfod_wrap  # noqa: E402,F401  (applies the compat fixes before any object_detection import)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def photo(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A small image with texture (a flat colour would hide decoding and orientation mistakes)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / width, y * 255 / height, np.full_like(x, 128.0)], axis=-1)
+    noisy = base + rng.normal(0, 12, base.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
+
+
+def voc_xml(filename: str, size: tuple[int, int] | None, objects: list[dict], shuffle_tags: bool = False) -> str:
+    """A Pascal VOC annotation; `shuffle_tags` writes tags in an unusual order, as some tools do."""
+    parts = []
+    for obj in objects:
+        box = "".join(
+            f"<{k}>{obj[k]}</{k}>"
+            for k in (("ymax", "xmax", "ymin", "xmin") if shuffle_tags else ("xmin", "ymin", "xmax", "ymax"))
+        )
+        extra = "".join(f"<{k}>{obj[k]}</{k}>" for k in ("difficult", "truncated", "pose") if k in obj)
+        body = [f"<bndbox>{box}</bndbox>", f"<name>{obj['name']}</name>", extra]
+        parts.append("<object>" + "".join(reversed(body) if not shuffle_tags else body) + "</object>")
+    size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>" if size else ""
+    head = [f"<filename>{filename}</filename>", size_xml, "<folder>images</folder>"]
+    ordered = parts + head if shuffle_tags else head + parts
+    return "<annotation>" + "".join(ordered) + "</annotation>"
+
+
+@pytest.fixture
+def voc_dataset(tmp_path: Path):
+    """Write images + VOC XML into tmp_path/voc; returns a function taking a list of image specs."""
+
+    def make(specs: list[dict], folder: str = "voc") -> Path:
+        root = tmp_path / folder
+        root.mkdir(exist_ok=True)
+        for index, spec in enumerate(specs):
+            name = spec.get("file", f"img{index:03d}.jpg")
+            size = spec.get("size", (64, 48))
+            if spec.get("write_image", True):
+                image = spec.get("image") or photo(*size, seed=index)
+                image.save(root / name, **spec.get("save", {}))
+            annotated = spec.get("annotated_size", size)
+            xml = voc_xml(name, annotated, spec.get("objects", []), spec.get("shuffle", False))
+            (root / Path(name).with_suffix(".xml").name).write_text(xml)
+        return root
+
+    return make
+
+
+def write_coco(path: Path, images: list[dict], annotations: list[dict], categories: list[dict]) -> Path:
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path
+
+
+def write_csv(path: Path, rows: list[list]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax"])
+        writer.writerows(rows)
+    return path
+
+
+def read_examples(paths) -> list:
+    """Records read back with TensorFlow's own TFRecord reader and tf.train.Example parser."""
+    import tensorflow as tf
+
+    files = [str(p) for p in paths]
+    return [tf.train.Example.FromString(record.numpy()) for record in tf.data.TFRecordDataset(files)]
+
+
+def feature(example, key: str) -> list:
+    value = example.features.feature[key]
+    return list(getattr(value, value.WhichOneof("kind")).value)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under a folder with its bytes, to prove inputs are never modified."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
