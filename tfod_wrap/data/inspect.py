@@ -143,7 +143,7 @@ def _draw(image: Image.Image, boxes: np.ndarray, classes: np.ndarray, names: dic
     font = ImageFont.load_default()
     draw.text((2, 1), caption[:48], fill="black", font=font)
     for (ymin, xmin, ymax, xmax), class_id in zip(boxes, classes):
-        colour = COLOURS[int(class_id) % len(COLOURS)]
+        colour = COLOURS[(int(class_id) - 1) % len(COLOURS)]
         left, top = xmin * thumbnail.width, 14 + ymin * thumbnail.height
         right, bottom = xmax * thumbnail.width, 14 + ymax * thumbnail.height
         draw.rectangle((left, top, right, bottom), outline=colour, width=2)
