@@ -190,3 +190,33 @@ def test_output_folder_safety(voc_dataset, tmp_path):
     convert(voc, tmp_path / "out", shards=3, workers=1)
     convert(voc, tmp_path / "out", workers=1)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["label_map.pbtxt", "report.json", "train.record"]
+
+
+def _jpeg_bytes(size=(64, 48)) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    photo(*size).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_truncation_found_past_an_embedded_thumbnail(voc_dataset, tmp_path):
+    """An embedded JPEG (as EXIF thumbnails are) has its own end marker; it must not hide truncation."""
+    voc = voc_dataset([{"objects": [GOOD], "write_image": False}, {"objects": [GOOD], "write_image": False}])
+    thumbnail = _jpeg_bytes((8, 8))
+    segment = b"\xff\xe2" + (len(thumbnail) + 2).to_bytes(2, "big") + thumbnail
+    main = _jpeg_bytes()
+    with_thumbnail = main[:2] + segment + main[2:]
+    (voc / "img000.jpg").write_bytes(with_thumbnail[: len(with_thumbnail) - len(main) // 2])
+    (voc / "img001.jpg").write_bytes(with_thumbnail + b"appended data, as motion photos have")
+    report = convert(voc, tmp_path / "out", workers=1)
+    assert [problem["kind"] for problem in report["skipped"]] == ["corrupt image"]
+    assert "img000.jpg" in report["skipped"][0]["file"]
+    assert report["image_handling"] == {"passed through": 1}
+
+
+def test_truncated_png_is_corrupt(voc_dataset, tmp_path):
+    voc = voc_dataset([{"file": "a.png", "objects": [GOOD], "size": (128, 96)}])
+    truncate(voc / "a.png")
+    report = convert(voc, tmp_path / "out", workers=1)
+    assert report["problem_counts"] == {"corrupt image": 1}

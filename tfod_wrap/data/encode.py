@@ -79,7 +79,7 @@ def prepare_image(annotation: ImageAnnotation) -> _Image:
     try:
         image = Image.open(io.BytesIO(data))
         orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-        _verify_pixels(data, image)
+        _check_complete(data, image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageProblem("corrupt image", f"corrupt or unsupported image: {error}") from None
 
@@ -105,16 +105,30 @@ def prepare_image(annotation: ImageAnnotation) -> _Image:
     return _convert(image, rotate)
 
 
-def _verify_pixels(data: bytes, image: Image.Image) -> None:
-    """Decode enough to catch truncated or corrupt files. For JPEG, `draft` asks libjpeg for a 1/8
-    scale decode on a second, throw-away image object: every block is still entropy-decoded, so
-    corruption shows, at a fraction of the cost of a full decode."""
-    if image.format != "JPEG":
+def _check_complete(data: bytes, image: Image.Image) -> None:
+    """Catch truncated and corrupt files without decoding pixels, which would cost more than all the
+    rest of the conversion. JPEG: walk the header segments to the start of scan, then require the
+    end-of-image marker after it (entropy-coded data never contains FF D9, and walking the segments
+    skips the complete JPEG thumbnail that EXIF often embeds). PNG: PIL checks every chunk's CRC up to
+    IEND. Other formats are decoded in full, since they are converted anyway."""
+    if image.format == "JPEG":
+        position = 2
+        while True:
+            if position + 4 > len(data) or data[position] != 0xFF:
+                raise ValueError("broken JPEG header segments")
+            marker = data[position + 1]
+            if marker == 0xFF:  # fill byte before a marker
+                position += 1
+                continue
+            if marker == 0xDA:
+                break
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        if data.find(b"\xff\xd9", position) < 0:
+            raise ValueError("truncated JPEG: no end-of-image marker after the image data")
+    elif image.format == "PNG":
+        Image.open(io.BytesIO(data)).verify()
+    else:
         image.load()
-        return
-    probe = Image.open(io.BytesIO(data))
-    probe.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
-    probe.load()
 
 
 def _convert(image: Image.Image, rotate: bool) -> _Image:
