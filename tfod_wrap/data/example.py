@@ -22,9 +22,18 @@ def _list_message(name: str, field_type: int) -> descriptor_pb2.DescriptorProto:
     return message
 
 
+PACKAGE = "tfod_wrap.example"
+
+
+def _message_field(message, name: str, number: int, type_name: str, repeated: bool = False, **extra) -> None:
+    label = _Field.LABEL_REPEATED if repeated else _Field.LABEL_OPTIONAL
+    message.field.add(
+        name=name, number=number, type=_Field.TYPE_MESSAGE, type_name=f".{PACKAGE}.{type_name}", label=label, **extra
+    )
+
+
 def _build_file() -> descriptor_pb2.FileDescriptorProto:
-    package = "tfod_wrap.example"
-    file_proto = descriptor_pb2.FileDescriptorProto(name="tfod_wrap/example.proto", package=package, syntax="proto3")
+    file_proto = descriptor_pb2.FileDescriptorProto(name="tfod_wrap/example.proto", package=PACKAGE, syntax="proto3")
     file_proto.message_type.extend(
         [
             _list_message("BytesList", _Field.TYPE_BYTES),
@@ -36,47 +45,21 @@ def _build_file() -> descriptor_pb2.FileDescriptorProto:
     feature.oneof_decl.add(name="kind")
     for number, kind in enumerate(("bytes_list", "float_list", "int64_list"), start=1):
         list_name = "".join(part.capitalize() for part in kind.split("_"))
-        feature.field.add(
-            name=kind,
-            number=number,
-            type=_Field.TYPE_MESSAGE,
-            type_name=f".{package}.{list_name}",
-            label=_Field.LABEL_OPTIONAL,
-            oneof_index=0,
-        )
+        _message_field(feature, kind, number, list_name, oneof_index=0)
     features = file_proto.message_type.add(name="Features")
     entry = features.nested_type.add(name="FeatureEntry")
     entry.options.map_entry = True
     entry.field.add(name="key", number=1, type=_Field.TYPE_STRING, label=_Field.LABEL_OPTIONAL)
-    entry.field.add(
-        name="value",
-        number=2,
-        type=_Field.TYPE_MESSAGE,
-        type_name=f".{package}.Feature",
-        label=_Field.LABEL_OPTIONAL,
-    )
-    features.field.add(
-        name="feature",
-        number=1,
-        type=_Field.TYPE_MESSAGE,
-        type_name=f".{package}.Features.FeatureEntry",
-        label=_Field.LABEL_REPEATED,
-    )
-    example = file_proto.message_type.add(name="Example")
-    example.field.add(
-        name="features",
-        number=1,
-        type=_Field.TYPE_MESSAGE,
-        type_name=f".{package}.Features",
-        label=_Field.LABEL_OPTIONAL,
-    )
+    _message_field(entry, "value", 2, "Feature")
+    _message_field(features, "feature", 1, "Features.FeatureEntry", repeated=True)
+    _message_field(file_proto.message_type.add(name="Example"), "features", 1, "Features")
     return file_proto
 
 
 def _example_class():
     pool = descriptor_pool.DescriptorPool()
     pool.Add(_build_file())
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tfod_wrap.example.Example"))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.Example"))
 
 
 Example = _example_class()
