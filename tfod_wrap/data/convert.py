@@ -8,10 +8,13 @@ previous output stays intact until the new one is complete. Inputs are only ever
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -34,7 +37,7 @@ from tfod_wrap.data.annotations import (
     read_csv,
     read_voc_file,
 )
-from tfod_wrap.data.encode import Encoded, encode
+from tfod_wrap.data.encode import Chunk, Encoded, encode_chunk
 from tfod_wrap.data.labelmap import label_map_from_names, read_label_map, write_label_map
 from tfod_wrap.data.split import parse_split, stratified_split
 from tfod_wrap.files import atomic_write_json, is_inside, replace_folder
@@ -91,17 +94,19 @@ def convert(
         problems = dataset.problems + problems
         if strict and problems:
             raise _strict_error(problems[0])
-        assignment = stratified_split(
-            [image.filename for image in images], [image.classes for image in images], fractions, seed
-        )
-        ordered = [(image, name) for name in fractions for image in images if assignment[image.filename] == name]
+        # Keys relative to the input: the split must not change when the dataset folder moves.
+        root = input_path if input_path.is_dir() else input_path.parent
+        keys = [os.path.relpath(image.image_path, root) for image in images]
+        assignment = stratified_split(keys, [image.classes for image in images], fractions, seed)
+        by_split = {name: [image for image, key in zip(images, keys) if assignment[key] == name] for name in fractions}
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
         try:
-            task = partial(_encode_item, class_ids=class_ids, check_labels=label_map is not None)
-            results = imap(task, ordered)
-            with tqdm(total=len(ordered), unit="img", desc="encoding", disable=not progress) as bar:
-                summary = _write_records(results, staging, fractions, shards, strict, bar.update)
+            chunks = _plan_chunks(by_split, staging, shards, workers)
+            task = partial(encode_chunk, class_ids=class_ids, check_labels=label_map is not None)
+            with tqdm(total=len(images), unit="img", desc="encoding", disable=not progress) as bar:
+                results = _assemble(chunks, imap(task, chunks), staging, shards)
+                summary = _summarise(results, fractions, strict, bar.update)
             write_label_map(class_ids, staging / LABEL_MAP)
             report = _report(input_path, fmt, fractions, shards, seed, class_ids, problems, summary)
             atomic_write_json(staging / REPORT, report)
@@ -143,10 +148,6 @@ def summary_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _encode_item(item: tuple[ImageAnnotation, str], class_ids: dict[str, int], check_labels: bool) -> Encoded:
-    return encode(*item, class_ids, check_labels)
-
-
 def _check_paths(input_path: Path, images_dir: Path | None, output_dir: Path) -> None:
     if not input_path.exists():
         raise DataError(f"{input_path}: no such file or folder")
@@ -172,20 +173,28 @@ def _report_tool(path: Path) -> str | None:
 
 @contextlib.contextmanager
 def _worker_pool(workers: int) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
-    """An ordered map over `workers` processes (inline when there is one).
-
-    Workers are spawned, not forked: the parent may hold TensorFlow's threads, and a spawned worker
-    imports only PIL, lxml and protobuf, so it starts in a fraction of a second. A worker that dies
-    (killed for memory, say) fails the run with BrokenProcessPool instead of hanging it.
-    """
+    """An ordered map over `workers` processes (inline when there is one), taking an optional
+    chunksize. A worker that dies (killed for memory, say) fails the run with BrokenProcessPool
+    instead of hanging it."""
     if workers <= 1:
-        yield map
+        yield lambda function, items, chunksize=1: map(function, items)
         return
-    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    executor = ProcessPoolExecutor(workers, mp_context=_process_context())
     try:
-        yield lambda function, items: executor.map(function, items, chunksize=8)
+        yield lambda function, items, chunksize=1: executor.map(function, items, chunksize=chunksize)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """Fork when TensorFlow is not loaded (the command line): workers start at once. With TensorFlow
+    loaded, forking would copy a process holding its threads and locks, so workers come from a fork
+    server that imports only the encoder, once per process."""
+    if "tensorflow" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tfod_wrap.data.encode"])
+    return context
 
 
 def _read(input_path: Path, fmt: str, images_dir: Path | None, imap: Callable) -> Dataset:
@@ -199,17 +208,17 @@ def _read(input_path: Path, fmt: str, images_dir: Path | None, imap: Callable) -
     if not files:
         raise DataError(f"{input_path}: no .xml annotation files")
     images, problems = [], []
-    for result in imap(partial(read_voc_file, images_dir=images_dir), files):
+    for result in imap(partial(read_voc_file, images_dir=images_dir), files, chunksize=128):
         (problems if isinstance(result, Problem) else images).append(result)
     return Dataset(images, problems, sorted({box.name for image in images for box in image.boxes}))
 
 
 def _drop_duplicates(images: list[ImageAnnotation]) -> tuple[list[ImageAnnotation], list[Problem]]:
     """One record per image file: an image annotated twice would otherwise land in two splits."""
-    first: dict[Path, ImageAnnotation] = {}
+    first: dict[str, ImageAnnotation] = {}
     problems = []
     for image in images:
-        key = image.image_path.resolve()
+        key = os.path.abspath(image.image_path)  # (Path.resolve costs a syscall per path component)
         if key in first:
             problems.append(
                 Problem(
@@ -227,36 +236,73 @@ def _strict_error(problem: Problem) -> DataError:
     return DataError(f"{problem} (--strict: nothing was written; without --strict such inputs are skipped)")
 
 
-def _write_records(
-    results: Iterable[Encoded], staging: Path, fractions: dict[str, float], shards: int, strict: bool, advance
-) -> dict:
-    """Stream the workers' records into the shard files (round robin, as TFOD's own tools do)."""
+def _plan_chunks(by_split: dict[str, list[ImageAnnotation]], staging: Path, shards: int, workers: int) -> list[Chunk]:
+    """Image j of a split goes to shard j % shards (round robin, as TFOD's own tools do); each shard's
+    images are cut into chunks small enough to keep every worker busy to the end."""
+    total = sum(len(members) for members in by_split.values())
+    size = max(1, min(64, math.ceil(total / (workers * 4))))
+    chunks = []
+    for split, members in by_split.items():
+        for shard, file in enumerate(record_files(split, shards)):
+            shard_images = members[shard::shards]
+            for number, start in enumerate(range(0, len(shard_images), size)):
+                part = staging / f".{file}.part{number:06d}"
+                chunks.append(Chunk(shard_images[start : start + size], split, file, part))
+    return chunks
+
+
+def _summarise(results: Iterable[list[Encoded]], fractions: dict[str, float], strict: bool, advance) -> dict:
     summary = {
         "splits": {name: {"images": 0, "negatives": 0, "boxes": Counter()} for name in fractions},
         "skipped": [],
         "box_problems": [],
         "actions": Counter(),
     }
-    with contextlib.ExitStack() as stack:
-        files = {
-            name: [stack.enter_context(open(staging / file, "wb")) for file in record_files(name, shards)]
-            for name in fractions
-        }
-        for result in results:
-            advance(1)
+    for chunk_results in results:
+        advance(len(chunk_results))
+        for result in chunk_results:
             if strict and result.problems:
                 raise _strict_error(result.problems[0])
-            if result.record is None:
+            if not result.written:
                 summary["skipped"].extend(result.problems)
                 continue
             summary["box_problems"].extend(result.problems)
             split = summary["splits"][result.split]
-            files[result.split][split["images"] % shards].write(result.record)
             split["images"] += 1
             split["negatives"] += not result.classes
             split["boxes"].update(result.classes)
             summary["actions"][result.action] += 1
     return summary
+
+
+def _assemble(
+    chunks: list[Chunk], results: Iterable[list[Encoded]], staging: Path, shards: int
+) -> Iterator[list[Encoded]]:
+    """Append each finished chunk's part file to its shard file while the workers go on encoding."""
+    with contextlib.ExitStack() as stack:
+        files = {
+            file: stack.enter_context(open(staging / file, "wb"))
+            for split in dict.fromkeys(chunk.split for chunk in chunks)
+            for file in record_files(split, shards)
+        }
+        for chunk, chunk_results in zip(chunks, results):
+            _append(chunk.part, files[chunk.shard_file])
+            yield chunk_results
+
+
+def _append(part: Path, output) -> None:
+    """A kernel-side copy (sendfile) where the OS allows it: the bytes never pass through Python."""
+    with open(part, "rb") as source:
+        remaining, offset = os.fstat(source.fileno()).st_size, 0
+        try:
+            while remaining:
+                sent = os.sendfile(output.fileno(), source.fileno(), offset, remaining)
+                offset, remaining = offset + sent, remaining - sent
+        except OSError:  # sendfile to a regular file is Linux-only
+            output.flush()
+            source.seek(offset)
+            shutil.copyfileobj(source, output)
+    part.unlink()
 
 
 def _report(
@@ -300,6 +346,6 @@ def _report(
             }
             for name, split in summary["splits"].items()
         },
-        "skipped": [vars(problem) for problem in skipped],
-        "box_problems": [vars(problem) for problem in summary["box_problems"]],
+        "skipped": [dataclasses.asdict(problem) for problem in skipped],
+        "box_problems": [dataclasses.asdict(problem) for problem in summary["box_problems"]],
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -22,6 +23,9 @@ from tfod_wrap.data.example import build_example, frame_record
 
 PASS_THROUGH_MODES = {"JPEG": ("RGB", "L"), "PNG": ("RGB", "L")}
 EXIF_ORIENTATION = 0x0112
+JPEG_START = b"\xff\xd8"
+START_OF_FRAME = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}
 SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
 JPEG_QUALITY = 95
 
@@ -35,12 +39,10 @@ class ImageProblem(Exception):
 
 @dataclass
 class Encoded:
-    """What a worker sends back: the framed record (None if the image was skipped) and its story."""
+    """What a worker reports about one image; the record itself goes straight to a part file."""
 
-    record: bytes | None
     split: str
-    width: int = 0
-    height: int = 0
+    written: bool
     action: str = ""
     classes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -55,18 +57,43 @@ class _Image:
     action: str
 
 
-def encode(annotation: ImageAnnotation, split: str, class_ids: dict[str, int], check_labels: bool) -> Encoded:
-    """Read, fix and check one image and its boxes. Never raises for bad input: problems are returned."""
+@dataclass
+class Chunk:
+    """A run of images of one split and shard, encoded by one worker into one part file."""
+
+    images: list[ImageAnnotation]
+    split: str
+    shard_file: str
+    part: Path
+
+
+def encode_chunk(chunk: Chunk, class_ids: dict[str, int], check_labels: bool) -> list[Encoded]:
+    """Encode a chunk into its part file. Records never travel back through the pool's pipes, which
+    would copy every image once more; only the small summaries do."""
+    results = []
+    with open(chunk.part, "wb") as part:
+        for annotation in chunk.images:
+            record, result = encode(annotation, chunk.split, class_ids, check_labels)
+            if record is not None:
+                part.write(record)
+            results.append(result)
+    return results
+
+
+def encode(
+    annotation: ImageAnnotation, split: str, class_ids: dict[str, int], check_labels: bool
+) -> tuple[bytes | None, Encoded]:
+    """Read, fix and check one image and its boxes: (framed record or None if skipped, summary).
+    Never raises for bad input: problems are returned."""
     where = str(annotation.image_path)
     try:
         image = prepare_image(annotation)
     except ImageProblem as problem:
-        return Encoded(None, split, problems=[Problem(where, problem.kind, problem.reason)])
+        return None, Encoded(split, False, problems=[Problem(where, problem.kind, problem.reason)])
     boxes, problems = check_boxes(annotation.boxes, image.width, image.height, class_ids, check_labels)
     problems = [Problem(where, kind, reason) for kind, reason in problems]
     record = frame_record(_example(annotation, image, boxes, class_ids))
-    classes = [box.name for box in boxes]
-    return Encoded(record, split, image.width, image.height, image.action, classes, problems)
+    return record, Encoded(split, True, image.action, [box.name for box in boxes], problems)
 
 
 def prepare_image(annotation: ImageAnnotation) -> _Image:
@@ -77,55 +104,92 @@ def prepare_image(annotation: ImageAnnotation) -> _Image:
     except OSError as error:
         raise ImageProblem("missing image", f"cannot read image: {error.strerror}") from None
     try:
-        image = Image.open(io.BytesIO(data))
-        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-        _check_complete(data, image)
+        if data[:2] == JPEG_START:
+            # Most datasets are JPEGs that pass through: read what we need from the header segments
+            # (a tenth of the cost of PIL's parser) and open PIL only to convert.
+            image, fmt, transparent = None, "JPEG", False
+            (width, height), mode, orientation = jpeg_header(data)
+        else:
+            image = Image.open(io.BytesIO(data))
+            fmt, (width, height), mode = image.format, image.size, image.mode
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+            transparent = image.info.get("transparency") is not None  # a colour key needs flattening
+            _check_complete(image, data)
+        rotate = _needs_rotation(annotation, (width, height), orientation)
+        if not rotate and not transparent and mode in PASS_THROUGH_MODES.get(fmt, ()):
+            return _Image(data, fmt.lower(), width, height, "passed through")
+        return _convert(image or Image.open(io.BytesIO(data)), rotate)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageProblem("corrupt image", f"corrupt or unsupported image: {error}") from None
 
-    raw_size = image.size
+
+def _needs_rotation(annotation: ImageAnnotation, raw_size: tuple[int, int], orientation: int) -> bool:
+    """Apply EXIF orientation when the annotation fits the displayed image; keep the raw pixels when
+    it fits those (a tool that ignored EXIF); anything else is a size mismatch."""
     displayed = raw_size[::-1] if orientation in SWAPS_AXES else raw_size
     annotated = (annotation.width, annotation.height)
     if annotation.width is None or annotation.height is None or annotated == displayed:
-        rotate = orientation != 1
-    elif annotated == raw_size:
-        rotate = False  # annotated on the raw pixels (a tool that ignored EXIF): keep them
-    else:
-        detail = f" ({displayed[0]}x{displayed[1]} after EXIF rotation)" if displayed != raw_size else ""
-        raise ImageProblem(
-            "size mismatch",
-            f"annotation says {annotation.width}x{annotation.height} but the image is "
-            f"{raw_size[0]}x{raw_size[1]}{detail}",
-        )
-
-    # An RGB/L PNG with a transparent colour key still needs flattening.
-    transparent = image.info.get("transparency") is not None
-    if not rotate and not transparent and image.mode in PASS_THROUGH_MODES.get(image.format, ()):
-        return _Image(data, image.format.lower(), raw_size[0], raw_size[1], "passed through")
-    return _convert(image, rotate)
+        return orientation != 1
+    if annotated == raw_size:
+        return False
+    detail = f" ({displayed[0]}x{displayed[1]} after EXIF rotation)" if displayed != raw_size else ""
+    raise ImageProblem(
+        "size mismatch",
+        f"annotation says {annotation.width}x{annotation.height} but the image is {raw_size[0]}x{raw_size[1]}{detail}",
+    )
 
 
-def _check_complete(data: bytes, image: Image.Image) -> None:
-    """Catch truncated and corrupt files without decoding pixels, which would cost more than all the
-    rest of the conversion. JPEG: walk the header segments to the start of scan, then require the
-    end-of-image marker after it (entropy-coded data never contains FF D9, and walking the segments
-    skips the complete JPEG thumbnail that EXIF often embeds). PNG: PIL checks every chunk's CRC up to
-    IEND. Other formats are decoded in full, since they are converted anyway."""
-    if image.format == "JPEG":
-        position = 2
-        while True:
-            if position + 4 > len(data) or data[position] != 0xFF:
-                raise ValueError("broken JPEG header segments")
-            marker = data[position + 1]
-            if marker == 0xFF:  # fill byte before a marker
-                position += 1
-                continue
-            if marker == 0xDA:
-                break
-            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
-        if data.find(b"\xff\xd9", position) < 0:
-            raise ValueError("truncated JPEG: no end-of-image marker after the image data")
-    elif image.format == "PNG":
+def jpeg_header(data: bytes) -> tuple[tuple[int, int], str, int]:
+    """((width, height), mode, EXIF orientation) of a JPEG, checking that it is complete.
+
+    Walks the header segments to the start of scan, then requires the end-of-image marker after it:
+    entropy-coded data never contains FF D9, and walking the segments skips the complete JPEG
+    thumbnail that EXIF often embeds, so a truncated file cannot hide behind the thumbnail's marker.
+    Decoding pixels to find truncation would cost more than all the rest of the conversion.
+    """
+    position, size, mode, orientation = 2, None, None, 1
+    while True:
+        if position + 4 > len(data) or data[position] != 0xFF:
+            raise ValueError("broken JPEG header segments")
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        segment = data[position + 4 : position + 2 + length]
+        if marker == 0xDA:
+            break
+        if marker in START_OF_FRAME and len(segment) >= 6:
+            size = (int.from_bytes(segment[3:5], "big"), int.from_bytes(segment[1:3], "big"))
+            mode = JPEG_MODES.get(segment[5], "unknown")
+        elif marker == 0xE1 and segment[:6] == b"Exif\x00\x00":
+            orientation = _exif_orientation(segment[6:])
+        position += 2 + length
+    if size is None or 0 in size:
+        raise ValueError("JPEG without a frame header")
+    if data.rfind(b"\xff\xd9", position) < 0:
+        raise ValueError("truncated JPEG: no end-of-image marker after the image data")
+    return size, mode, orientation
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    """The Orientation tag (0x0112) of IFD0 in an EXIF TIFF block; 1 when absent or unreadable."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    ifd = int.from_bytes(tiff[4:8], order)
+    count = int.from_bytes(tiff[ifd : ifd + 2], order)
+    for entry in range(ifd + 2, min(ifd + 2 + 12 * count, len(tiff) - 11), 12):
+        if int.from_bytes(tiff[entry : entry + 2], order) == EXIF_ORIENTATION:
+            value = int.from_bytes(tiff[entry + 8 : entry + 10], order)
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def _check_complete(image: Image.Image, data: bytes) -> None:
+    """PNG: PIL checks every chunk's CRC up to IEND without inflating pixels. Other formats are
+    decoded in full, since they are converted anyway."""
+    if image.format == "PNG":
         Image.open(io.BytesIO(data)).verify()
     else:
         image.load()

@@ -1,0 +1,123 @@
+"""Load, rewrite and save pipeline.config files as `TrainEvalPipelineConfig` protos (never as text)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from tfod_wrap.config.overrides import ConfigError, apply_override, parse_assignment
+from tfod_wrap.files import atomic_write_text
+
+PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
+
+
+def _pipeline_pb2():
+    from object_detection.protos import pipeline_pb2  # rebuilt by tfod_wrap.compat
+
+    return pipeline_pb2
+
+
+def templates() -> list[str]:
+    """Names of the templates in pipelines/ (the MODEL of `make train MODEL=...`)."""
+    return sorted(path.stem for path in PIPELINES.glob("*.config"))
+
+
+def resolve(model_or_file: str | Path) -> Path:
+    """A template name or a pipeline.config path -> the file to read."""
+    path = Path(model_or_file)
+    if path.is_file():
+        return path
+    template = PIPELINES / f"{model_or_file}.config"
+    if template.is_file():
+        return template
+    raise ConfigError(f"{model_or_file}: neither a pipeline.config file nor a template ({', '.join(templates())})")
+
+
+def load(model_or_file: str | Path):
+    """Parse a template or file into a TrainEvalPipelineConfig; errors name the file, line and column."""
+    path = resolve(model_or_file)
+    config = _pipeline_pb2().TrainEvalPipelineConfig()
+    try:
+        text_format.Parse(path.read_text(encoding="utf-8"), config)
+    except text_format.ParseError as error:
+        raise ConfigError(f"{path}:{error}") from None
+    return config
+
+
+def to_text(config) -> str:
+    return text_format.MessageToString(config)
+
+
+def save(config, output: str | Path, *, source: str | Path | None = None) -> Path:
+    """Write atomically. Refuses to write over the file the config was read from."""
+    output = Path(output)
+    if source is not None and Path(source).is_file() and output.resolve() == Path(source).resolve():
+        raise ConfigError(f"{output}: refusing to overwrite the input config in place; choose another --output")
+    atomic_write_text(output, to_text(config))
+    return output
+
+
+def override(config, assignments: list[str]) -> list[str]:
+    """Apply PATH=VALUE overrides to a copy; only if all succeed is `config` changed. Returns resolved paths."""
+    trial = type(config)()
+    trial.CopyFrom(config)
+    resolved = [apply_override(trial, *parse_assignment(assignment)) for assignment in assignments]
+    config.CopyFrom(trial)
+    return resolved
+
+
+def meta_architecture(config):
+    """The active model message (ssd, faster_rcnn, center_net, ...)."""
+    name = config.model.WhichOneof("model")
+    if name is None:
+        raise ConfigError("the config has no model")
+    return getattr(config.model, name)
+
+
+def set_data(config, records_dir: str | Path) -> list[str]:
+    """Point the config at a `tfod-wrap tfrecords` output folder: num_classes, inputs, label maps."""
+    from tfod_wrap.data import read_label_map
+
+    records_dir = Path(records_dir).resolve()
+    report_path = records_dir / "report.json"
+    if not report_path.is_file():
+        raise ConfigError(f"{records_dir}: no report.json; --data takes the output folder of `tfod-wrap tfrecords`")
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    label_map = records_dir / report.get("label_map", "label_map.pbtxt")
+    num_classes = max(read_label_map(label_map).values())
+    splits = report["splits"]
+    train_split = "train" if "train" in splits else next(iter(splits))
+    eval_split = next((name for name in ("val", "validation", "eval", "test") if name in splits), train_split)
+
+    meta_architecture(config).num_classes = num_classes
+    readers = [(config.train_input_reader, train_split)]
+    if not config.eval_input_reader:
+        config.eval_input_reader.add()
+    readers += [(reader, eval_split) for reader in config.eval_input_reader]
+    for reader, split in readers:
+        reader.label_map_path = str(label_map)
+        reader.tf_record_input_reader.input_path[:] = [str(records_dir / splits[split]["pattern"])]
+    notes = [f"num_classes = {num_classes}", f"train input: {train_split}", f"eval input: {eval_split}"]
+    if eval_split == train_split:
+        notes.append(f"warning: no val/test split in {records_dir}; evaluating on the training split")
+    return notes
+
+
+def set_checkpoint(config, prefix: str | Path, checkpoint_type: str = "detection") -> list[str]:
+    """fine_tune_checkpoint (+ type and version V2). A folder means its ckpt-0, as in model-zoo tarballs."""
+    prefix = Path(prefix)
+    for candidate in (prefix / "checkpoint" / "ckpt-0", prefix / "ckpt-0"):
+        if prefix.is_dir() and Path(f"{candidate}.index").is_file():
+            prefix = candidate
+            break
+    if not Path(f"{prefix}.index").is_file():
+        raise ConfigError(f"{prefix}: no checkpoint there (expected {prefix}.index and {prefix}.data-*)")
+    if checkpoint_type not in ("detection", "classification", "full"):
+        raise ConfigError(f"checkpoint type must be detection, classification or full, got {checkpoint_type!r}")
+    train = config.train_config
+    train.fine_tune_checkpoint = str(prefix.resolve())
+    train.fine_tune_checkpoint_type = checkpoint_type
+    train.fine_tune_checkpoint_version = _pipeline_pb2().train__pb2.CheckpointVersion.Value("V2")
+    return [f"fine_tune_checkpoint = {prefix} ({checkpoint_type}, V2)"]
