@@ -12,7 +12,12 @@ from pathlib import Path
 # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) buries the tool's own output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from tfod_wrap import __version__, data  # noqa: E402  (the variable must be set before TF loads)
+from tfod_wrap import __version__, config, data  # noqa: E402  (the variable must be set before TF loads)
+
+CONFIG_USAGE = """tfod-wrap config MODEL_OR_FILE --output FILE [--data DIR] [--checkpoint PREFIX] [--set PATH=VALUE ...]
+                        [--steps N] [--batch-size N] [--no-lr-scaling] [--no-check]
+       tfod-wrap config show FILE [--full]
+       tfod-wrap config diff A B"""
 
 
 def _tfrecords(args: argparse.Namespace) -> int:
@@ -51,6 +56,39 @@ def _labelmap_check(args: argparse.Namespace) -> int:
         return 1
     class_ids = data.read_label_map(args.file)
     print(f"{args.file}: valid, {len(class_ids)} classes, ids {min(class_ids.values())}..{max(class_ids.values())}")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    target, *rest = args.target
+    if target == "show":
+        if len(rest) != 1:
+            raise config.ConfigError("usage: tfod-wrap config show FILE [--full]")
+        loaded = config.load(rest[0])
+        print(config.to_text(loaded) if args.full else config.summary(loaded))
+        return 0
+    if target == "diff":
+        if len(rest) != 2:
+            raise config.ConfigError("usage: tfod-wrap config diff A B")
+        print(config.format_diff(config.diff(config.load(rest[0]), config.load(rest[1]))))
+        return 0
+    if rest or args.output is None:
+        raise config.ConfigError(f"usage: {CONFIG_USAGE.splitlines()[0]}")
+    _, notes = config.configure(
+        target,
+        args.output,
+        data=args.data,
+        checkpoint=args.checkpoint,
+        checkpoint_type=args.checkpoint_type,
+        batch_size=args.batch_size,
+        scale_learning_rate=not args.no_lr_scaling,
+        steps=args.steps,
+        overrides=args.set,
+        check=not args.no_check,
+    )
+    for note in notes:
+        print(note)
+    print(f"wrote {args.output}" + ("" if args.no_check else " (checked: the TFOD model builder accepts it)"))
     return 0
 
 
@@ -111,6 +149,35 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     check.set_defaults(run=_labelmap_check)
 
+    configure = commands.add_parser(
+        "config",
+        help="a pipeline.config from a template or file, rewritten and checked against the TFOD schema",
+        usage=CONFIG_USAGE,
+        description="Rewrite a model-zoo template (" + ", ".join(config.templates()) + ") or a pipeline.config "
+        "file as a proto. --set PATH=VALUE is one generic override: dotted fields, name[i] for repeated fields "
+        "(one past the end appends), enum names, sub-messages as text proto, [a, b] lists; model.FIELD reaches "
+        "into the active model (model.num_classes). Unknown fields and wrong types are errors that name the "
+        "valid choice; nothing is written unless every override succeeds and the TFOD model builder accepts "
+        "the result. 'config show FILE' summarises a config, 'config diff A B' lists field-level differences.",
+    )
+    configure.add_argument("target", nargs="+", metavar="MODEL_OR_FILE | show FILE | diff A B")
+    configure.add_argument("--output", type=Path, help="pipeline.config to write (never the input file)")
+    configure.add_argument("--data", type=Path, help="output folder of `tfod-wrap tfrecords`")
+    configure.add_argument("--checkpoint", type=Path, help="fine-tune checkpoint prefix (or model-zoo folder)")
+    configure.add_argument(
+        "--checkpoint-type",
+        default="detection",
+        choices=["detection", "classification", "full"],
+        help="what to restore from --checkpoint (default detection)",
+    )
+    configure.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a field")
+    configure.add_argument("--steps", type=int, help="training steps; the LR schedule is stretched to match")
+    configure.add_argument("--batch-size", type=int, help="training batch size; the LR is scaled linearly")
+    configure.add_argument("--no-lr-scaling", action="store_true", help="keep the LR when changing --batch-size")
+    configure.add_argument("--no-check", action="store_true", help="skip building the model to check the result")
+    configure.add_argument("--full", action="store_true", help="with show: print the whole config")
+    configure.set_defaults(run=_config)
+
     inspect = commands.add_parser(
         "inspect",
         help="counts and box statistics of TFRecords, and a preview of what training sees",
@@ -130,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except data.DataError as error:
+    except (data.DataError, config.ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

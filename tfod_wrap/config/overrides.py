@@ -54,7 +54,7 @@ def apply_override(config: message.Message, path: str, value: str) -> str:
         parent, name = _enter_oneof(parent, name, path, resolved)
         field = _field(parent, name, path, resolved)
         if field.type != _F.TYPE_MESSAGE:
-            raise ConfigError(f"{path}: {'.'.join(resolved + [name])} is a {_type_name(field)}, not a message")
+            raise ConfigError(f"{path}: {'.'.join(resolved + [name])} is {_type_name(field)}, not a message")
         parent = _child(parent, field, index, path, resolved)
         resolved.append(name if index is None else f"{name}[{index}]")
     name, index = _split_step(steps[-1], path)
@@ -186,7 +186,7 @@ def _scalar(field, value: str, path: str):
             return field.enum_type.values_by_name[value].number
         close = difflib.get_close_matches(value.upper(), names, n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(close)}?" if close else f"one of {', '.join(names)}"
-        raise ConfigError(f"{path}: {value!r} is not a {field.enum_type.name}; {hint}")
+        raise ConfigError(f"{path}: {value!r} is not a valid {field.enum_type.name} value; {hint}")
     if field.type == _F.TYPE_BYTES:
         return value.encode()
     return value

@@ -69,11 +69,12 @@ def override(config, assignments: list[str]) -> list[str]:
 
 
 def meta_architecture(config):
-    """The active model message (ssd, faster_rcnn, center_net, ...)."""
-    name = config.model.WhichOneof("model")
+    """The active model message (ssd, faster_rcnn, center_net, ...) of a pipeline or model config."""
+    model = config.model if config.DESCRIPTOR.name == "TrainEvalPipelineConfig" else config
+    name = model.WhichOneof("model")
     if name is None:
         raise ConfigError("the config has no model")
-    return getattr(config.model, name)
+    return getattr(model, name)
 
 
 def set_data(config, records_dir: str | Path) -> list[str]:
@@ -119,5 +120,7 @@ def set_checkpoint(config, prefix: str | Path, checkpoint_type: str = "detection
     train = config.train_config
     train.fine_tune_checkpoint = str(prefix.resolve())
     train.fine_tune_checkpoint_type = checkpoint_type
-    train.fine_tune_checkpoint_version = _pipeline_pb2().train__pb2.CheckpointVersion.Value("V2")
+    from object_detection.protos import train_pb2
+
+    train.fine_tune_checkpoint_version = train_pb2.CheckpointVersion.Value("V2")
     return [f"fine_tune_checkpoint = {prefix} ({checkpoint_type}, V2)"]

@@ -14,7 +14,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -187,14 +186,12 @@ def _worker_pool(workers: int) -> Iterator[Callable[[Callable, Iterable], Iterat
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
-    """Fork when TensorFlow is not loaded (the command line): workers start at once. With TensorFlow
-    loaded, forking would copy a process holding its threads and locks, so workers come from a fork
-    server that imports only the encoder, once per process."""
-    if "tensorflow" not in sys.modules:
-        return multiprocessing.get_context("fork")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tfod_wrap.data.encode"])
-    return context
+    """Fork where the OS has it. Spawned (or fork-server) workers re-import the caller's __main__
+    module, and a user's script that imports TensorFlow would then load it again in every worker
+    (seconds and hundreds of MB each). Forking a process that holds TensorFlow's threads is safe
+    here because the workers run only PIL, lxml, hashlib and protobuf code, never TensorFlow."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
 
 
 def _read(input_path: Path, fmt: str, images_dir: Path | None, imap: Callable) -> Dataset:
