@@ -33,7 +33,15 @@ def records(voc_dataset, tmp_path):
 
 
 def test_help_of_every_command():
-    for command in ([], ["tfrecords"], ["labelmap"], ["labelmap", "build"], ["labelmap", "check"], ["inspect"]):
+    for command in (
+        [],
+        ["tfrecords"],
+        ["labelmap"],
+        ["labelmap", "build"],
+        ["labelmap", "check"],
+        ["inspect"],
+        ["config"],
+    ):
         assert "usage: tfod-wrap" in run(*command, "--help").stdout
 
 
