@@ -13,6 +13,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from tfod_wrap import __version__, config, data  # noqa: E402  (the variable must be set before TF loads)
+from tfod_wrap.errors import UserError  # noqa: E402
 
 CONFIG_USAGE = """tfod-wrap config MODEL_OR_FILE --output FILE [--data DIR] [--checkpoint PREFIX] [--set PATH=VALUE ...]
                         [--steps N] [--batch-size N] [--no-lr-scaling] [--no-check]
@@ -89,6 +90,36 @@ def _config(args: argparse.Namespace) -> int:
     for note in notes:
         print(note)
     print(f"wrote {args.output}" + ("" if args.no_check else " (checked: the TFOD model builder accepts it)"))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tfod_wrap import train  # TensorFlow loads only for the commands that need it
+
+    result = train.train(
+        args.pipeline,
+        args.model_dir,
+        freeze=args.freeze,
+        train_only=args.train_only,
+        steps=args.steps,
+        resume=args.resume,
+        strategy=args.strategy,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep,
+        progress=True,
+    )
+    losses = ", ".join(f"{key.split('/')[-1]} {value:.4f}" for key, value in result.losses.items())
+    print(f"step {result.step}: {losses}")
+    print(f"median {result.steps_per_second:.2f} steps/s; checkpoint {result.checkpoint}")
+    print(f"TensorBoard: tensorboard --logdir {args.model_dir}; loss curve: {args.model_dir}/loss_curve.png")
+    return 0
+
+
+def _variables(args: argparse.Namespace) -> int:
+    from tfod_wrap import train
+
+    infos, frozen = train.list_variables(args.pipeline, args.freeze, args.train_only)
+    print(train.variables_table(infos, frozen, verbose=not args.totals))
     return 0
 
 
@@ -178,6 +209,47 @@ def build_parser() -> argparse.ArgumentParser:
     configure.add_argument("--full", action="store_true", help="with show: print the whole config")
     configure.set_defaults(run=_config)
 
+    freeze_help = (
+        "freeze variables: a preset ("
+        + ", ".join(("backbone", "backbone:N", "fpn", "box_head", "class_head", "all-but-heads"))
+        + ") or a regular expression searched in variable names (see `tfod-wrap variables`)"
+    )
+    training = commands.add_parser(
+        "train",
+        help="train a pipeline.config with layer freezing, progress, TensorBoard, checkpoints and resume",
+        description="A TF2 training loop on the TFOD API's own model builder, inputs, optimizer and losses that "
+        "honours --freeze/--train-only and the config's freeze_variables/update_trainable_variables. "
+        "Checkpoints go to MODEL_DIR every --checkpoint-every steps (the last --keep kept), TensorBoard events "
+        "to MODEL_DIR/train, the loss history to MODEL_DIR/train_history.csv and loss_curve.png.",
+    )
+    training.add_argument("--pipeline", required=True, type=Path, help="pipeline.config (from `tfod-wrap config`)")
+    training.add_argument("--model-dir", required=True, type=Path, help="checkpoints, events and curves go here")
+    training.add_argument("--freeze", action="append", default=[], metavar="SPEC", help=freeze_help)
+    training.add_argument("--train-only", action="append", default=[], metavar="SPEC", help="train only these")
+    training.add_argument("--steps", type=int, help="total steps (default: train_config.num_steps)")
+    training.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in MODEL_DIR")
+    training.add_argument(
+        "--strategy",
+        default="default",
+        choices=["default", "mirrored", "multi_worker"],
+        help="tf.distribute strategy: one device, all local GPUs, or the TF_CONFIG cluster",
+    )
+    training.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (500)")
+    training.add_argument("--keep", type=int, default=5, help="checkpoints to keep (5)")
+    training.set_defaults(run=_train)
+
+    listing = commands.add_parser(
+        "variables",
+        help="every trainable variable with shape, parameters, part and whether it is frozen",
+        description="Build the pipeline's model and list its trainable variables, the part each belongs to "
+        "(backbone with its block, fpn, box_head, class_head) and which the freeze specs freeze.",
+    )
+    listing.add_argument("--pipeline", required=True, type=Path)
+    listing.add_argument("--freeze", action="append", default=[], metavar="SPEC", help=freeze_help)
+    listing.add_argument("--train-only", action="append", default=[], metavar="SPEC", help="train only these")
+    listing.add_argument("--totals", action="store_true", help="print only the totals")
+    listing.set_defaults(run=_variables)
+
     inspect = commands.add_parser(
         "inspect",
         help="counts and box statistics of TFRecords, and a preview of what training sees",
@@ -197,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (data.DataError, config.ConfigError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -17,6 +17,8 @@ import re
 
 from google.protobuf import descriptor, message, text_format
 
+from tfod_wrap.errors import UserError
+
 _F = descriptor.FieldDescriptor
 _STEP = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?$")
 _INTEGER_TYPES = {
@@ -34,7 +36,7 @@ _INTEGER_TYPES = {
 _FLOAT_TYPES = {_F.TYPE_FLOAT, _F.TYPE_DOUBLE}
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A pipeline.config problem; the message says where and what."""
 
 

@@ -15,11 +15,13 @@ from typing import NamedTuple
 
 from lxml import etree
 
+from tfod_wrap.errors import UserError
+
 FORMATS = ("voc", "coco", "csv")
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Input that cannot be converted; the message names the file and the problem."""
 
 
