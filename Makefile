@@ -16,7 +16,16 @@ SHARDS ?= 1
 SEED ?= 0
 LABEL_MAP ?=
 
-.PHONY: install test lint tfrecords bench clean
+# make train: template -> pipeline.config -> training (see README, "Step 3")
+MODEL ?= ssd_mobilenet_v2
+RUN ?= runs/$(MODEL)
+STEPS ?= 2000
+BATCH ?= 8
+FREEZE ?= backbone
+CHECKPOINT ?=
+RESUME ?=
+
+.PHONY: install test lint tfrecords train bench clean
 
 install: $(STAMP)
 
@@ -40,6 +49,12 @@ lint: install
 tfrecords: install
 	$(CLI) tfrecords --input $(INPUT) --output $(DATA) --format $(FORMAT) --split $(SPLIT) \
 		--shards $(SHARDS) --seed $(SEED) $(if $(IMAGES),--images $(IMAGES)) $(if $(LABEL_MAP),--label-map $(LABEL_MAP))
+
+train: install
+	$(CLI) config $(MODEL) --data $(DATA) --output $(RUN)/pipeline.config --batch-size $(BATCH) --steps $(STEPS) \
+		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+	$(CLI) train --pipeline $(RUN)/pipeline.config --model-dir $(RUN) $(foreach spec,$(FREEZE),--freeze $(spec)) \
+		$(if $(RESUME),--resume)
 
 bench: install
 	$(PY) tools/bench_tfrecords.py

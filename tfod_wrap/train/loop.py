@@ -1,0 +1,304 @@
+"""`tfod-wrap train`: a TF2 training loop on the TFOD API's own parts that actually freezes variables.
+
+It follows model_lib_v2.train_loop (model_builder, inputs.train_input with the config's augmentations,
+optimizer_builder, the model's losses plus regularisation, gradient clipping, TFOD's fine-tune
+checkpoint restore, tf.distribute) with these differences:
+- only the variables left trainable by `freeze.py` get gradients and optimizer slots, and batch-norm
+  layers that are wholly frozen run in inference mode, so their moving statistics stay put;
+- progress bar, TensorBoard scalars as model_main_tf2 writes them plus a training batch with its boxes,
+  a loss history (train_history.csv) and loss-curve PNG in the model dir;
+- `resume` continues from the latest checkpoint with the same step, schedule and optimizer state; a
+  model dir that already holds checkpoints is never trained over silently;
+- a non-finite loss stops the run with a clear message, leaving the last good checkpoint as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tensorflow as tf
+from tqdm import tqdm
+
+from tfod_wrap.errors import UserError
+from tfod_wrap.files import atomic_write_text
+from tfod_wrap.train.freeze import apply_freeze, describe_variables, ensure_built, resolve_frozen, variables_table
+
+PLACEHOLDER = "PATH_TO_BE_CONFIGURED"
+HISTORY = "train_history.csv"
+LOSS_CURVE = "loss_curve.png"
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+class TrainError(UserError, RuntimeError):
+    """A training run that cannot start or go on; the message says why and what to do."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: dict[str, float]
+    checkpoint: str | None
+    steps_per_second: float
+    frozen: int
+    trainable: int
+    history: list[dict] = field(default_factory=list)
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """default: one device; mirrored: every local GPU; multi_worker: the cluster in TF_CONFIG."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise TrainError("--strategy multi_worker reads the cluster from the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise TrainError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
+
+
+def train(
+    pipeline: str | Path,
+    model_dir: str | Path,
+    *,
+    freeze: list[str] = (),
+    train_only: list[str] = (),
+    steps: int | None = None,
+    resume: bool = False,
+    strategy: str | tf.distribute.Strategy = "default",
+    checkpoint_every: int = 500,
+    keep_checkpoints: int = 5,
+    progress: bool = False,
+    log=print,
+) -> TrainResult:
+    """Train the model of a pipeline.config into `model_dir`; see the module docstring."""
+    from object_detection import inputs
+    from object_detection.builders import model_builder, optimizer_builder
+    from object_detection.utils import config_util
+
+    configs = config_util.get_configs_from_pipeline_file(str(pipeline))
+    pipeline_proto = config_util.create_pipeline_proto_from_configs(configs)
+    train_config = configs["train_config"]
+    total_steps = steps or train_config.num_steps
+    if not total_steps:
+        raise TrainError(f"{pipeline}: train_config.num_steps is 0; pass --steps N")
+    model_dir = Path(model_dir)
+    strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
+    is_chief = strategy.extended.should_checkpoint
+    # Non-chief workers must save too (saving is collective), but into a folder of their own.
+    save_dir = model_dir if is_chief else model_dir / f"worker-{strategy.extended._task_id}"  # noqa: SLF001
+    latest = tf.train.latest_checkpoint(str(save_dir))
+    if latest and not resume:
+        raise TrainError(
+            f"{model_dir} already holds checkpoints ({Path(latest).name}); pass --resume to continue, "
+            "or choose a new --model-dir"
+        )
+    check_input_files(configs["train_input_config"], getattr(strategy.extended, "_num_workers", 1))
+    save_dir.mkdir(parents=True, exist_ok=True)
+
+    with strategy.scope():
+        model = model_builder.build(configs["model"], is_training=True)
+        ensure_built(model, pipeline_proto)
+        frozen = resolve_frozen(model, pipeline_proto, list(freeze), list(train_only))
+        variables = apply_freeze(model, frozen)
+        log(variables_table(describe_variables(model), frozen, verbose=False))
+        global_step = tf.Variable(
+            0,
+            trainable=False,
+            dtype=tf.int64,
+            name="global_step",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+        optimizer, (learning_rate,) = optimizer_builder.build(train_config.optimizer, global_step=global_step)
+        if train_config.optimizer.use_moving_average:
+            optimizer.shadow_copy(model)
+        dataset = strategy.distribute_datasets_from_function(
+            lambda context: inputs.train_input(
+                train_config, configs["train_input_config"], configs["model"], model=model, input_context=context
+            ).repeat()
+        )
+        checkpoint = tf.train.Checkpoint(step=global_step, model=model, optimizer=optimizer)
+        manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=keep_checkpoints)
+        if latest:
+            checkpoint.restore(latest).expect_partial()
+            log(f"resumed from {latest} at step {int(global_step.numpy())}")
+        else:
+            _load_fine_tune_checkpoint(model, train_config, model_dir, log)
+        step_fn = _make_step(model, optimizer, variables, global_step, train_config, strategy)
+
+    writer = tf.summary.create_file_writer(str(save_dir / "train"))
+    history = _History(save_dir / HISTORY, int(global_step.numpy()))
+    iterator = iter(dataset)
+    start = int(global_step.numpy())
+    if start >= total_steps:
+        raise TrainError(f"{model_dir} is already at step {start} of {total_steps}; raise --steps to train more")
+    if start == 0:
+        manager.save(checkpoint_number=0)  # the starting point, as model_lib_v2 saves it
+    losses: dict[str, float] = {}
+    rates = []
+    with (
+        writer.as_default(),
+        tqdm(total=total_steps, initial=start, unit="step", desc="training", disable=not progress) as bar,
+    ):
+        last_saved = start
+        for _ in range(start, total_steps):
+            began = time.perf_counter()
+            losses = {key: float(value) for key, value in step_fn(iterator).items()}
+            step = int(global_step.numpy())
+            rates.append(1.0 / max(time.perf_counter() - began, 1e-9))
+            losses["learning_rate"] = float(learning_rate() if callable(learning_rate) else learning_rate)
+            if not math.isfinite(losses["Loss/total_loss"]):
+                history.flush()
+                kept = manager.latest_checkpoint or "none yet"
+                raise TrainError(
+                    f"the loss became {losses['Loss/total_loss']} at step {step}; stopped without saving. The last "
+                    f"good checkpoint ({kept}) is kept. Lower the learning rate or check the data (tfod-wrap inspect)."
+                )
+            for key, value in losses.items():
+                tf.summary.scalar(key, value, step=step)
+            tf.summary.scalar("steps_per_sec", rates[-1], step=step)
+            history.add(step, losses, rates[-1])
+            bar.update(1)
+            bar.set_postfix(_postfix(losses, rates), refresh=False)
+            if step - last_saved >= checkpoint_every or step == total_steps:
+                manager.save(checkpoint_number=step)
+                history.flush()
+                if is_chief:
+                    history.plot(save_dir / LOSS_CURVE)
+                last_saved = step
+    steady = rates[1:] or rates
+    return TrainResult(
+        step=int(global_step.numpy()),
+        losses=losses,
+        checkpoint=manager.latest_checkpoint,
+        steps_per_second=sorted(steady)[len(steady) // 2],
+        frozen=len(frozen),
+        trainable=len(variables),
+        history=history.rows,
+    )
+
+
+def check_input_files(reader, workers: int) -> None:
+    """TFOD shards the training input by file across workers: a worker without a file gets no data
+    and the whole cluster stops at its first step. Say so before anything starts."""
+    patterns = list(reader.tf_record_input_reader.input_path)
+    files = [name for pattern in patterns for name in tf.io.gfile.glob(pattern)]
+    if not files:
+        raise TrainError(f"no training records match {', '.join(patterns)}")
+    if len(files) < workers:
+        raise TrainError(
+            f"{len(files)} training record file(s) for {workers} workers: the TFOD input is split by file, so "
+            f"a worker would get no data. Write the records with `tfod-wrap tfrecords --shards {workers}` (or more)."
+        )
+
+
+def _load_fine_tune_checkpoint(model, train_config, model_dir: Path, log) -> None:
+    """Restore the config's fine_tune_checkpoint the way model_lib_v2 does (restore_from_objects)."""
+    from object_detection.utils import variables_helper
+
+    path = train_config.fine_tune_checkpoint
+    if not path or path.startswith(PLACEHOLDER):
+        log(
+            "no fine_tune_checkpoint set: training from random initialisation "
+            "(tfod-wrap config --checkpoint PREFIX to fine-tune)"
+        )
+        return
+    if not tf.io.gfile.exists(f"{path}.index"):
+        raise TrainError(f"fine_tune_checkpoint {path} does not exist (expected {path}.index)")
+    kind = train_config.fine_tune_checkpoint_type or "detection"
+    variables_helper.ensure_checkpoint_supported(path, kind, str(model_dir))
+    restore_map = model.restore_from_objects(fine_tune_checkpoint_type=kind)
+    tf.train.Checkpoint(**restore_map).restore(path).expect_partial().assert_existing_objects_matched()
+    log(f"restored {kind} checkpoint {path}")
+
+
+def _make_step(model, optimizer, variables, global_step, train_config, strategy):
+    """One distributed step: TFOD's loss computation, gradients for the trainable variables only."""
+    from object_detection import model_lib, model_lib_v2
+    from object_detection.core import standard_fields as fields
+
+    clip = train_config.gradient_clipping_by_norm
+    unpad = train_config.unpad_groundtruth_tensors
+    add_regularization = train_config.add_regularization_loss
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_step(features, labels):
+        model._is_training = True  # noqa: SLF001 (as model_lib_v2.eager_train_step does)
+        tf.keras.backend.set_learning_phase(True)
+        with tf.summary.record_if(tf.equal(global_step, 0)):
+            _batch_image_summary(features[fields.InputDataFields.image], labels, global_step)
+        unstacked = model_lib.unstack_batch(labels, unpad_groundtruth_tensors=unpad)
+        with tf.GradientTape() as tape:
+            losses, _ = model_lib_v2._compute_losses_and_predictions_dicts(  # noqa: SLF001
+                model, features, unstacked, training_step=global_step, add_regularization_loss=add_regularization
+            )
+            losses = model_lib_v2.normalize_dict(losses, replicas)
+        gradients = tape.gradient(losses["Loss/total_loss"], variables)
+        if clip > 0:
+            gradients, _ = tf.clip_by_global_norm(gradients, clip)
+        optimizer.apply_gradients(zip(gradients, variables))
+        global_step.assign_add(1)
+        return losses
+
+    @tf.function
+    def step(iterator):
+        features, labels = next(iterator)
+        per_replica = strategy.run(replica_step, args=(features, labels))
+        return model_lib_v2.reduce_dict(strategy, per_replica, tf.distribute.ReduceOp.SUM)
+
+    return step
+
+
+def _batch_image_summary(images, labels, global_step) -> None:
+    """The first training batch as the model sees it (after augmentation), with its boxes."""
+    from object_detection.core import standard_fields as fields
+
+    low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
+    high = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
+    scaled = (images - low) / tf.maximum(high - low, 1e-6)
+    boxes = labels[fields.InputDataFields.groundtruth_boxes]
+    drawn = tf.image.draw_bounding_boxes(scaled, boxes, colors=tf.constant([[1.0, 0.2, 0.2, 1.0]]))
+    tf.summary.image("train_input_images_with_boxes", drawn, step=global_step, max_outputs=3)
+
+
+def _postfix(losses: dict[str, float], rates: list[float]) -> dict[str, str]:
+    short = {key.split("/")[-1].replace("_loss", ""): value for key, value in losses.items()}
+    postfix = {name: f"{value:.3f}" for name, value in short.items() if name not in ("learning_rate",)}
+    postfix["lr"] = f"{losses['learning_rate']:.2e}"
+    postfix["steps/s"] = f"{rates[-1]:.2f}"
+    return postfix
+
+
+class _History:
+    """train_history.csv: one row per step, kept across --resume (rows past the restored step are
+    dropped, since those steps are trained again)."""
+
+    def __init__(self, path: Path, start_step: int):
+        self.path = path
+        self.rows: list[dict] = []
+        if path.is_file():
+            with open(path, newline="") as handle:
+                self.rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= start_step]
+        self.offset = float(self.rows[-1]["seconds"]) if self.rows else 0.0
+        self.started = time.perf_counter()
+
+    def add(self, step: int, losses: dict[str, float], rate: float) -> None:
+        seconds = self.offset + time.perf_counter() - self.started
+        self.rows.append({"step": step, "seconds": round(seconds, 3), **losses, "steps_per_sec": rate})
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        columns = list(dict.fromkeys(key for row in self.rows for key in row))
+        lines = [",".join(columns)] + [",".join(str(row.get(c, "")) for c in columns) for row in self.rows]
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
+
+    def plot(self, output: Path) -> None:
+        from tfod_wrap.train.curves import loss_curve
+
+        loss_curve(self.rows, output)
