@@ -229,3 +229,19 @@ def test_two_workers_train_in_lockstep(records, tmp_path):
     trainable = [name for name in chief if "moving_" not in name]
     assert all(np.array_equal(chief[name], worker[name]) for name in trainable)
     assert any(not np.array_equal(chief[name], start[name]) for name in trainable)
+
+
+def test_variables_cli_lists_parts_and_totals(records, tmp_path):
+    pipeline = make_pipeline(records, tmp_path / "pipeline.config")
+    result = subprocess.run(
+        [CLI, "variables", "--pipeline", str(pipeline), "--freeze", "backbone:4"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("Conv1/kernel:0") and "backbone" in line and "frozen" in line for line in lines)
+    assert any(line.startswith("block_5_expand/kernel:0") and "trainable" in line for line in lines)
+    assert any(line.startswith("total") for line in lines)
+    typo = subprocess.run(
+        [CLI, "variables", "--pipeline", str(pipeline), "--freeze", "FeatureExtractor"], capture_output=True, text=True
+    )
+    assert typo.returncode == 2 and "backbone" in typo.stderr and "Traceback" not in typo.stderr

@@ -1,0 +1,443 @@
+"""Benchmark training speed: how much freezing speeds up a step, and our loop against TFOD's own loop.
+
+Measured, on SSD MobileNet V2 FPNLite 320 (template ssd_mobilenet_v2_fpnlite_320), batch 4, random
+initialisation (no pretrained checkpoint), on a generated dataset (--images 320x320 JPEGs with 1-3
+ellipses or rectangles on noisy textured backgrounds, Pascal VOC XML, converted with `convert`):
+
+- `tfod_wrap.train.train` with no freezing, `backbone:4`, `backbone:8`, `backbone` and `all-but-heads`;
+- TFOD's own `model_lib_v2.train_loop` on the same pipeline.config and records (no freezing), with
+  `num_steps_per_iteration=1` so that it, like our loop, runs and logs one step per tf.function call.
+
+Every run is a fresh subprocess (clean TF and Keras state) training --steps steps. Both loops write a
+`steps_per_sec` scalar after every step to MODEL_DIR/train; the child reads those events back. Two step
+times come from them, skipping the first --warmup steps (tracing, warm-up):
+- "step s": the wall-clock time between consecutive `steps_per_sec` events, i.e. one whole iteration of
+  the loop (input, forward, backward, update, summaries, bookkeeping). Same method for both loops.
+- "step_fn s": 1 / steps_per_sec as each loop reports it (our loop times the compiled step only; TFOD's
+  interval also spans its previous step's summary writing and logging).
+Figures are medians. The loss-versus-time plot (docs/bench_train_loss.png unless --plot says otherwise)
+shows Loss/total_loss of each run (raw faint, moving average bold) against the seconds since its first
+step ended, so the first step's tracing time is left out.
+
+    .venv/bin/python tools/bench_train.py [--steps 60] [--warmup 3] [--images 64] [--workdir DIR] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+import tfod_wrap  # noqa: F401  (must come before any object_detection import)
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = "ssd_mobilenet_v2_fpnlite_320"
+BATCH = 4
+SIZE = 320
+CLASSES = ("ellipse", "rectangle")
+SEED = 0
+JPEG_QUALITY = 90
+FREEZE_SETTINGS = ("none", "backbone:4", "backbone:8", "backbone", "all-but-heads")
+TFOD = "TFOD train_loop"
+TARGET_BACKBONE = 0.5
+TARGET_OURS_OVER_TFOD = 1.0
+SMOOTH = 8
+LAST = 10
+TOTAL_LOSS = "Loss/total_loss"
+RATE = "steps_per_sec"
+
+
+# --- dataset -----------------------------------------------------------------------------------
+
+
+def random_boxes(rng: np.random.Generator) -> list[tuple[str, int, int, int, int]]:
+    """1-3 boxes (class, xmin, ymin, xmax, ymax) that fit in the image."""
+    boxes = []
+    for _ in range(rng.integers(1, 4)):
+        width, height = int(rng.integers(40, 180)), int(rng.integers(40, 180))
+        xmin, ymin = int(rng.integers(0, SIZE - width)), int(rng.integers(0, SIZE - height))
+        boxes.append((str(rng.choice(CLASSES)), xmin, ymin, xmin + width, ymin + height))
+    return boxes
+
+
+def textured_background(rng: np.random.Generator) -> np.ndarray:
+    """A base colour with a few random sinusoidal stripes and blurred blotches, as float HxWx3."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    image = np.broadcast_to(rng.uniform(40, 215, size=3), (SIZE, SIZE, 3)).astype(np.float32)
+    for _ in range(3):
+        angle, period = rng.uniform(0, np.pi), rng.uniform(8, 80)
+        wave = np.sin((x * np.cos(angle) + y * np.sin(angle)) * 2 * np.pi / period)
+        image = image + wave[..., None] * rng.uniform(-25, 25, size=3)
+    blotches = rng.uniform(0, 255, size=(SIZE // 16, SIZE // 16, 3)).astype(np.uint8)
+    blurred = Image.fromarray(blotches).resize((SIZE, SIZE), Image.BILINEAR).filter(ImageFilter.GaussianBlur(4))
+    return 0.75 * image + 0.25 * np.asarray(blurred, dtype=np.float32)
+
+
+def draw_objects(image: Image.Image, boxes: list, rng: np.random.Generator) -> None:
+    draw = ImageDraw.Draw(image)
+    for name, xmin, ymin, xmax, ymax in boxes:
+        colour = tuple(int(value) for value in rng.integers(0, 256, size=3))
+        shape = draw.ellipse if name == "ellipse" else draw.rectangle
+        shape((xmin, ymin, xmax, ymax), fill=colour)
+
+
+def synthetic_photo(rng: np.random.Generator, boxes: list) -> Image.Image:
+    """Textured background, the objects drawn on it, then pixel noise over everything."""
+    image = Image.fromarray(np.clip(textured_background(rng), 0, 255).astype(np.uint8))
+    draw_objects(image, boxes, rng)
+    pixels = np.asarray(image, dtype=np.float32) + rng.normal(0.0, 8.0, size=(SIZE, SIZE, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def voc_xml(filename: str, boxes: list) -> ET.ElementTree:
+    """A Pascal VOC annotation of one image."""
+    root = ET.Element("annotation")
+    ET.SubElement(root, "filename").text = filename
+    size = ET.SubElement(root, "size")
+    for tag, value in (("width", SIZE), ("height", SIZE), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(value)
+    for name, *coordinates in boxes:
+        obj = ET.SubElement(root, "object")
+        ET.SubElement(obj, "name").text = name
+        bndbox = ET.SubElement(obj, "bndbox")
+        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), coordinates, strict=True):
+            ET.SubElement(bndbox, tag).text = str(value)
+    ET.indent(root)
+    return ET.ElementTree(root)
+
+
+def write_dataset(folder: Path, count: int) -> None:
+    """`count` images with their XML, deterministic from SEED."""
+    folder.mkdir(parents=True)
+    for index in range(count):
+        rng = np.random.default_rng([SEED, index])
+        boxes = random_boxes(rng)
+        filename = f"img_{index:04d}.jpg"
+        synthetic_photo(rng, boxes).save(folder / filename, "JPEG", quality=JPEG_QUALITY)
+        voc_xml(filename, boxes).write(folder / f"img_{index:04d}.xml", encoding="utf-8")
+
+
+def prepare(workdir: Path, images: int, steps: int) -> Path:
+    """Dataset -> records -> pipeline.config (batch 4, `steps` steps, no fine-tune checkpoint)."""
+    from tfod_wrap import config
+    from tfod_wrap.data import convert
+
+    voc_dir, records = workdir / "voc", workdir / "records"
+    write_dataset(voc_dir, images)
+    report = convert(voc_dir, records, split="train=1.0", shards=1)
+    if report["images_written"] != images:
+        raise SystemExit(f"convert wrote {report['images_written']} of {images} images; see {records}/report.json")
+    pipeline = workdir / "pipeline.config"
+    overrides = ['train_config.fine_tune_checkpoint=""']  # random init; TFOD's loop would try to load it
+    config.configure(TEMPLATE, pipeline, data=records, batch_size=BATCH, steps=steps, overrides=overrides, check=False)
+    return pipeline
+
+
+# --- one training run, in a child process ------------------------------------------------------
+
+
+def read_scalars(folder: Path, tags: tuple[str, ...]) -> dict[str, dict[int, tuple[float, float]]]:
+    """{tag: {step: (wall_time, value)}} from the TensorBoard event files in `folder`."""
+    import tensorflow as tf
+
+    scalars: dict[str, dict[int, tuple[float, float]]] = {tag: {} for tag in tags}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag in scalars:
+                    number = value.simple_value if value.HasField("simple_value") else tf.make_ndarray(value.tensor)
+                    scalars[value.tag][int(event.step)] = (event.wall_time, float(number))
+    return scalars
+
+
+def total_params(log_lines: list[str]) -> tuple[int, int]:
+    """(trainable variables, trainable parameters) from the 'total' row of train's variables table."""
+    for line in log_lines:
+        cells = line.split()
+        if cells[:1] == ["total"] and len(cells) == 7:
+            return int(cells[3]), int(cells[4].replace(",", ""))
+    raise RuntimeError("no 'total' row in the variables table that train() logged")
+
+
+def train_ours(pipeline: Path, model_dir: Path, freeze: str, steps: int) -> dict:
+    from tfod_wrap import train
+
+    lines: list[str] = []
+
+    def log(message: object) -> None:
+        lines.extend(str(message).splitlines())
+
+    specs = [] if freeze == "none" else [freeze]
+    result = train.train(pipeline, model_dir, freeze=specs, steps=steps, checkpoint_every=10**9, log=log)
+    variables, params = total_params(lines)
+    return {"trainable_variables": variables, "trainable_params": params, "frozen_variables": result.frozen}
+
+
+def train_tfod(pipeline: Path, model_dir: Path, steps: int) -> dict:
+    import tensorflow as tf
+    from object_detection import model_lib_v2
+
+    model_lib_v2.train_loop(
+        pipeline_config_path=str(pipeline),
+        model_dir=str(model_dir),
+        train_steps=steps,
+        checkpoint_every_n=10**9,
+        record_summaries=True,
+        num_steps_per_iteration=1,
+    )
+    # Built once more only to count its variables (after training, so the timed run is unaffected).
+    from object_detection.builders import model_builder
+    from object_detection.utils import config_util
+
+    from tfod_wrap.train import ensure_built
+
+    configs = config_util.get_configs_from_pipeline_file(str(pipeline))
+    model = model_builder.build(configs["model"], is_training=True)
+    ensure_built(model, config_util.create_pipeline_proto_from_configs(configs))
+    variables = model.trainable_variables
+    params = int(sum(np.prod(v.shape) for v in variables))
+    tf.keras.backend.clear_session()
+    return {"trainable_variables": len(variables), "trainable_params": params, "frozen_variables": 0}
+
+
+def child(args: argparse.Namespace) -> None:
+    """Train one setting into args.model_dir and write its events' step times and losses as JSON."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    kind, setting = args.child
+    started = time.perf_counter()
+    if kind == "tfod":
+        info = train_tfod(args.pipeline, args.model_dir, args.steps)
+    else:
+        info = train_ours(args.pipeline, args.model_dir, setting, args.steps)
+    seconds = time.perf_counter() - started
+    gc.collect()  # the loops' summary writers go out of scope here; collecting them flushes their events
+    scalars = read_scalars(args.model_dir / "train", (RATE, TOTAL_LOSS))
+    steps = sorted(scalars[RATE])
+    if steps != list(range(1, args.steps + 1)):
+        raise RuntimeError(f"expected steps_per_sec events for steps 1..{args.steps}, found {len(steps)}")
+    result = {
+        **info,
+        "tensorflow": tf.__version__,
+        "run_seconds": seconds,
+        "steps": steps,
+        "wall_time": [scalars[RATE][step][0] for step in steps],
+        "steps_per_sec": [scalars[RATE][step][1] for step in steps],
+        "loss": [scalars[TOTAL_LOSS][step][1] for step in steps],
+    }
+    args.result.write_text(json.dumps(result), encoding="utf-8")
+
+
+def run_child(kind: str, setting: str, pipeline: Path, run_dir: Path, steps: int) -> dict:
+    """One training run in a fresh interpreter; its output goes to run_dir/train.log."""
+    run_dir.mkdir(parents=True)
+    result = run_dir / "result.json"
+    command = [sys.executable, __file__, "--child", kind, setting, "--pipeline", str(pipeline)]
+    command += ["--model-dir", str(run_dir / "model"), "--result", str(result), "--steps", str(steps)]
+    print(f"training {setting} ({kind}) ...", file=sys.stderr, flush=True)
+    with open(run_dir / "train.log", "w") as log:
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, check=False).returncode
+    if code != 0:
+        tail = (run_dir / "train.log").read_text(errors="replace").splitlines()[-15:]
+        print("\n".join(tail), file=sys.stderr)
+        return {"error": f"exit status {code}: {tail[-1] if tail else ''}"}
+    return json.loads(result.read_text(encoding="utf-8"))
+
+
+# --- summary -----------------------------------------------------------------------------------
+
+
+def step_times(run: dict, warmup: int) -> dict:
+    """Medians after warm-up: wall-clock between consecutive steps, and 1/steps_per_sec as reported."""
+    # diff[k] is the time from the end of step k + 1 to the end of step k + 2: steps warmup+1.. remain.
+    intervals = np.diff(run["wall_time"])[max(warmup - 1, 0) :]
+    reported = [1.0 / rate for rate in run["steps_per_sec"][warmup:]]
+    return {
+        "step_s": statistics.median(intervals),
+        "step_fn_s": statistics.median(reported),
+        "samples": len(intervals),
+        "first_step_s": 1.0 / run["steps_per_sec"][0],
+    }
+
+
+def summarise(runs: dict[str, dict], warmup: int) -> dict:
+    rows = {}
+    for name, run in runs.items():
+        if "error" in run:
+            rows[name] = {"error": run["error"]}
+            continue
+        rows[name] = {
+            **step_times(run, warmup),
+            "final_loss": statistics.fmean(run["loss"][-LAST:]),
+            **{key: run[key] for key in ("trainable_variables", "trainable_params", "run_seconds")},
+        }
+    base = rows["none"].get("step_s")
+    for row in rows.values():
+        row["ratio"] = row["step_s"] / base if base and "step_s" in row else None
+    ours_over_tfod = rows["none"]["step_s"] / rows[TFOD]["step_s"] if "step_s" in rows.get(TFOD, {}) else None
+    ours_fn_over_tfod = rows["none"]["step_fn_s"] / rows[TFOD]["step_fn_s"] if ours_over_tfod else None
+    return {
+        "rows": rows,
+        "ours_over_tfod": ours_over_tfod,
+        "ours_over_tfod_step_fn": ours_fn_over_tfod,
+        "target_backbone_met": bool(rows["backbone"].get("ratio") and rows["backbone"]["ratio"] <= TARGET_BACKBONE),
+        "target_tfod_met": bool(ours_over_tfod and ours_over_tfod <= TARGET_OURS_OVER_TFOD),
+    }
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        "| setting | trainable variables | trainable params | median step s | ratio to no freezing "
+        "| median step_fn s | first step s | final loss |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in summary["rows"].items():
+        if "error" in row:
+            lines.append(f"| {name} | failed: {row['error']} | | | | | | |")
+            continue
+        lines.append(
+            f"| {name} | {row['trainable_variables']} | {row['trainable_params']:,} | {row['step_s']:.3f} "
+            f"| {row['ratio']:.2f} | {row['step_fn_s']:.3f} | {row['first_step_s']:.1f} | {row['final_loss']:.3f} |"
+        )
+    verdict = {True: "met", False: "missed"}
+    backbone = summary["rows"]["backbone"].get("ratio")
+    lines += ["", f"backbone / none = {backbone:.2f} (target <= {TARGET_BACKBONE}: "]
+    lines[-1] += f"{verdict[summary['target_backbone_met']]})" if backbone else "n/a)"
+    if summary["ours_over_tfod"]:
+        lines.append(
+            f"ours / TFOD train_loop (no freezing) = {summary['ours_over_tfod']:.2f} per step, "
+            f"{summary['ours_over_tfod_step_fn']:.2f} by step_fn (target <= {TARGET_OURS_OVER_TFOD}: "
+            f"{verdict[summary['target_tfod_met']]})"
+        )
+    else:
+        lines.append("ours / TFOD train_loop: n/a, the TFOD run failed")
+    return "\n".join(lines)
+
+
+def moving_average(values: list[float], window: int) -> np.ndarray:
+    """Trailing mean over up to `window` values (shorter at the start)."""
+    sums = np.cumsum(np.insert(np.asarray(values, dtype=float), 0, 0.0))
+    counts = np.minimum(np.arange(1, len(values) + 1), window)
+    ends = np.arange(1, len(values) + 1)
+    return (sums[ends] - sums[ends - counts]) / counts
+
+
+def plot(runs: dict[str, dict], output: Path) -> None:
+    """Loss against seconds since the end of the first (tracing) step, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for name, run in runs.items():
+        if "error" in run:
+            continue
+        seconds = np.asarray(run["wall_time"]) - run["wall_time"][0]
+        style = "--" if name == TFOD else "-"
+        (line,) = axes.plot(seconds, moving_average(run["loss"], SMOOTH), style, label=name, linewidth=2)
+        axes.plot(seconds, run["loss"], style, color=line.get_color(), alpha=0.2, linewidth=1)
+    axes.set_xlabel("seconds since the end of step 1 (tracing excluded)")
+    axes.set_ylabel(f"total loss (moving average of {SMOOTH} steps; raw faint)")
+    axes.set_title(f"{TEMPLATE}, batch {BATCH}, random init, {os.cpu_count()} CPU cores")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=100)
+    plt.close(figure)
+
+
+def machine() -> dict:
+    import psutil
+
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
+        "python": platform.python_version(),
+    }
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=60, help="training steps per run (default 60)")
+    parser.add_argument("--warmup", type=int, default=3, help="first steps left out of the medians (default 3)")
+    parser.add_argument("--images", type=int, default=64, help="images in the generated dataset (default 64)")
+    parser.add_argument("--workdir", type=Path, help="dataset, records and model dirs (default: a temp dir, removed)")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench_train_loss.png", help="loss plot PNG")
+    parser.add_argument("--child", nargs=2, metavar=("KIND", "SETTING"), help=argparse.SUPPRESS)
+    parser.add_argument("--pipeline", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not args.child and args.steps < args.warmup + 20:
+        parser.error("--steps must leave at least 20 steps after --warmup")
+    return args
+
+
+def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
+    started = time.perf_counter()
+    pipeline = prepare(workdir, args.images, args.steps)
+    plan = [("ours", "none"), ("tfod", TFOD)] + [("ours", setting) for setting in FREEZE_SETTINGS[1:]]
+    runs = {}
+    for index, (kind, setting) in enumerate(plan):
+        runs[setting] = run_child(kind, setting, pipeline, workdir / f"run{index}", args.steps)
+    ordered = {name: runs[name] for name in (*FREEZE_SETTINGS, TFOD)}
+    summary = summarise(ordered, args.warmup)
+    plot(ordered, args.plot)
+    conditions = {"template": TEMPLATE, "batch": BATCH, "size": SIZE, "images": args.images, "steps": args.steps}
+    conditions |= {"warmup": args.warmup, "init": "random (no fine_tune_checkpoint)"}
+    total = time.perf_counter() - started
+    tensorflow = next((run["tensorflow"] for run in ordered.values() if "tensorflow" in run), "?")
+    return {
+        "machine": machine() | {"tensorflow": tensorflow},
+        "conditions": conditions,
+        **summary,
+        "total_seconds": total,
+        "runs": ordered,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        child(args)
+        return
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-train-"))
+    if args.workdir and workdir.exists() and any(workdir.iterdir()):
+        raise SystemExit(f"{workdir} is not empty; pass a new or empty --workdir")
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        results = benchmark(args, workdir)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(markdown(results))
+    print(f"\ntotal {results['total_seconds']:.0f} s; plot: {args.plot}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
