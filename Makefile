@@ -25,7 +25,7 @@ FREEZE ?= backbone
 CHECKPOINT ?=
 RESUME ?=
 
-.PHONY: install test lint tfrecords train bench clean
+.PHONY: install test lint tfrecords train eval bench clean
 
 install: $(STAMP)
 
@@ -56,8 +56,12 @@ train: install
 	$(CLI) train --pipeline $(RUN)/pipeline.config --model-dir $(RUN) $(foreach spec,$(FREEZE),--freeze $(spec)) \
 		$(if $(RESUME),--resume)
 
+eval: install
+	$(CLI) eval --pipeline $(RUN)/pipeline.config --model-dir $(RUN) $(if $(WATCH),--watch)
+
 bench: install
 	$(PY) tools/bench_tfrecords.py
+	$(PY) tools/bench_train.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -73,3 +73,16 @@ def test_records_per_split_and_shard(voc_dataset, tmp_path):
     for name in record_files("val", 2):
         assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
     assert again["splits"] == report["splits"]
+
+
+def test_outputs_get_usual_permissions(voc_dataset, tmp_path):
+    import os
+    import stat
+
+    voc = voc_dataset([{"objects": [{"name": "a", "xmin": 1, "ymin": 1, "xmax": 9, "ymax": 9}]}])
+    convert(voc, tmp_path / "out", workers=1)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777 & ~umask
+    for name in ("train.record", "report.json", "label_map.pbtxt"):
+        assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == 0o666 & ~umask

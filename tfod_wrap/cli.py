@@ -123,6 +123,36 @@ def _variables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from tfod_wrap import evaluate
+
+    if args.saved_model:
+        if not (args.data and args.label_map):
+            raise UserError("--saved-model needs --data RECORDS and --label-map FILE")
+        output = args.output or args.saved_model.parent / "eval"
+        records = data.expand_record_paths([str(path) for path in args.data])
+        detector = evaluate.saved_model_detector(args.saved_model)
+        metrics = evaluate.score(
+            records, detector, args.label_map, output, score_threshold=args.threshold, progress=True
+        )
+        print(evaluate.metrics_table(metrics))
+        print(f"wrote {output}/metrics.json and plots")
+        return 0
+    if not (args.pipeline and args.model_dir):
+        raise UserError(
+            "eval needs --pipeline FILE --model-dir DIR, or --saved-model DIR --data RECORDS --label-map FILE"
+        )
+    options = {"output_dir": args.output, "score_threshold": args.threshold, "progress": True}
+    if args.watch:
+        results = evaluate.watch(args.pipeline, args.model_dir, timeout=args.timeout, **options)
+    else:
+        results = evaluate.evaluate_checkpoints(args.pipeline, args.model_dir, checkpoint=args.checkpoint, **options)
+    if results:
+        print(evaluate.metrics_table(list(results.values())[-1]))
+        print(f"wrote {args.output or args.model_dir / 'eval'} (metrics.json, plots, TensorBoard scalars)")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     stats = data.record_stats(args.records)
     if args.json:
@@ -249,6 +279,36 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--train-only", action="append", default=[], metavar="SPEC", help="train only these")
     listing.add_argument("--totals", action="store_true", help="print only the totals")
     listing.set_defaults(run=_variables)
+
+    evaluation = commands.add_parser(
+        "eval",
+        help="COCO mAP plus per-class AP, precision, recall, F1 and plots, for checkpoints or a SavedModel",
+        description="Evaluate checkpoints of MODEL_DIR on the pipeline's eval input, or an exported SavedModel on "
+        "RECORDS. Numbers are pycocotools' COCOeval, per-class AP read from its precision array. Writes "
+        "metrics.json, pr_curves.png, confusion_matrix.png and worst_class_examples.png (into MODEL_DIR/eval/ckpt-N "
+        "by default) and TensorBoard eval scalars into MODEL_DIR/eval, beside the training curves.",
+    )
+    evaluation.add_argument("--pipeline", type=Path, help="pipeline.config of the run")
+    evaluation.add_argument("--model-dir", type=Path, help="the training run's model dir")
+    evaluation.add_argument("--checkpoint", default="latest", help="latest (default), all, or ckpt-N")
+    evaluation.add_argument("--watch", action="store_true", help="evaluate each new checkpoint while training runs")
+    evaluation.add_argument(
+        "--timeout",
+        type=float,
+        default=3600,
+        help="with --watch: stop after this many seconds without a new checkpoint (3600)",
+    )
+    evaluation.add_argument("--saved-model", type=Path, help="an exported SavedModel folder instead of checkpoints")
+    evaluation.add_argument("--data", type=Path, nargs="+", help="with --saved-model: TFRecord files, globs or folders")
+    evaluation.add_argument("--label-map", type=Path, help="with --saved-model: the label map")
+    evaluation.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="score threshold for P/R/F1 and the confusion matrix (0.5); the F1-best threshold is reported too",
+    )
+    evaluation.add_argument("--output", type=Path, help="where metrics and plots go")
+    evaluation.set_defaults(run=_eval)
 
     inspect = commands.add_parser(
         "inspect",

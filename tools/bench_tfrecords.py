@@ -285,7 +285,6 @@ class WorkerPeak(threading.Thread):
         self.done = threading.Event()
         self.peak_total = 0
         self.most_workers = 0
-        self._is_worker: dict[int, bool] = {}
 
     def run(self) -> None:
         me = psutil.Process()
@@ -295,13 +294,19 @@ class WorkerPeak(threading.Thread):
             self.most_workers = max(self.most_workers, len(sizes))
 
     def _worker_rss(self, child: psutil.Process) -> int:
-        """RSS of a spawned pool worker; 0 for anything else (multiprocessing's resource tracker)."""
+        """RSS of a pool worker (forked, so it includes pages still shared with the parent)."""
         with contextlib.suppress(psutil.Error):
-            if child.pid not in self._is_worker:
-                self._is_worker[child.pid] = "spawn_main" in " ".join(child.cmdline())
-            if self._is_worker[child.pid]:
-                return child.memory_info().rss
+            return child.memory_info().rss
         return 0
+
+
+def own_peak_rss() -> int:
+    """This process's RSS high-water mark. Not ru_maxrss: Linux carries that across exec, so a child
+    started from the TensorFlow-loaded parent would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def memory_child(voc_dir: Path, out_dir: Path) -> None:
@@ -318,7 +323,7 @@ def memory_child(voc_dir: Path, out_dir: Path) -> None:
         "images": written,
         "seconds": seconds,
         "parent_after_imports_mib": after_imports / MIB,
-        "parent_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB,
+        "parent_peak_mib": own_peak_rss() / MIB,
         "largest_worker_peak_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / MIB,
         "workers_total_peak_mib": sampler.peak_total / MIB,
         "workers": sampler.most_workers,

@@ -39,7 +39,7 @@ from tfod_wrap.data.annotations import (
 from tfod_wrap.data.encode import Chunk, Encoded, encode_chunk
 from tfod_wrap.data.labelmap import label_map_from_names, read_label_map, write_label_map
 from tfod_wrap.data.split import parse_split, stratified_split
-from tfod_wrap.files import atomic_write_json, is_inside, replace_folder
+from tfod_wrap.files import atomic_write_json, is_inside, replace_folder, usual_permissions
 
 REPORT = "report.json"
 LABEL_MAP = "label_map.pbtxt"
@@ -100,6 +100,7 @@ def convert(
         by_split = {name: [image for image, key in zip(images, keys) if assignment[key] == name] for name in fractions}
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
+        usual_permissions(staging, directory=True)
         try:
             chunks = _plan_chunks(by_split, staging, shards, workers)
             task = partial(encode_chunk, class_ids=class_ids, check_labels=label_map is not None)

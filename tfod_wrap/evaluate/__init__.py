@@ -1,0 +1,25 @@
+"""Stage 4: COCO metrics with per-class AP, precision, recall and plots (`tfod-wrap eval`)."""
+
+from tfod_wrap.evaluate.run import (
+    EvalError,
+    checkpoint_detector,
+    checkpoints_to_evaluate,
+    evaluate_checkpoints,
+    metrics_table,
+    saved_model_detector,
+    score,
+    watch,
+    write_scalars,
+)
+
+__all__ = [
+    "EvalError",
+    "checkpoint_detector",
+    "checkpoints_to_evaluate",
+    "evaluate_checkpoints",
+    "metrics_table",
+    "saved_model_detector",
+    "score",
+    "watch",
+    "write_scalars",
+]

@@ -1,0 +1,297 @@
+"""`tfod-wrap eval`: run a checkpoint or an exported SavedModel over TFRecords and score it.
+
+Ground truth is read from the records' standard TFOD keys; detections come from the model exactly as
+an exported detector produces them (preprocess, predict, postprocess, boxes back in pixels). Scoring is
+pycocotools' COCOeval (`metrics.py`), so the numbers are COCO's own, per class included.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tfod_wrap.data import expand_record_paths, read_label_map
+from tfod_wrap.errors import UserError
+from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES, evaluate_detections
+from tfod_wrap.evaluate.plots import draw_examples, plot_confusion, plot_pr_curves
+from tfod_wrap.files import atomic_write_json
+
+PER_CLASS_PREFIX = "DetectionBoxes_PerformanceByCategory"
+
+
+class EvalError(UserError):
+    """An evaluation that cannot run; the message says why."""
+
+
+Detector = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def checkpoint_detector(pipeline: str | Path, checkpoint: str) -> Detector:
+    """A function image -> detections from a training checkpoint, built the way TFOD's exporter does."""
+    from object_detection.builders import model_builder
+    from object_detection.utils import config_util
+
+    configs = config_util.get_configs_from_pipeline_file(str(pipeline))
+    model = model_builder.build(configs["model"], is_training=False)
+    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+
+    @tf.function
+    def detect(image):
+        images, shapes = model.preprocess(tf.cast(image[tf.newaxis], tf.float32))
+        return model.postprocess(model.predict(images, shapes), shapes)
+
+    def run(image: np.ndarray) -> dict[str, np.ndarray]:
+        output = detect(tf.constant(image))
+        return {
+            "boxes": output["detection_boxes"][0].numpy(),
+            # postprocess returns 0-based classes; label-map ids start at 1
+            "classes": output["detection_classes"][0].numpy().astype(int) + 1,
+            "scores": output["detection_scores"][0].numpy(),
+            "count": int(output["num_detections"][0]),
+        }
+
+    return run
+
+
+def saved_model_detector(saved_model: str | Path) -> Detector:
+    """A function image -> detections from a SavedModel exported by the TFOD API (uint8 image input)."""
+    path = Path(saved_model)
+    if not (path / "saved_model.pb").is_file():
+        raise EvalError(f"{path}: no saved_model.pb; pass the `saved_model` folder of an export")
+    loaded = tf.saved_model.load(str(path))
+
+    def run(image: np.ndarray) -> dict[str, np.ndarray]:
+        output = loaded(tf.constant(image[np.newaxis], dtype=tf.uint8))
+        return {
+            "boxes": output["detection_boxes"][0].numpy(),
+            "classes": output["detection_classes"][0].numpy().astype(int),  # exported classes are 1-based
+            "scores": output["detection_scores"][0].numpy(),
+            "count": int(output["num_detections"][0]),
+        }
+
+    return run
+
+
+def _records(files: list[str]) -> Iterator[tuple[int, dict]]:
+    """(image id, parsed record) in file order; ids are 1-based positions, unique within one eval."""
+    for image_id, record in enumerate(tf.data.TFRecordDataset(files), start=1):
+        yield image_id, tf.train.Example.FromString(record.numpy()).features.feature
+
+
+def _values(feature, key: str) -> list:
+    """The values of one tf.train.Example feature, whatever its kind; [] when absent."""
+    value = feature.get(key)
+    kind = value.WhichOneof("kind") if value is not None else None
+    return list(getattr(value, kind).value) if kind else []
+
+
+def collect(files: list[str], detector: Detector, class_ids: dict[str, int], progress: bool = False):
+    """COCO ground truth and COCO results for every record."""
+    from tqdm import tqdm
+
+    images, annotations, detections = [], [], []
+    for image_id, feature in tqdm(_records(files), desc="evaluating", unit="img", disable=not progress):
+        width, height = _values(feature, "image/width")[0], _values(feature, "image/height")[0]
+        name = _values(feature, "image/filename")[0].decode()
+        images.append({"id": image_id, "width": width, "height": height, "file_name": name})
+        corners = zip(*(_values(feature, f"image/object/bbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax")))
+        crowd = _values(feature, "image/object/is_crowd")
+        for index, ((xmin, ymin, xmax, ymax), label) in enumerate(
+            zip(corners, _values(feature, "image/object/class/label"))
+        ):
+            box = [xmin * width, ymin * height, (xmax - xmin) * width, (ymax - ymin) * height]
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": int(crowd[index]) if index < len(crowd) else 0,
+                }
+            )
+        image = tf.io.decode_image(_values(feature, "image/encoded")[0], channels=3).numpy()
+        output = detector(image)
+        for (ymin, xmin, ymax, xmax), label, score in zip(
+            output["boxes"][: output["count"]], output["classes"], output["scores"]
+        ):
+            detections.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "score": float(score),
+                    "bbox": [
+                        float(xmin * width),
+                        float(ymin * height),
+                        float((xmax - xmin) * width),
+                        float((ymax - ymin) * height),
+                    ],
+                }
+            )
+    categories = [{"id": class_id, "name": name} for name, class_id in sorted(class_ids.items(), key=lambda i: i[1])]
+    return {"images": images, "annotations": annotations, "categories": categories}, detections
+
+
+def _example_images(files: list[str], groundtruth: dict, detections: list[dict], class_name: str, limit: int):
+    """Decode only the few images that show the worst class (a second pass keeps memory flat)."""
+    class_id = next(c["id"] for c in groundtruth["categories"] if c["name"] == class_name)
+    wanted = {a["image_id"] for a in groundtruth["annotations"] if a["category_id"] == class_id}
+    wanted |= {d["image_id"] for d in detections if d["category_id"] == class_id}
+    wanted = set(sorted(wanted)[:limit])
+    images = []
+    for image_id, feature in _records(files):
+        if image_id in wanted:
+            images.append((image_id, tf.io.decode_image(_values(feature, "image/encoded")[0], channels=3).numpy()))
+    return images
+
+
+def score(
+    files: list[str],
+    detector: Detector,
+    label_map: str | Path,
+    output_dir: str | Path,
+    *,
+    score_threshold: float = 0.5,
+    progress: bool = False,
+) -> dict:
+    """Evaluate, write metrics.json and the plots into output_dir, and return the metrics."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    class_ids = read_label_map(Path(label_map))
+    groundtruth, detections = collect(files, detector, class_ids, progress)
+    metrics = evaluate_detections(groundtruth, detections, score_threshold=score_threshold)
+    metrics["images"] = len(groundtruth["images"])
+    atomic_write_json(output_dir / "metrics.json", metrics)
+    plot_pr_curves(metrics, output_dir / "pr_curves.png")
+    plot_confusion(metrics, output_dir / "confusion_matrix.png")
+    worst = metrics.get("worst_class")
+    if worst:
+        images = _example_images(files, groundtruth, detections, worst, limit=8)
+        draw_examples(
+            images,
+            groundtruth,
+            detections,
+            worst,
+            output_dir / "worst_class_examples.png",
+            score_threshold=score_threshold,
+        )
+    return metrics
+
+
+def write_scalars(metrics: dict, log_dir: str | Path, step: int) -> None:
+    """TensorBoard eval scalars under the names model_main_tf2 uses, plus per-class AP."""
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        for name in COCO_METRIC_NAMES:
+            tf.summary.scalar(name, metrics["coco"][name], step=step)
+        for class_name, values in metrics["per_class"].items():
+            tf.summary.scalar(f"{PER_CLASS_PREFIX}/mAP/{class_name}", values["AP"], step=step)
+            tf.summary.scalar(f"{PER_CLASS_PREFIX}/mAP@.50IOU/{class_name}", values["AP50"], step=step)
+    writer.flush()
+
+
+def checkpoints_to_evaluate(model_dir: str | Path, which: str) -> list[str]:
+    """'latest', 'all' (every checkpoint the model dir still keeps) or 'ckpt-N'."""
+    state = tf.train.get_checkpoint_state(str(model_dir))
+    if state is None or not state.all_model_checkpoint_paths:
+        raise EvalError(f"{model_dir}: no checkpoints (train first: tfod-wrap train)")
+    kept = [str(Path(model_dir) / Path(path).name) for path in state.all_model_checkpoint_paths]
+    if which == "latest":
+        return kept[-1:]
+    if which == "all":
+        return kept
+    chosen = [path for path in kept if Path(path).name == which]
+    if not chosen:
+        names = ", ".join(Path(path).name for path in kept)
+        raise EvalError(f"{model_dir}: no checkpoint {which!r}; kept: {names}")
+    return chosen
+
+
+def evaluate_checkpoints(
+    pipeline: str | Path,
+    model_dir: str | Path,
+    *,
+    checkpoint: str = "latest",
+    output_dir: str | Path | None = None,
+    score_threshold: float = 0.5,
+    progress: bool = False,
+    log=print,
+) -> dict[str, dict]:
+    """Evaluate checkpoints of a model dir on the pipeline's eval input: {checkpoint name: metrics}."""
+    from object_detection.utils import config_util
+
+    configs = config_util.get_configs_from_pipeline_file(str(pipeline))
+    reader = configs["eval_input_configs"][0]
+    files = expand_record_paths(list(reader.tf_record_input_reader.input_path))
+    output_dir = Path(output_dir) if output_dir else Path(model_dir) / "eval"
+    results = {}
+    for path in checkpoints_to_evaluate(model_dir, checkpoint):
+        name = Path(path).name
+        step = int(name.rsplit("-", 1)[1])
+        metrics = score(
+            files,
+            checkpoint_detector(pipeline, path),
+            reader.label_map_path,
+            output_dir / name,
+            score_threshold=score_threshold,
+            progress=progress,
+        )
+        metrics["checkpoint"] = path
+        write_scalars(metrics, output_dir, step)
+        atomic_write_json(output_dir / "metrics.json", metrics)  # the newest evaluated checkpoint
+        results[name] = metrics
+        coco = metrics["coco"]
+        log(f"{name}: mAP {coco[COCO_METRIC_NAMES[0]]:.4f}, mAP@.50 {coco[COCO_METRIC_NAMES[1]]:.4f}")
+    return results
+
+
+def watch(
+    pipeline: str | Path,
+    model_dir: str | Path,
+    *,
+    timeout: float = 3600,
+    poll: float = 10,
+    log=print,
+    **options,
+) -> dict[str, dict]:
+    """Evaluate each new checkpoint while training runs, as model_main_tf2 does with --checkpoint_dir;
+    stops at the config's last step, or after `timeout` seconds without a new checkpoint."""
+    from object_detection.utils import config_util
+
+    last_step = config_util.get_configs_from_pipeline_file(str(pipeline))["train_config"].num_steps
+    seen: dict[str, dict] = {}
+    waited_since = time.monotonic()
+    while time.monotonic() - waited_since < timeout:
+        state = tf.train.get_checkpoint_state(str(model_dir))
+        latest = Path(state.model_checkpoint_path).name if state else None
+        if latest and latest not in seen:
+            seen.update(evaluate_checkpoints(pipeline, model_dir, checkpoint=latest, log=log, **options))
+            waited_since = time.monotonic()
+            if int(latest.rsplit("-", 1)[1]) >= last_step:
+                return seen
+        time.sleep(poll)
+    log(f"no new checkpoint for {timeout:g} s; stopping")
+    return seen
+
+
+def metrics_table(metrics: dict) -> str:
+    """The printed summary: COCO numbers, then one line per class."""
+    lines = [f"{name.split('/')[-1]:>16}  {metrics['coco'][name]:.4f}" for name in COCO_METRIC_NAMES]
+    header = f"{'class':<20} {'AP':>6} {'AP50':>6} {'AP75':>6} {'P':>6} {'R':>6} {'F1':>6} {'thr':>5} {'gt':>5}"
+    lines += ["", header]
+    for name, values in metrics["per_class"].items():
+        best = values["best_f1"]
+        lines.append(
+            f"{name[:20]:<20} {values['AP']:6.3f} {values['AP50']:6.3f} {values['AP75']:6.3f} "
+            f"{best['precision']:6.3f} {best['recall']:6.3f} {best['f1']:6.3f} {best['threshold']:5.2f} "
+            f"{values['num_groundtruth']:5d}"
+        )
+    lines.append(
+        "P, R, F1 at the score threshold that maximises F1 (IoU 0.5); metrics.json also has them at "
+        f"{next(iter(metrics['per_class'].values()), {}).get('at_threshold', {}).get('threshold', 0.5)}"
+    )
+    return "\n".join(lines)
