@@ -65,6 +65,20 @@ def voc_dataset(tmp_path: Path):
     return make
 
 
+def tiny_voc(folder: Path, count: int, classes: str = "ab", size=(96, 72), box=(10, 8, 70, 60)) -> Path:
+    """`count` textured images, one box each, classes taking turns: the data of the model-level tests."""
+    folder.mkdir(parents=True, exist_ok=True)
+    xmin, ymin, xmax, ymax = box
+    for index in range(count):
+        photo(*size, seed=index).save(folder / f"{index}.jpg")
+        (folder / f"{index}.xml").write_text(
+            f"<annotation><filename>{index}.jpg</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
+            f"</size><object><name>{classes[index % len(classes)]}</name><bndbox><xmin>{xmin}</xmin><ymin>{ymin}"
+            f"</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox></object></annotation>"
+        )
+    return folder
+
+
 def write_coco(path: Path, images: list[dict], annotations: list[dict], categories: list[dict]) -> Path:
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     return path

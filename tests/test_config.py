@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
-from conftest import REPO, photo
+from conftest import REPO, tiny_voc
 from google.protobuf import text_format
 
 from tfod_wrap import config
@@ -31,14 +31,7 @@ LIGHT = {"ssd_mobilenet_v2", "ssd_mobilenet_v2_fpnlite_320"}  # forward pass too
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("records")
-    voc = root / "voc"
-    voc.mkdir()
-    for index in range(6):
-        photo(64, 48, seed=index).save(voc / f"{index}.jpg")
-        (voc / f"{index}.xml").write_text(
-            f"<annotation><filename>{index}.jpg</filename><object><name>{'abc'[index % 3]}</name>"
-            "<bndbox><xmin>4</xmin><ymin>4</ymin><xmax>40</xmax><ymax>30</ymax></bndbox></object></annotation>"
-        )
+    voc = tiny_voc(root / "voc", 6, classes="abc", size=(64, 48), box=(4, 4, 40, 30))
     convert(voc, root / "out", split="train=0.5,val=0.5", shards=2, workers=1)
     return root / "out"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
-from conftest import photo
+from conftest import tiny_voc
 
 from tfod_wrap import config, evaluate, train
 from tfod_wrap.data import convert
@@ -20,14 +20,7 @@ CLI = str(Path(sys.executable).parent / "tfod-wrap")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
-    voc = root / "voc"
-    voc.mkdir()
-    for index in range(8):
-        photo(96, 72, seed=index).save(voc / f"{index}.jpg")
-        (voc / f"{index}.xml").write_text(
-            f"<annotation><filename>{index}.jpg</filename><object><name>{'ab'[index % 2]}</name>"
-            "<bndbox><xmin>10</xmin><ymin>8</ymin><xmax>70</xmax><ymax>60</ymax></bndbox></object></annotation>"
-        )
+    voc = tiny_voc(root / "voc", 8)
     convert(voc, root / "records", split="train=0.5,val=0.5", workers=1)
     pipeline = root / "pipeline.config"
     config.configure(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO, photo
+from conftest import REPO, tiny_voc
 
 from tfod_wrap.data import convert
 
@@ -15,16 +15,7 @@ TEMPLATE = REPO / "pipelines" / "ssd_mobilenet_v2.config"
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
     root = tmp_path_factory.mktemp("tfod")
-    voc = root / "voc"
-    voc.mkdir()
-    for index in range(4):
-        photo(96, 72, seed=index).save(voc / f"{index}.jpg")
-        name = "ab"[index % 2]
-        (voc / f"{index}.xml").write_text(
-            f"<annotation><filename>{index}.jpg</filename><size><width>96</width><height>72</height></size>"
-            f"<object><name>{name}</name><bndbox><xmin>10</xmin><ymin>8</ymin><xmax>60</xmax><ymax>50</ymax>"
-            "</bndbox></object></annotation>"
-        )
+    voc = tiny_voc(root / "voc", 4, box=(10, 8, 60, 50))
     convert(voc, root / "out", workers=1)
     return root / "out"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import photo
+from conftest import tiny_voc
 
 from tfod_wrap import config, train
 from tfod_wrap.data import convert
@@ -28,14 +28,7 @@ SIZE = 160  # input size: small enough for CPU tests, large enough for the SSD f
 @pytest.fixture(scope="module")
 def records(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("train")
-    voc = root / "voc"
-    voc.mkdir()
-    for index in range(8):
-        photo(96, 72, seed=index).save(voc / f"{index}.jpg")
-        (voc / f"{index}.xml").write_text(
-            f"<annotation><filename>{index}.jpg</filename><object><name>{'ab'[index % 2]}</name>"
-            "<bndbox><xmin>10</xmin><ymin>8</ymin><xmax>70</xmax><ymax>60</ymax></bndbox></object></annotation>"
-        )
+    voc = tiny_voc(root / "voc", 8)
     convert(voc, root / "records", workers=1)
     return root / "records"
 
