@@ -160,9 +160,8 @@ def read_voc_file(xml_path: Path, images_dir: Path | None) -> ImageAnnotation | 
     search = [str(images_dir)] if images_dir else [xml_dir, f"{parent}/JPEGImages", f"{parent}/images"]
     candidates = [os.path.join(directory, filename) for directory in search]
     image_path = next((path for path in candidates if os.path.isfile(path)), candidates[0])
-    relative = os.path.relpath(image_path, search[0])
-    if relative.startswith(".."):
-        relative = os.path.basename(image_path)
+    # Named relative to where it was looked for first; found elsewhere (../JPEGImages), by its file name.
+    relative = os.path.normpath(filename) if image_path == candidates[0] else os.path.basename(image_path)
     return ImageAnnotation(Path(image_path), relative, relative, where, width, height, boxes)
 
 

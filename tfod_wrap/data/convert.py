@@ -93,9 +93,7 @@ def convert(
         problems = dataset.problems + problems
         if strict and problems:
             raise _strict_error(problems[0])
-        # Keys relative to the input: the split must not change when the dataset folder moves.
-        root = input_path if input_path.is_dir() else input_path.parent
-        keys = [os.path.relpath(image.image_path, root) for image in images]
+        keys = _split_keys(images, input_path if input_path.is_dir() else input_path.parent)
         assignment = stratified_split(keys, [image.classes for image in images], fractions, seed)
         by_split = {name: [image for image, key in zip(images, keys) if assignment[key] == name] for name in fractions}
         output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +226,17 @@ def _drop_duplicates(images: list[ImageAnnotation]) -> tuple[list[ImageAnnotatio
         else:
             first[key] = image
     return list(first.values()), problems
+
+
+def _split_keys(images: list[ImageAnnotation], root: Path) -> list[str]:
+    """Image paths relative to the input, so the split does not change when the dataset folder moves.
+    (A prefix cut where it applies: os.path.relpath costs more than parsing the annotation.)"""
+    prefix = os.path.join(os.path.abspath(root), "")
+    keys = []
+    for image in images:
+        absolute = os.path.abspath(image.image_path)
+        keys.append(absolute[len(prefix) :] if absolute.startswith(prefix) else os.path.relpath(absolute, root))
+    return keys
 
 
 def _strict_error(problem: Problem) -> DataError:
