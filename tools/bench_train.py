@@ -6,20 +6,30 @@ ellipses or rectangles on noisy textured backgrounds, Pascal VOC XML, converted 
 
 - `tfod_wrap.train.train` with no freezing, `backbone:4`, `backbone:8`, `backbone` and `all-but-heads`;
 - TFOD's own `model_lib_v2.train_loop` on the same pipeline.config and records (no freezing), with
-  `num_steps_per_iteration=1` so that it, like our loop, runs and logs one step per tf.function call.
+  `num_steps_per_iteration=1` so that it, like our loop, runs and logs one step per tf.function call
+  (with record_summaries=True that also writes its input-image summary every step);
+- once more with `num_steps_per_iteration=20` (TFOD's default is 100): 20 steps per tf.function call,
+  summaries only every 20th step, so only a mean per 20 steps can be measured.
 
-Every run is a fresh subprocess (clean TF and Keras state) training --steps steps. Both loops write a
-`steps_per_sec` scalar after every step to MODEL_DIR/train; the child reads those events back. Two step
-times come from them, skipping the first --warmup steps (tracing, warm-up):
+Every run is a fresh subprocess (clean TF and Keras state) training --steps steps; each setting runs
+--repeats times, in the order A B C ... C B A, and its step times are pooled over the repeats. Both loops write a
+`steps_per_sec` scalar after every step to MODEL_DIR/train; the child reads those events back. Three step
+times come from them; the two medians skip each run's first --warmup steps (tracing, warm-up):
 - "step s": the wall-clock time between consecutive `steps_per_sec` events, i.e. one whole iteration of
   the loop (input, forward, backward, update, summaries, bookkeeping). Same method for both loops.
 - "step_fn s": 1 / steps_per_sec as each loop reports it (our loop times the compiled step only; TFOD's
   interval also spans its previous step's summary writing and logging).
-Figures are medians. The loss-versus-time plot (docs/bench_train_loss.png unless --plot says otherwise)
-shows Loss/total_loss of each run (raw faint, moving average bold) against the seconds since its first
-step ended, so the first step's tracing time is left out.
+- "mean step s": (time of the event at step N - time at step 20) / (N - 20), for every run, the
+  20-steps-per-call one included.
+Around each run the parent samples the machine's CPU counters: "other load" is the
+mean number of cores kept busy by processes other than the run, "steal" the mean number stolen by the
+hypervisor; values well above 0 mean the timing was disturbed.
 
-    .venv/bin/python tools/bench_train.py [--steps 60] [--warmup 3] [--images 64] [--workdir DIR] [--json PATH]
+The loss-versus-time plot (docs/bench_train_loss.png, or --plot) shows Loss/total_loss of each run (raw
+faint, moving average bold) against the seconds since its first step ended (tracing left out).
+
+    .venv/bin/python tools/bench_train.py [--steps 40] [--warmup 3] [--repeats 2] [--images 64] [--workdir DIR]
+                                          [--json PATH] [--plot PNG]
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import gc
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,6 +50,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+import psutil
 from PIL import Image, ImageDraw, ImageFilter
 
 import tfod_wrap  # noqa: F401  (must come before any object_detection import)
@@ -52,12 +64,25 @@ SEED = 0
 JPEG_QUALITY = 90
 FREEZE_SETTINGS = ("none", "backbone:4", "backbone:8", "backbone", "all-but-heads")
 TFOD = "TFOD train_loop"
+TFOD_BATCHED = "TFOD train_loop, 20 steps/call"
+CALL_STEPS = 20
 TARGET_BACKBONE = 0.5
 TARGET_OURS_OVER_TFOD = 1.0
 SMOOTH = 8
 LAST = 10
 TOTAL_LOSS = "Loss/total_loss"
 RATE = "steps_per_sec"
+BUSY_WARNING = 0.2
+ROW_FORMAT = (
+    ("trainable_variables", "d"),
+    ("trainable_params", ",d"),
+    ("step_s", ".3f"),
+    ("ratio", ".2f"),
+    ("step_fn_s", ".3f"),
+    ("mean_step_s", ".3f"),
+    ("first_step_s", ".1f"),
+    ("final_loss", ".3f"),
+)
 
 
 # --- dataset -----------------------------------------------------------------------------------
@@ -186,8 +211,7 @@ def train_ours(pipeline: Path, model_dir: Path, freeze: str, steps: int) -> dict
     return {"trainable_variables": variables, "trainable_params": params, "frozen_variables": result.frozen}
 
 
-def train_tfod(pipeline: Path, model_dir: Path, steps: int) -> dict:
-    import tensorflow as tf
+def train_tfod(pipeline: Path, model_dir: Path, steps: int, steps_per_call: int) -> None:
     from object_detection import model_lib_v2
 
     model_lib_v2.train_loop(
@@ -196,9 +220,12 @@ def train_tfod(pipeline: Path, model_dir: Path, steps: int) -> dict:
         train_steps=steps,
         checkpoint_every_n=10**9,
         record_summaries=True,
-        num_steps_per_iteration=1,
+        num_steps_per_iteration=steps_per_call,
     )
-    # Built once more only to count its variables (after training, so the timed run is unaffected).
+
+
+def tfod_variables(pipeline: Path) -> dict:
+    """What TFOD's loop trains: every trainable variable of the model (built again, after the timed run)."""
     from object_detection.builders import model_builder
     from object_detection.utils import config_util
 
@@ -209,7 +236,6 @@ def train_tfod(pipeline: Path, model_dir: Path, steps: int) -> dict:
     ensure_built(model, config_util.create_pipeline_proto_from_configs(configs))
     variables = model.trainable_variables
     params = int(sum(np.prod(v.shape) for v in variables))
-    tf.keras.backend.clear_session()
     return {"trainable_variables": len(variables), "trainable_params": params, "frozen_variables": 0}
 
 
@@ -221,17 +247,20 @@ def child(args: argparse.Namespace) -> None:
     kind, setting = args.child
     started = time.perf_counter()
     if kind == "tfod":
-        info = train_tfod(args.pipeline, args.model_dir, args.steps)
+        train_tfod(args.pipeline, args.model_dir, args.steps, args.steps_per_call)
+        seconds = time.perf_counter() - started
+        info = tfod_variables(args.pipeline)
     else:
         info = train_ours(args.pipeline, args.model_dir, setting, args.steps)
-    seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
     gc.collect()  # the loops' summary writers go out of scope here; collecting them flushes their events
     scalars = read_scalars(args.model_dir / "train", (RATE, TOTAL_LOSS))
     steps = sorted(scalars[RATE])
-    if steps != list(range(1, args.steps + 1)):
-        raise RuntimeError(f"expected steps_per_sec events for steps 1..{args.steps}, found {len(steps)}")
+    if steps != list(range(args.steps_per_call, args.steps + 1, args.steps_per_call)):
+        raise RuntimeError(f"steps_per_sec events for steps {steps[:3]}..., expected one every {args.steps_per_call}")
     result = {
         **info,
+        "steps_per_call": args.steps_per_call,
         "tensorflow": tf.__version__,
         "run_seconds": seconds,
         "steps": steps,
@@ -242,90 +271,161 @@ def child(args: argparse.Namespace) -> None:
     args.result.write_text(json.dumps(result), encoding="utf-8")
 
 
-def run_child(kind: str, setting: str, pipeline: Path, run_dir: Path, steps: int) -> dict:
+def cpu_sample() -> tuple[float, float, float, float]:
+    """(wall clock, busy and steal CPU-seconds of the whole machine, CPU-seconds of finished children)."""
+    times = psutil.cpu_times()
+    busy = times.user + times.nice + times.system + times.irq + times.softirq
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter(), busy, times.steal, children.ru_utime + children.ru_stime
+
+
+def other_load(before: tuple[float, ...], after: tuple[float, ...]) -> dict:
+    """Mean cores that other processes kept busy during a run, and mean cores stolen by the hypervisor."""
+    wall, busy, steal, mine = (end - start for start, end in zip(before, after, strict=True))
+    return {"other_cores": max(busy - mine, 0.0) / wall, "steal_cores": steal / wall}
+
+
+def run_child(kind: str, setting: str, pipeline: Path, run_dir: Path, steps: int, steps_per_call: int = 1) -> dict:
     """One training run in a fresh interpreter; its output goes to run_dir/train.log."""
     run_dir.mkdir(parents=True)
     result = run_dir / "result.json"
     command = [sys.executable, __file__, "--child", kind, setting, "--pipeline", str(pipeline)]
     command += ["--model-dir", str(run_dir / "model"), "--result", str(result), "--steps", str(steps)]
-    print(f"training {setting} ({kind}) ...", file=sys.stderr, flush=True)
+    command += ["--steps-per-call", str(steps_per_call)]
+    print(f"training {setting} ({kind}, {steps_per_call} step(s) per call) ...", file=sys.stderr, flush=True)
+    before = cpu_sample()
     with open(run_dir / "train.log", "w") as log:
         code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, check=False).returncode
+    load = other_load(before, cpu_sample())
+    if load["other_cores"] > BUSY_WARNING:
+        print(f"warning: other processes kept {load['other_cores']:.2f} cores busy during this run", file=sys.stderr)
     if code != 0:
         tail = (run_dir / "train.log").read_text(errors="replace").splitlines()[-15:]
         print("\n".join(tail), file=sys.stderr)
-        return {"error": f"exit status {code}: {tail[-1] if tail else ''}"}
-    return json.loads(result.read_text(encoding="utf-8"))
+        return {"error": f"exit status {code}: {tail[-1] if tail else ''}", **load}
+    return {**json.loads(result.read_text(encoding="utf-8")), **load}
 
 
 # --- summary -----------------------------------------------------------------------------------
 
 
-def step_times(run: dict, warmup: int) -> dict:
-    """Medians after warm-up: wall-clock between consecutive steps, and 1/steps_per_sec as reported."""
+def intervals(run: dict, warmup: int) -> tuple[list[float], list[float]]:
+    """Step times after warm-up of a one-step-per-call run: wall clock between consecutive events, and
+    1/steps_per_sec as the loop reported it."""
     # diff[k] is the time from the end of step k + 1 to the end of step k + 2: steps warmup+1.. remain.
-    intervals = np.diff(run["wall_time"])[max(warmup - 1, 0) :]
-    reported = [1.0 / rate for rate in run["steps_per_sec"][warmup:]]
-    return {
-        "step_s": statistics.median(intervals),
-        "step_fn_s": statistics.median(reported),
-        "samples": len(intervals),
-        "first_step_s": 1.0 / run["steps_per_sec"][0],
+    wall = np.diff(run["wall_time"])[max(warmup - 1, 0) :]
+    return [float(value) for value in wall], [1.0 / rate for rate in run["steps_per_sec"][warmup:]]
+
+
+def mean_step(run: dict) -> float:
+    """Seconds per step over steps CALL_STEPS+1..N, from the events at steps CALL_STEPS and N."""
+    wall = dict(zip(run["steps"], run["wall_time"], strict=True))
+    last = run["steps"][-1]
+    return (wall[last] - wall[CALL_STEPS]) / (last - CALL_STEPS)
+
+
+def step_times(runs: list[dict], warmup: int) -> dict:
+    """Medians of the step times of all repeats pooled (one-step-per-call runs only), each repeat's median,
+    and the mean step time (every run)."""
+    times = {"mean_step_s": statistics.fmean(mean_step(run) for run in runs), "mean_from": CALL_STEPS + 1}
+    if runs[0]["steps_per_call"] > 1:
+        return times | {"step_s": None, "step_fn_s": None, "samples": 0, "first_step_s": None, "repeat_step_s": []}
+    pairs = [intervals(run, warmup) for run in runs]
+    return times | {
+        "step_s": statistics.median(value for wall, _ in pairs for value in wall),
+        "step_fn_s": statistics.median(value for _, reported in pairs for value in reported),
+        "samples": sum(len(wall) for wall, _ in pairs),
+        "repeat_step_s": [statistics.median(wall) for wall, _ in pairs],
+        "first_step_s": statistics.median(1.0 / run["steps_per_sec"][0] for run in runs),
     }
 
 
-def summarise(runs: dict[str, dict], warmup: int) -> dict:
-    rows = {}
-    for name, run in runs.items():
-        if "error" in run:
-            rows[name] = {"error": run["error"]}
-            continue
-        rows[name] = {
-            **step_times(run, warmup),
-            "final_loss": statistics.fmean(run["loss"][-LAST:]),
-            **{key: run[key] for key in ("trainable_variables", "trainable_params", "run_seconds")},
-        }
-    base = rows["none"].get("step_s")
-    for row in rows.values():
-        row["ratio"] = row["step_s"] / base if base and "step_s" in row else None
-    ours_over_tfod = rows["none"]["step_s"] / rows[TFOD]["step_s"] if "step_s" in rows.get(TFOD, {}) else None
-    ours_fn_over_tfod = rows["none"]["step_fn_s"] / rows[TFOD]["step_fn_s"] if ours_over_tfod else None
+def final_loss(run: dict) -> float:
+    """Mean Loss/total_loss over the last LAST steps that have one."""
+    last = run["steps"][-1]
+    return statistics.fmean(loss for step, loss in zip(run["steps"], run["loss"], strict=True) if step > last - LAST)
+
+
+def summary_row(runs: list[dict], warmup: int) -> dict:
+    """One table row from the repeats of a setting that finished; the load is the worst repeat's."""
+    done = [run for run in runs if "error" not in run]
+    if not done:
+        return {"error": runs[0]["error"]}
+    return step_times(done, warmup) | {
+        "trainable_variables": done[0]["trainable_variables"],
+        "trainable_params": done[0]["trainable_params"],
+        "final_loss": statistics.fmean(final_loss(run) for run in done),
+        "run_seconds": [run["run_seconds"] for run in done],
+        "other_cores": max(run["other_cores"] for run in done),
+        "steal_cores": max(run["steal_cores"] for run in done),
+        "repeats": len(done),
+        "failed": len(runs) - len(done),
+    }
+
+
+def ratio(rows: dict[str, dict], top: str, bottom: str, key: str) -> float | None:
+    """rows[top][key] / rows[bottom][key], None where either is missing."""
+    numerator, denominator = rows.get(top, {}).get(key), rows.get(bottom, {}).get(key)
+    return numerator / denominator if numerator and denominator else None
+
+
+def summarise(runs: dict[str, list[dict]], warmup: int) -> dict:
+    rows = {name: summary_row(repeats, warmup) for name, repeats in runs.items()}
+    for name, row in rows.items():
+        row["ratio"] = ratio(rows, name, "none", "step_s")
+    backbone, ours_over_tfod = rows["backbone"].get("ratio"), ratio(rows, "none", TFOD, "step_s")
     return {
         "rows": rows,
         "ours_over_tfod": ours_over_tfod,
-        "ours_over_tfod_step_fn": ours_fn_over_tfod,
-        "target_backbone_met": bool(rows["backbone"].get("ratio") and rows["backbone"]["ratio"] <= TARGET_BACKBONE),
-        "target_tfod_met": bool(ours_over_tfod and ours_over_tfod <= TARGET_OURS_OVER_TFOD),
+        "ours_over_tfod_step_fn": ratio(rows, "none", TFOD, "step_fn_s"),
+        "ours_over_tfod_mean": ratio(rows, "none", TFOD, "mean_step_s"),
+        "ours_over_tfod_batched": ratio(rows, "none", TFOD_BATCHED, "mean_step_s"),
+        "target_backbone_met": backbone is not None and backbone <= TARGET_BACKBONE,
+        "target_tfod_met": ours_over_tfod is not None and ours_over_tfod <= TARGET_OURS_OVER_TFOD,
     }
 
 
+def cell(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def table_line(name: str, row: dict) -> str:
+    if "error" in row:
+        return f"| {name} | failed: {row['error']} |" + " |" * 8
+    label = f"{name} (x{row['repeats']})" if row["repeats"] > 1 else name
+    label += f" ({row['failed']} more failed)" if row["failed"] else ""
+    numbers = [cell(row[key], spec) for key, spec in ROW_FORMAT]
+    return f"| {label} | " + " | ".join(numbers) + f" | {row['other_cores']:.2f}, {row['steal_cores']:.2f} |"
+
+
+def repeat_medians(row: dict) -> str:
+    return ", ".join(f"{value:.3f}" for value in row.get("repeat_step_s", [])) or "n/a"
+
+
 def markdown(summary: dict) -> str:
-    lines = [
-        "| setting | trainable variables | trainable params | median step s | ratio to no freezing "
-        "| median step_fn s | first step s | final loss |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, row in summary["rows"].items():
-        if "error" in row:
-            lines.append(f"| {name} | failed: {row['error']} | | | | | | |")
-            continue
-        lines.append(
-            f"| {name} | {row['trainable_variables']} | {row['trainable_params']:,} | {row['step_s']:.3f} "
-            f"| {row['ratio']:.2f} | {row['step_fn_s']:.3f} | {row['first_step_s']:.1f} | {row['final_loss']:.3f} |"
-        )
+    rows = summary["rows"]
+    mean_from = next((row["mean_from"] for row in rows.values() if "mean_from" in row), CALL_STEPS + 1)
     verdict = {True: "met", False: "missed"}
-    backbone = summary["rows"]["backbone"].get("ratio")
-    lines += ["", f"backbone / none = {backbone:.2f} (target <= {TARGET_BACKBONE}: "]
-    lines[-1] += f"{verdict[summary['target_backbone_met']]})" if backbone else "n/a)"
-    if summary["ours_over_tfod"]:
-        lines.append(
-            f"ours / TFOD train_loop (no freezing) = {summary['ours_over_tfod']:.2f} per step, "
-            f"{summary['ours_over_tfod_step_fn']:.2f} by step_fn (target <= {TARGET_OURS_OVER_TFOD}: "
-            f"{verdict[summary['target_tfod_met']]})"
-        )
-    else:
-        lines.append("ours / TFOD train_loop: n/a, the TFOD run failed")
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            "| setting | trainable variables | trainable params | median step s | ratio to no freezing "
+            f"| median step_fn s | mean step s (steps {mean_from}+) | first step s | final loss "
+            "| other load, steal (cores) |",
+            "|---|" + "---:|" * 9,
+            *(table_line(name, row) for name, row in rows.items()),
+            "",
+            f"backbone / none = {cell(rows['backbone'].get('ratio'), '.2f')} "
+            f"(target <= {TARGET_BACKBONE}: {verdict[summary['target_backbone_met']]})",
+            f"ours / TFOD train_loop (no freezing, 1 step per call) = {cell(summary['ours_over_tfod'], '.2f')} by "
+            f"median step, {cell(summary['ours_over_tfod_step_fn'], '.2f')} by step_fn, "
+            f"{cell(summary['ours_over_tfod_mean'], '.2f')} by mean step "
+            f"(target <= {TARGET_OURS_OVER_TFOD}: {verdict[summary['target_tfod_met']]})",
+            "median step s of each repeat, in run order: "
+            + "; ".join(f"{name} {repeat_medians(row)}" for name, row in rows.items() if row.get("repeat_step_s")),
+            f"ours / TFOD train_loop with {CALL_STEPS} steps per call = "
+            f"{cell(summary['ours_over_tfod_batched'], '.2f')} by mean step over steps {mean_from}+",
+        ]
+    )
 
 
 def moving_average(values: list[float], window: int) -> np.ndarray:
@@ -336,16 +436,17 @@ def moving_average(values: list[float], window: int) -> np.ndarray:
     return (sums[ends] - sums[ends - counts]) / counts
 
 
-def plot(runs: dict[str, dict], output: Path) -> None:
-    """Loss against seconds since the end of the first (tracing) step, one line per run."""
+def plot(runs: dict[str, list[dict]], output: Path) -> None:
+    """Loss against seconds since the end of the first (tracing) step, one line per setting (first repeat)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 5))
-    for name, run in runs.items():
-        if "error" in run:
+    for name, repeats in runs.items():
+        run = next((run for run in repeats if "error" not in run), None)
+        if run is None or run["steps_per_call"] > 1:
             continue
         seconds = np.asarray(run["wall_time"]) - run["wall_time"][0]
         style = "--" if name == TFOD else "-"
@@ -363,8 +464,6 @@ def plot(runs: dict[str, dict], output: Path) -> None:
 
 
 def machine() -> dict:
-    import psutil
-
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
     return {
@@ -380,42 +479,59 @@ def machine() -> dict:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=60, help="training steps per run (default 60)")
+    parser.add_argument("--steps", type=int, default=40, help="training steps per run (default 40)")
     parser.add_argument("--warmup", type=int, default=3, help="first steps left out of the medians (default 3)")
     parser.add_argument("--images", type=int, default=64, help="images in the generated dataset (default 64)")
     parser.add_argument("--workdir", type=Path, help="dataset, records and model dirs (default: a temp dir, removed)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each setting (default 2)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench_train_loss.png", help="loss plot PNG")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "SETTING"), help=argparse.SUPPRESS)
     parser.add_argument("--pipeline", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--steps-per-call", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if not args.child and args.steps < args.warmup + 20:
         parser.error("--steps must leave at least 20 steps after --warmup")
+    if not args.child and (args.steps % CALL_STEPS or args.steps < 2 * CALL_STEPS):
+        parser.error(f"--steps must be a multiple of {CALL_STEPS}, at least {2 * CALL_STEPS}")
     return args
+
+
+def run_plan(repeats: int) -> list[tuple[str, str, int]]:
+    """(kind, setting, steps per call) in run order. The one-step-per-call runs go forward, then backward,
+    and so on (A B C ... C B A), so a drift of the machine's speed hits every setting about alike; the
+    20-steps-per-call TFOD run comes once, after the first pass."""
+    one_pass = [("ours", "none", 1), ("tfod", TFOD, 1)] + [("ours", setting, 1) for setting in FREEZE_SETTINGS[1:]]
+    plan = []
+    for index in range(repeats):
+        plan += one_pass if index % 2 == 0 else one_pass[::-1]
+        if index == 0:
+            plan.append(("tfod", TFOD_BATCHED, CALL_STEPS))
+    return plan
 
 
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
     started = time.perf_counter()
     pipeline = prepare(workdir, args.images, args.steps)
-    plan = [("ours", "none"), ("tfod", TFOD)] + [("ours", setting) for setting in FREEZE_SETTINGS[1:]]
-    runs = {}
-    for index, (kind, setting) in enumerate(plan):
-        runs[setting] = run_child(kind, setting, pipeline, workdir / f"run{index}", args.steps)
-    ordered = {name: runs[name] for name in (*FREEZE_SETTINGS, TFOD)}
-    summary = summarise(ordered, args.warmup)
-    plot(ordered, args.plot)
+    runs: dict[str, list[dict]] = {name: [] for name in (*FREEZE_SETTINGS, TFOD, TFOD_BATCHED)}
+    for index, (kind, setting, per_call) in enumerate(run_plan(args.repeats)):
+        runs[setting].append(run_child(kind, setting, pipeline, workdir / f"run{index}", args.steps, per_call))
+    summary = summarise(runs, args.warmup)
+    plot(runs, args.plot)
     conditions = {"template": TEMPLATE, "batch": BATCH, "size": SIZE, "images": args.images, "steps": args.steps}
-    conditions |= {"warmup": args.warmup, "init": "random (no fine_tune_checkpoint)"}
+    conditions |= {"warmup": args.warmup, "repeats": args.repeats, "init": "random (no fine_tune_checkpoint)"}
     total = time.perf_counter() - started
-    tensorflow = next((run["tensorflow"] for run in ordered.values() if "tensorflow" in run), "?")
+    tensorflow = next((run["tensorflow"] for repeats in runs.values() for run in repeats if "tensorflow" in run), "?")
     return {
         "machine": machine() | {"tensorflow": tensorflow},
         "conditions": conditions,
         **summary,
         "total_seconds": total,
-        "runs": ordered,
+        "runs": runs,
     }
 
 
