@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import psutil
-from PIL import Image, ImageDraw
+from PIL import Image
+from synthetic import draw_objects, random_boxes, voc_xml  # tools/ is on sys.path when run as a script
 
 from tfod_wrap.data import convert
 
@@ -62,16 +63,6 @@ MIB = 1024 * 1024
 # --- dataset -----------------------------------------------------------------------------------
 
 
-def random_boxes(rng: np.random.Generator) -> list[tuple[str, int, int, int, int]]:
-    """1-4 boxes (class, xmin, ymin, xmax, ymax) that fit in the image."""
-    boxes = []
-    for _ in range(rng.integers(1, 5)):
-        width, height = int(rng.integers(60, 260)), int(rng.integers(60, 220))
-        xmin, ymin = int(rng.integers(0, WIDTH - width)), int(rng.integers(0, HEIGHT - height))
-        boxes.append((str(rng.choice(CLASSES)), xmin, ymin, xmin + width, ymin + height))
-    return boxes
-
-
 def gradient(rng: np.random.Generator) -> np.ndarray:
     """A smooth background: a bilinear blend of four random corner colours."""
     corners = rng.uniform(30, 225, size=(4, 3))
@@ -82,18 +73,6 @@ def gradient(rng: np.random.Generator) -> np.ndarray:
     return top * (1 - y) + bottom * y
 
 
-def draw_objects(image: Image.Image, boxes: list, rng: np.random.Generator) -> None:
-    draw = ImageDraw.Draw(image)
-    for name, xmin, ymin, xmax, ymax in boxes:
-        colour = tuple(int(value) for value in rng.integers(0, 256, size=3))
-        if name == "ellipse":
-            draw.ellipse((xmin, ymin, xmax, ymax), fill=colour)
-        elif name == "rectangle":
-            draw.rectangle((xmin, ymin, xmax, ymax), fill=colour)
-        else:
-            draw.polygon([((xmin + xmax) // 2, ymin), (xmin, ymax), (xmax, ymax)], fill=colour)
-
-
 def synthetic_photo(rng: np.random.Generator, boxes: list) -> Image.Image:
     """Gradient background, the objects drawn on it, then sensor-like noise over everything."""
     image = Image.fromarray(gradient(rng).astype(np.uint8))
@@ -102,32 +81,12 @@ def synthetic_photo(rng: np.random.Generator, boxes: list) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def voc_xml(filename: str, boxes: list) -> ET.ElementTree:
-    """A LabelImg-style Pascal VOC annotation."""
-    root = ET.Element("annotation")
-    ET.SubElement(root, "folder").text = "images"
-    ET.SubElement(root, "filename").text = filename
-    size = ET.SubElement(root, "size")
-    for tag, value in (("width", WIDTH), ("height", HEIGHT), ("depth", 3)):
-        ET.SubElement(size, tag).text = str(value)
-    ET.SubElement(root, "segmented").text = "0"
-    for name, *coordinates in boxes:
-        obj = ET.SubElement(root, "object")
-        for tag, value in (("name", name), ("pose", "Unspecified"), ("truncated", "0"), ("difficult", "0")):
-            ET.SubElement(obj, tag).text = value
-        bndbox = ET.SubElement(obj, "bndbox")
-        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), coordinates, strict=True):
-            ET.SubElement(bndbox, tag).text = str(value)
-    ET.indent(root)
-    return ET.ElementTree(root)
-
-
 def write_sample(folder: Path, index: int) -> None:
     rng = np.random.default_rng([SEED, index])
-    boxes = random_boxes(rng)
+    boxes = random_boxes(rng, (WIDTH, HEIGHT), CLASSES, max_boxes=4, box_widths=(60, 260), box_heights=(60, 220))
     filename = f"img_{index:05d}.jpg"
     synthetic_photo(rng, boxes).save(folder / filename, "JPEG", quality=JPEG_QUALITY)
-    voc_xml(filename, boxes).write(folder / f"img_{index:05d}.xml", encoding="utf-8")
+    voc_xml(filename, boxes, (WIDTH, HEIGHT)).write(folder / f"img_{index:05d}.xml", encoding="utf-8")
 
 
 def ensure_dataset(workdir: Path, count: int) -> Path:

@@ -46,12 +46,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import psutil
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
+from synthetic import draw_objects, random_boxes, voc_xml  # tools/ is on sys.path when run as a script
 
 import tfod_wrap  # noqa: F401  (must come before any object_detection import)
 
@@ -88,16 +88,6 @@ ROW_FORMAT = (
 # --- dataset -----------------------------------------------------------------------------------
 
 
-def random_boxes(rng: np.random.Generator) -> list[tuple[str, int, int, int, int]]:
-    """1-3 boxes (class, xmin, ymin, xmax, ymax) that fit in the image."""
-    boxes = []
-    for _ in range(rng.integers(1, 4)):
-        width, height = int(rng.integers(40, 180)), int(rng.integers(40, 180))
-        xmin, ymin = int(rng.integers(0, SIZE - width)), int(rng.integers(0, SIZE - height))
-        boxes.append((str(rng.choice(CLASSES)), xmin, ymin, xmin + width, ymin + height))
-    return boxes
-
-
 def textured_background(rng: np.random.Generator) -> np.ndarray:
     """A base colour with a few random sinusoidal stripes and blurred blotches, as float HxWx3."""
     y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
@@ -111,14 +101,6 @@ def textured_background(rng: np.random.Generator) -> np.ndarray:
     return 0.75 * image + 0.25 * np.asarray(blurred, dtype=np.float32)
 
 
-def draw_objects(image: Image.Image, boxes: list, rng: np.random.Generator) -> None:
-    draw = ImageDraw.Draw(image)
-    for name, xmin, ymin, xmax, ymax in boxes:
-        colour = tuple(int(value) for value in rng.integers(0, 256, size=3))
-        shape = draw.ellipse if name == "ellipse" else draw.rectangle
-        shape((xmin, ymin, xmax, ymax), fill=colour)
-
-
 def synthetic_photo(rng: np.random.Generator, boxes: list) -> Image.Image:
     """Textured background, the objects drawn on it, then pixel noise over everything."""
     image = Image.fromarray(np.clip(textured_background(rng), 0, 255).astype(np.uint8))
@@ -127,32 +109,15 @@ def synthetic_photo(rng: np.random.Generator, boxes: list) -> Image.Image:
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def voc_xml(filename: str, boxes: list) -> ET.ElementTree:
-    """A Pascal VOC annotation of one image."""
-    root = ET.Element("annotation")
-    ET.SubElement(root, "filename").text = filename
-    size = ET.SubElement(root, "size")
-    for tag, value in (("width", SIZE), ("height", SIZE), ("depth", 3)):
-        ET.SubElement(size, tag).text = str(value)
-    for name, *coordinates in boxes:
-        obj = ET.SubElement(root, "object")
-        ET.SubElement(obj, "name").text = name
-        bndbox = ET.SubElement(obj, "bndbox")
-        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), coordinates, strict=True):
-            ET.SubElement(bndbox, tag).text = str(value)
-    ET.indent(root)
-    return ET.ElementTree(root)
-
-
 def write_dataset(folder: Path, count: int) -> None:
     """`count` images with their XML, deterministic from SEED."""
     folder.mkdir(parents=True)
     for index in range(count):
         rng = np.random.default_rng([SEED, index])
-        boxes = random_boxes(rng)
+        boxes = random_boxes(rng, (SIZE, SIZE), CLASSES, max_boxes=3, box_widths=(40, 180), box_heights=(40, 180))
         filename = f"img_{index:04d}.jpg"
         synthetic_photo(rng, boxes).save(folder / filename, "JPEG", quality=JPEG_QUALITY)
-        voc_xml(filename, boxes).write(folder / f"img_{index:04d}.xml", encoding="utf-8")
+        voc_xml(filename, boxes, (SIZE, SIZE)).write(folder / f"img_{index:04d}.xml", encoding="utf-8")
 
 
 def prepare(workdir: Path, images: int, steps: int) -> Path:

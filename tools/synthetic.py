@@ -1,0 +1,60 @@
+"""Deterministic synthetic detection data shared by the benchmarks: shapes drawn on a background,
+annotated as Pascal VOC the way LabelImg writes it."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def random_boxes(
+    rng: np.random.Generator,
+    image_size: tuple[int, int],
+    classes: tuple[str, ...],
+    max_boxes: int,
+    box_widths: tuple[int, int],
+    box_heights: tuple[int, int],
+) -> list[tuple[str, int, int, int, int]]:
+    """1..max_boxes boxes (class, xmin, ymin, xmax, ymax) that fit in the image."""
+    image_width, image_height = image_size
+    boxes = []
+    for _ in range(rng.integers(1, max_boxes + 1)):
+        width, height = int(rng.integers(*box_widths)), int(rng.integers(*box_heights))
+        xmin, ymin = int(rng.integers(0, image_width - width)), int(rng.integers(0, image_height - height))
+        boxes.append((str(rng.choice(classes)), xmin, ymin, xmin + width, ymin + height))
+    return boxes
+
+
+def draw_objects(image: Image.Image, boxes: list, rng: np.random.Generator) -> None:
+    """Each box filled with a random colour: an ellipse, a rectangle or a triangle, after its class."""
+    draw = ImageDraw.Draw(image)
+    for name, xmin, ymin, xmax, ymax in boxes:
+        colour = tuple(int(value) for value in rng.integers(0, 256, size=3))
+        if name == "ellipse":
+            draw.ellipse((xmin, ymin, xmax, ymax), fill=colour)
+        elif name == "rectangle":
+            draw.rectangle((xmin, ymin, xmax, ymax), fill=colour)
+        else:
+            draw.polygon([((xmin + xmax) // 2, ymin), (xmin, ymax), (xmax, ymax)], fill=colour)
+
+
+def voc_xml(filename: str, boxes: list, image_size: tuple[int, int]) -> ET.ElementTree:
+    """A LabelImg-style Pascal VOC annotation."""
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "images"
+    ET.SubElement(root, "filename").text = filename
+    size = ET.SubElement(root, "size")
+    for tag, value in (("width", image_size[0]), ("height", image_size[1]), ("depth", 3)):
+        ET.SubElement(size, tag).text = str(value)
+    ET.SubElement(root, "segmented").text = "0"
+    for name, *coordinates in boxes:
+        obj = ET.SubElement(root, "object")
+        for tag, value in (("name", name), ("pose", "Unspecified"), ("truncated", "0"), ("difficult", "0")):
+            ET.SubElement(obj, tag).text = value
+        bndbox = ET.SubElement(obj, "bndbox")
+        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), coordinates, strict=True):
+            ET.SubElement(bndbox, tag).text = str(value)
+    ET.indent(root)
+    return ET.ElementTree(root)
