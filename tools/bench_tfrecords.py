@@ -24,7 +24,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -41,8 +40,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import psutil
+from bench_common import draw_objects, machine, random_boxes, voc_xml  # tools/ is on sys.path when run as a script
 from PIL import Image
-from synthetic import draw_objects, random_boxes, voc_xml  # tools/ is on sys.path when run as a script
 
 from tfod_wrap.data import convert
 
@@ -303,18 +302,6 @@ def measure_memory(workdir: Path, runs_dir: Path) -> list[dict]:
 
 
 # --- report ------------------------------------------------------------------------------------
-
-
-def machine() -> dict:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 def summarise(times: dict[str, list[float]], count: int, image_bytes: int) -> dict:

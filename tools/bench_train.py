@@ -38,7 +38,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -50,8 +49,8 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+from bench_common import draw_objects, machine, random_boxes, voc_xml  # tools/ is on sys.path when run as a script
 from PIL import Image, ImageFilter
-from synthetic import draw_objects, random_boxes, voc_xml  # tools/ is on sys.path when run as a script
 
 import tfod_wrap  # noqa: F401  (must come before any object_detection import)
 
@@ -426,17 +425,6 @@ def plot(runs: dict[str, list[dict]], output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=100)
     plt.close(figure)
-
-
-def machine() -> dict:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
-        "python": platform.python_version(),
-    }
 
 
 # --- main --------------------------------------------------------------------------------------

@@ -1,12 +1,29 @@
-"""Deterministic synthetic detection data shared by the benchmarks: shapes drawn on a background,
-annotated as Pascal VOC the way LabelImg writes it."""
+"""What the benchmarks share: deterministic synthetic detection data (shapes drawn on a background,
+annotated as Pascal VOC the way LabelImg writes it) and a description of the machine."""
 
 from __future__ import annotations
 
+import os
+import platform
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
+import psutil
 from PIL import Image, ImageDraw
+
+
+def machine() -> dict:
+    """CPU count and model, memory, Python and OS, for the record of a benchmark run."""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def random_boxes(
