@@ -25,18 +25,33 @@ FREEZE ?= backbone
 CHECKPOINT ?=
 RESUME ?=
 
-.PHONY: install test lint tfrecords train eval bench clean
+# make serve: the webcam page for a TF.js export (see README)
+EXPORT ?= $(RUN)/export
+TFJS ?= $(EXPORT)/tfjs
+PORT ?= 8000
+HOST ?= 127.0.0.1
+
+# apt-get through sudo only when not root and sudo exists.
+SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
+
+.PHONY: install test lint tfrecords train eval serve bench clean
 
 install: $(STAMP)
 
 # The stamp makes a second `make install` a no-op until the dependency files change.
-$(STAMP): setup.cfg pyproject.toml Makefile
+$(STAMP): setup.cfg pyproject.toml Makefile package.json package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	# The TFOD API without its dependencies: its pins (pyparsing==2.4.7) do not resolve with the stack.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(TFOD_PACKAGE)
 	$(PY) -c "import tfod_wrap.compat as c; c.check_stack()"
+	# TF.js and playwright-core for the web page, its tests and the Node parity check, in .venv/node_modules.
+	cp package.json package-lock.json $(VENV)/
+	npm ci --prefix $(VENV) --no-audit --no-fund --prefer-offline
+	# Chromium (headless page tests) and ffmpeg (the fake camera's clip), from Debian.
+	command -v chromium >/dev/null && command -v ffmpeg >/dev/null || \
+		($(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium ffmpeg)
 	touch $(STAMP)
 
 test: install
@@ -58,6 +73,9 @@ train: install
 
 eval: install
 	$(CLI) eval --pipeline $(RUN)/pipeline.config --model-dir $(RUN) $(if $(WATCH),--watch)
+
+serve: install
+	$(CLI) serve --model $(TFJS) --port $(PORT) --host $(HOST)
 
 bench: install
 	$(PY) tools/bench_tfrecords.py

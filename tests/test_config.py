@@ -116,6 +116,8 @@ def test_set_resolves_oneof_repeated_enum_and_messages():
     assert pipeline.train_config.data_augmentation_options[2].random_adjust_brightness.max_delta == pytest.approx(0.1)
     assert pipeline.train_config.optimizer.WhichOneof("optimizer") == "adam_optimizer"
     assert list(pipeline.train_config.freeze_variables) == ["FeatureExtractor", "BoxPredictor"]
+    config.override(pipeline, ["train_config.data_augmentation_options=[]"])
+    assert len(pipeline.train_config.data_augmentation_options) == 0
 
 
 @pytest.mark.parametrize(

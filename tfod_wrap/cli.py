@@ -172,6 +172,22 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from tfod_wrap import web
+
+    def ready(url: str) -> None:
+        print(f"serving {args.model} on {url}  (open it in Chrome, Edge or Firefox; Ctrl-C stops)", flush=True)
+        note = web.camera_note(args.host)
+        if note:
+            print(f"note: {note}", flush=True)
+
+    try:
+        web.serve(args.model, host=args.host, port=args.port, ready=ready, log=args.verbose)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfod-wrap",
@@ -322,6 +338,23 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--label-map", type=Path, help="class names (default: label_map.pbtxt beside the records)")
     inspect.add_argument("--json", action="store_true", help="print the statistics as JSON")
     inspect.set_defaults(run=_inspect)
+
+    serving = commands.add_parser(
+        "serve",
+        help="the live webcam detection page for a TF.js export, on http://127.0.0.1:PORT/",
+        description="Serve the webcam page with the TF.js model of MODEL (the folder of model.json, its .bin shards "
+        "and metadata.json) and TF.js from .venv/node_modules; nothing else is served. The page runs the model in "
+        "the browser (WebGL on a GPU, else wasm; ?backend=wasm|webgl|cpu forces one) on the camera, or on a dropped or "
+        "chosen image. Browsers give the camera only to https or localhost pages: open the printed 127.0.0.1 "
+        "address on this machine. Ctrl-C stops the server.",
+    )
+    serving.add_argument("--model", required=True, type=Path, help="TF.js folder (model.json + metadata.json)")
+    serving.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    serving.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)"
+    )
+    serving.add_argument("--verbose", action="store_true", help="log every request (default: failures only)")
+    serving.set_defaults(run=_serve)
     return parser
 
 

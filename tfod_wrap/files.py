@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -59,3 +61,19 @@ def replace_folder(staging: Path, target: Path) -> None:
     os.replace(target, retired / target.name)
     os.replace(staging, target)
     shutil.rmtree(retired)
+
+
+@contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A fresh folder beside `target` to build an output in; it replaces `target` whole if the block succeeds.
+
+    Beside, not in /tmp, so the final rename stays on one file system; a failure removes it.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    usual_permissions(staging, directory=True)
+    try:
+        yield staging
+        replace_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -121,10 +121,16 @@ def _child(parent: message.Message, field, index: int | None, path: str, resolve
 def _assign(parent: message.Message, field, index: int | None, value: str, path: str) -> None:
     repeated = field.label == _F.LABEL_REPEATED
     if repeated and index is None:
-        if field.type == _F.TYPE_MESSAGE:
-            raise ConfigError(f"{path}: {field.name} is a repeated message; set items by index, e.g. {field.name}[0]")
-        items = _list_items(value, path)
         container = getattr(parent, field.name)
+        if field.type == _F.TYPE_MESSAGE:
+            if value.strip() == "[]":  # e.g. train_config.data_augmentation_options=[] drops every augmentation
+                del container[:]
+                return
+            raise ConfigError(
+                f"{path}: {field.name} is a repeated message; "
+                f"set items by index, e.g. {field.name}[0], or clear it with []"
+            )
+        items = _list_items(value, path)
         del container[:]
         container.extend(_scalar(field, item, path) for item in items)
         return

@@ -14,7 +14,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -39,7 +38,7 @@ from tfod_wrap.data.annotations import (
 from tfod_wrap.data.encode import Chunk, Encoded, encode_chunk
 from tfod_wrap.data.labelmap import label_map_from_names, read_label_map, write_label_map
 from tfod_wrap.data.split import parse_split, stratified_split
-from tfod_wrap.files import atomic_write_json, is_inside, replace_folder, usual_permissions
+from tfod_wrap.files import atomic_write_json, is_inside, staged_folder
 
 REPORT = "report.json"
 LABEL_MAP = "label_map.pbtxt"
@@ -96,10 +95,7 @@ def convert(
         keys = _split_keys(images, input_path if input_path.is_dir() else input_path.parent)
         assignment = stratified_split(keys, [image.classes for image in images], fractions, seed)
         by_split = {name: [image for image, key in zip(images, keys) if assignment[key] == name] for name in fractions}
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
-        usual_permissions(staging, directory=True)
-        try:
+        with staged_folder(output_dir) as staging:
             chunks = _plan_chunks(by_split, staging, shards, workers)
             task = partial(encode_chunk, class_ids=class_ids, check_labels=label_map is not None)
             with tqdm(total=len(images), unit="img", desc="encoding", disable=not progress) as bar:
@@ -109,9 +105,6 @@ def convert(
             report = _report(input_path, fmt, fractions, shards, seed, class_ids, problems, summary)
             atomic_write_json(staging / REPORT, report)
             _check_paths(input_path, images_dir, output_dir)  # still safe to replace?
-            replace_folder(staging, output_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return report
 
 

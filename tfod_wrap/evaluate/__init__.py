@@ -3,7 +3,6 @@
 from tfod_wrap.evaluate.run import (
     EvalError,
     checkpoint_detector,
-    checkpoints_to_evaluate,
     evaluate_checkpoints,
     metrics_table,
     saved_model_detector,
@@ -15,7 +14,6 @@ from tfod_wrap.evaluate.run import (
 __all__ = [
     "EvalError",
     "checkpoint_detector",
-    "checkpoints_to_evaluate",
     "evaluate_checkpoints",
     "metrics_table",
     "saved_model_detector",

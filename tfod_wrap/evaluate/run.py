@@ -19,6 +19,7 @@ from tfod_wrap.errors import UserError
 from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES, evaluate_detections
 from tfod_wrap.evaluate.plots import draw_examples, plot_confusion, plot_pr_curves
 from tfod_wrap.files import atomic_write_json
+from tfod_wrap.train import find_checkpoints
 
 PER_CLASS_PREFIX = "DetectionBoxes_PerformanceByCategory"
 
@@ -194,23 +195,6 @@ def write_scalars(metrics: dict, log_dir: str | Path, step: int) -> None:
     writer.flush()
 
 
-def checkpoints_to_evaluate(model_dir: str | Path, which: str) -> list[str]:
-    """'latest', 'all' (every checkpoint the model dir still keeps) or 'ckpt-N'."""
-    state = tf.train.get_checkpoint_state(str(model_dir))
-    if state is None or not state.all_model_checkpoint_paths:
-        raise EvalError(f"{model_dir}: no checkpoints (train first: tfod-wrap train)")
-    kept = [str(Path(model_dir) / Path(path).name) for path in state.all_model_checkpoint_paths]
-    if which == "latest":
-        return kept[-1:]
-    if which == "all":
-        return kept
-    chosen = [path for path in kept if Path(path).name == which]
-    if not chosen:
-        names = ", ".join(Path(path).name for path in kept)
-        raise EvalError(f"{model_dir}: no checkpoint {which!r}; kept: {names}")
-    return chosen
-
-
 def evaluate_checkpoints(
     pipeline: str | Path,
     model_dir: str | Path,
@@ -229,7 +213,7 @@ def evaluate_checkpoints(
     files = expand_record_paths(list(reader.tf_record_input_reader.input_path))
     output_dir = Path(output_dir) if output_dir else Path(model_dir) / "eval"
     results = {}
-    for path in checkpoints_to_evaluate(model_dir, checkpoint):
+    for path in find_checkpoints(model_dir, checkpoint):
         name = Path(path).name
         step = int(name.rsplit("-", 1)[1])
         metrics = score(

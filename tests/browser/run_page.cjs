@@ -1,0 +1,107 @@
+// Open the tfod-wrap webcam page in headless Chromium with a fake camera and print its state as one JSON line.
+//
+//   node run_page.cjs REQUEST_JSON
+//
+// REQUEST: {"modules": node_modules folder (playwright-core), "chromium": executable, "url": the served page,
+//           "query": {"backend": "wasm", ...} URL parameters, "clip": .y4m file played as the camera,
+//           "frames": N, "image": optional image file to choose in the page's file input afterwards,
+//           "timeout_ms": how long to wait for N frames}
+// Prints: {ready, backend, fps, frames, inferenceMs, lastDetections, error, crossOriginIsolated,
+//          numTensors: {early, late}, seconds, timedOut, console: [...], image?: {...}}
+// Exit status 1 only when the harness itself fails (Chromium does not start, the page does not load);
+// errors of the page are in the printed state.
+"use strict";
+const path = require("path");
+
+async function main() {
+  const request = JSON.parse(process.argv[2]);
+  const { chromium } = require(path.join(request.modules, "playwright-core"));
+  const browser = await chromium.launch({
+    executablePath: request.chromium,
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+      "--use-fake-ui-for-media-stream",
+      "--use-fake-device-for-media-stream",
+      `--use-file-for-fake-video-capture=${request.clip}`,
+    ],
+  });
+  const consoleLines = [];
+  try {
+    const context = await browser.newContext({ viewport: { width: 1024, height: 800 } });
+    const page = await context.newPage();
+    page.on("console", (message) => {
+      const text = message.text();
+      if (message.type() === "error" || message.type() === "warning" || text.startsWith("tfod-wrap:")) {
+        consoleLines.push(`${message.type()}: ${text}`.slice(0, 2000));
+      }
+    });
+    page.on("pageerror", (error) => consoleLines.push(`pageerror: ${error.message}`));
+
+    const url = new URL(request.url);
+    for (const [key, value] of Object.entries(request.query || {})) url.searchParams.set(key, String(value));
+    await page.goto(url.toString(), { waitUntil: "load" });
+
+    const started = Date.now();
+    const deadline = started + request.timeout_ms;
+    const state = () => page.evaluate(() => JSON.parse(JSON.stringify(window.tfodWrap || {})));
+    const waitFor = async (test) => {
+      for (;;) {
+        const current = await state();
+        if (current.error || test(current)) return { current, timedOut: false };
+        if (Date.now() > deadline) return { current, timedOut: true };
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+
+    // numTensors after an early frame and at the end: they must be equal (no tensor leaks per frame).
+    const early = await waitFor((s) => s.frames >= Math.min(2, request.frames));
+    let result = early;
+    if (!early.timedOut && !early.current.error) result = await waitFor((s) => s.frames >= request.frames);
+    const seconds = (Date.now() - started) / 1000;
+    const final = result.current;
+    const report = {
+      ready: final.ready,
+      backend: final.backend,
+      fps: final.fps,
+      frames: final.frames,
+      inferenceMs: final.inferenceMs,
+      lastDetections: final.lastDetections,
+      error: final.error,
+      backendErrors: final.backendErrors,
+      model: final.model,
+      crossOriginIsolated: await page.evaluate(() => window.crossOriginIsolated),
+      numTensors: { early: early.current.numTensors, late: final.numTensors },
+      seconds,
+      timedOut: result.timedOut,
+      console: consoleLines,
+    };
+
+    if (request.image && !final.error) {
+      const before = final.images || 0;
+      await page.setInputFiles("#file", request.image);
+      const shown = await waitFor((s) => (s.images || 0) > before);
+      report.image = {
+        source: shown.current.source,
+        detections: shown.current.lastDetections,
+        inferenceMs: shown.current.inferenceMs,
+        error: shown.current.error,
+        timedOut: shown.timedOut,
+        numTensors: shown.current.numTensors,
+      };
+    }
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((error) => {
+  console.error(error && error.stack ? error.stack : String(error));
+  process.exit(1);
+});

@@ -1,0 +1,331 @@
+"""The webcam page and `tfod-wrap serve`: what the server serves and refuses (raw HTTP requests), and the real page
+in headless Chromium with a fake camera (Debian's chromium and ffmpeg, playwright-core; `make install` installs
+them, so their absence is a failure, not a skip)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from tfod_wrap import cli
+from tfod_wrap.errors import UserError
+from tfod_wrap.nodejs import node_modules
+from tfod_wrap.web import make_clip, make_server, run_page, serving
+
+SECRET = b"outside-the-served-folders"
+
+# The sample model of the page-run tests: an untrained SSD MobileNet V2 at 160x160 converted to TF.js, classes a/b.
+# TODO(lead): replace by the trained export (see browser_model below); until then it must exist at this path.
+SAMPLE_MODEL = Path(os.environ.get("TFOD_WRAP_SAMPLE_TFJS", "/tmp/x6/js_u8"))
+
+METADATA = {
+    "format": "tfod-wrap-detector",
+    "version": 1,
+    "architecture": "ssd",
+    "classes": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+    "input": {"name": "input_tensor", "dtype": "int32", "shape": [1, -1, -1, 3], "resize_to": [160, 160]},
+    "outputs": {
+        name: {"tensor": f"Identity_{index}:0"}
+        for index, name in enumerate(("detection_boxes", "detection_classes", "detection_scores", "num_detections"))
+    },
+    "execute": "executeAsync",
+}
+
+
+@pytest.fixture
+def model_folder(tmp_path: Path) -> Path:
+    """A model folder with the files the server must serve, beside a secret it must never give out."""
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    folder = tmp_path / "tfjs"
+    folder.mkdir()
+    (folder / "model.json").write_text(json.dumps({"format": "graph-model", "weightsManifest": []}))
+    (folder / "metadata.json").write_text(json.dumps(METADATA))
+    (folder / "group1-shard1of1.bin").write_bytes(bytes(range(256)) * 4)
+    (folder / ".hidden").write_bytes(SECRET)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "nested.json").write_text("{}")
+    (folder / "outside.txt").symlink_to(tmp_path / "secret.txt")
+    (folder / "alias.json").symlink_to(folder / "metadata.json")
+    return folder
+
+
+@pytest.fixture
+def server(model_folder: Path):
+    with serving(model_folder) as running:
+        yield running
+
+
+def fetch(server, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """One raw request: http.client sends the path as written (urllib would normalise `..` away)."""
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def assert_isolation_headers(headers: dict[str, str]) -> None:
+    assert headers["cross-origin-opener-policy"] == "same-origin"
+    assert headers["cross-origin-embedder-policy"] == "require-corp"
+    assert headers["cache-control"] == "no-cache"
+
+
+# ---- the server -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "marker"),
+    [
+        ("/", "text/html", b"/vendor/tfjs/tf.min.js"),
+        ("/index.html", "text/html", b"/app.js"),
+        ("/app.js", "text/javascript", b"executeAsync"),
+        ("/style.css", "text/css", b".stage"),
+        ("/vendor/tfjs/tf.min.js", "text/javascript", b"loadGraphModel"),
+        ("/vendor/tfjs-backend-wasm/tf-backend-wasm.min.js", "text/javascript", b"setWasmPaths"),
+        ("/vendor/tfjs-backend-wasm/tfjs-backend-wasm.wasm", "application/wasm", b"\x00asm"),
+        ("/vendor/tfjs-backend-wasm/tfjs-backend-wasm-simd.wasm", "application/wasm", b"\x00asm"),
+        ("/vendor/tfjs-backend-wasm/tfjs-backend-wasm-threaded-simd.wasm", "application/wasm", b"\x00asm"),
+    ],
+)
+def test_serves_the_page_and_tfjs(server, path, content_type, marker):
+    status, headers, body = fetch(server, path)
+    assert status == 200
+    assert headers["content-type"].split(";")[0] == content_type
+    assert int(headers["content-length"]) == len(body)
+    assert marker in body
+    assert_isolation_headers(headers)
+
+
+def test_serves_the_model_files_byte_for_byte(server, model_folder):
+    for name, content_type in [
+        ("model.json", "application/json"),
+        ("metadata.json", "application/json"),
+        ("group1-shard1of1.bin", "application/octet-stream"),
+        ("alias.json", "application/json"),  # a symlink that stays inside the folder is fine
+    ]:
+        status, headers, body = fetch(server, f"/model/{name}")
+        assert status == 200, name
+        assert headers["content-type"] == content_type
+        assert body == (model_folder / name).read_bytes()
+        assert_isolation_headers(headers)
+    status, headers, body = fetch(server, "/model/model.json?cache=1")
+    assert status == 200
+    status, headers, body = fetch(server, "/model/group1-shard1of1.bin", method="HEAD")
+    assert (status, headers["content-length"], body) == (200, "1024", b"")
+
+
+def test_vendor_files_are_the_installed_tfjs(server):
+    dist = node_modules() / "@tensorflow" / "tfjs" / "dist"
+    assert fetch(server, "/vendor/tfjs/tf.min.js")[2] == (dist / "tf.min.js").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/nope",
+        "/favicon.ico",
+        "/model/missing.json",
+        "/model/",
+        "/model",
+        "/model/sub",  # a folder
+        "/model/sub/nested.json",  # only files directly inside the model folder
+        "/vendor/tfjs/",
+        "/vendor/tfjs/missing.js",
+        "/vendor/other/x.js",
+        "/vendor/tfjs-backend-wasm/tf-backend-wasm.min.js/x",
+        "/static/app.js",
+        "/serve.py",
+        "/etc/passwd",
+        "/model/%252e%252e/secret.txt",  # decoded once only: a file literally named %2e%2e
+    ],
+)
+def test_unknown_paths_are_404(server, path):
+    status, headers, body = fetch(server, path)
+    assert status == 404
+    assert SECRET not in body
+    assert_isolation_headers(headers)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../secret.txt",
+        "/model/../secret.txt",
+        "/model/../../../../../../etc/passwd",
+        "/vendor/tfjs/../../../../../../../../etc/passwd",
+        "/model/%2e%2e/secret.txt",
+        "/model/%2E%2E/secret.txt",
+        "/model/.%2e/secret.txt",
+        "/model/..%2fsecret.txt",  # encoded slash
+        "/model/%2e%2e%2fsecret.txt",
+        "/model/%2fetc%2fpasswd",  # an absolute path in one segment
+        "/model//etc/passwd",
+        "//etc/passwd",
+        "/model/..%5csecret.txt",  # backslashes
+        "/model/%5c..%5csecret.txt",
+        "/model/\\..\\secret.txt",
+        "/model/C:%5cWindows",
+        "/model/outside.txt",  # a symlink resolving outside the model folder
+        "/model/.hidden",
+        "/model/%00model.json",
+        "/model/%ff.json",  # not UTF-8
+        "http://127.0.0.1/model/model.json",  # not an origin-form path
+        "/vendor/tfjs-backend-wasm/%2e%2e/package.json",
+    ],
+)
+def test_escapes_are_refused_with_403(server, path):
+    status, headers, body = fetch(server, path)
+    assert status == 403, path
+    assert SECRET not in body
+    assert_isolation_headers(headers)
+
+
+def test_other_methods_are_refused(server):
+    status, headers, _ = fetch(server, "/model/model.json", method="POST")
+    assert status == 501
+    assert_isolation_headers(headers)
+
+
+def test_model_folder_is_checked_at_start(tmp_path, model_folder):
+    with pytest.raises(UserError, match=str(tmp_path / "missing")):
+        make_server(tmp_path / "missing", port=0)
+    (model_folder / "metadata.json").unlink()
+    with pytest.raises(UserError, match=rf"{model_folder}: metadata.json missing"):
+        make_server(model_folder, port=0)
+    (model_folder / "metadata.json").write_text("{not json")
+    with pytest.raises(UserError, match="metadata.json: not readable JSON"):
+        make_server(model_folder, port=0)
+
+
+def test_server_binds_localhost_and_names_the_url(model_folder):
+    server = make_server(model_folder, port=0)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        assert server.url == f"http://127.0.0.1:{server.server_address[1]}/"
+        with pytest.raises(UserError, match="pick another --port"):
+            make_server(model_folder, port=server.server_address[1])
+    finally:
+        server.server_close()
+
+
+def test_cli_serve_help_and_bad_model(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    text = capsys.readouterr().out
+    assert all(option in text for option in ("--model", "--port", "--host"))
+    assert cli.main(["serve", "--model", str(tmp_path)]) == 2
+    assert "model.json and metadata.json missing" in capsys.readouterr().err
+
+
+# ---- the page in headless Chromium ----------------------------------------------------------------------------
+
+
+def test_browser_tools_are_installed():
+    """chromium and ffmpeg come with `make install`: missing, the page tests cannot run at all."""
+    assert shutil.which("chromium"), "chromium is missing: run `make install` (apt-get install chromium)"
+    assert shutil.which("ffmpeg"), "ffmpeg is missing: run `make install` (apt-get install ffmpeg)"
+
+
+def shapes_image(path: Path, size=(320, 240)) -> Path:
+    """A red rectangle on grey: what the trained fixture's detector knows (class of red rectangles)."""
+    image = Image.new("RGB", size, (190, 190, 190))
+    width, height = size
+    ImageDraw.Draw(image).rectangle([width // 4, height // 4, 3 * width // 4, 3 * height // 4], fill=(220, 30, 30))
+    image.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def camera_clip(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("camera")
+    image = shapes_image(folder / "shapes.png")
+    return image, make_clip(image, folder / "clip.y4m", size=(320, 240))
+
+
+@pytest.fixture
+def sample_model() -> Path:
+    """TF.js folder the page-run tests use. TODO(lead): return the trained export's tfjs folder instead."""
+    if not (SAMPLE_MODEL / "model.json").is_file():
+        pytest.skip(f"{SAMPLE_MODEL}: sample TF.js model missing (set TFOD_WRAP_SAMPLE_TFJS)")
+    return SAMPLE_MODEL
+
+
+def test_page_runs_on_the_fake_camera(sample_model, camera_clip):
+    image, clip = camera_clip
+    with serving(sample_model) as server:
+        state = run_page(server.url, clip, frames=12, image=image, timeout=60)
+    assert state["error"] is None, state
+    assert not state["timedOut"], state
+    assert state["ready"] is True
+    # Headless with --disable-gpu: WebGL is SwiftShader (software) at best, which the page skips for wasm.
+    assert state["backend"] == "wasm", state
+    assert "webgl" in state["backendErrors"]
+    assert state["crossOriginIsolated"] is True  # COOP/COEP work: the wasm backend may use threads
+    assert state["frames"] >= 12
+    assert state["fps"] > 0
+    assert state["inferenceMs"] > 0
+    assert state["numTensors"]["early"] == state["numTensors"]["late"], "tensors leak per frame"
+    assert any(line.startswith("log: tfod-wrap: {") for line in state["console"])
+    assert isinstance(state["lastDetections"], list)
+    # The same model on a chosen image (the file input; dropping goes through the same code).
+    assert state["image"]["error"] is None
+    assert state["image"]["source"] == "image"
+    assert state["image"]["numTensors"] == state["numTensors"]["late"]
+
+
+def test_page_backend_parameter(sample_model, camera_clip):
+    _, clip = camera_clip
+    with serving(sample_model) as server:
+        forced = run_page(server.url, clip, frames=3, backend="wasm", timeout=60)
+        bogus = run_page(server.url, clip, frames=3, backend="bogus", timeout=30)
+    assert forced["error"] is None, forced
+    assert forced["backend"] == "wasm"
+    assert forced["backendErrors"] == {}  # forced: nothing else was tried
+    assert forced["frames"] >= 3
+    assert bogus["ready"] is False
+    assert "?backend=bogus: unknown backend" in bogus["error"]
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    """Intersection over union of two [ymin, xmin, ymax, xmax] boxes."""
+    height = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    width = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = height * width
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@pytest.fixture
+def browser_model():
+    """(tfjs_dir, image_path, expected_class_name, expected_box [ymin, xmin, ymax, xmax] normalised).
+
+    TODO(lead): wire the trained fixture here, e.g.
+        def browser_model(trained_detector):
+            return trained_detector.tfjs_dir, trained_detector.image, "rectangle", [0.25, 0.25, 0.75, 0.75]
+    and remove the skip mark of test_page_detects_the_known_object.
+    """
+    pytest.fail("browser_model is not wired to the trained fixture yet")
+
+
+@pytest.mark.skip(reason="waiting for the trained fixture")
+def test_page_detects_the_known_object(browser_model, tmp_path):
+    tfjs_dir, image, expected_name, expected_box = browser_model
+    clip = make_clip(image, tmp_path / "clip.y4m")
+    with serving(tfjs_dir) as server:
+        state = run_page(server.url, clip, frames=8, backend="wasm", image=image, timeout=60)
+    assert state["error"] is None, state
+    assert state["numTensors"]["early"] == state["numTensors"]["late"]
+    for where, detections in (("camera", state["lastDetections"]), ("image", state["image"]["detections"])):
+        matches = [d for d in detections if d["name"] == expected_name]
+        assert matches, f"{where}: no {expected_name} above 0.5 in {detections}"
+        best = max(iou(d["box"], expected_box) for d in matches)
+        assert best >= 0.5, f"{where}: best IoU {best:.2f} for {expected_name} in {detections}"

@@ -1,0 +1,10 @@
+"""The live webcam detection page: a static page on TF.js, served with its model by `tfod-wrap serve`.
+
+`serve`/`make_server`/`serving` run the server (tfod_wrap/web/serve.py); `make_clip`/`run_page` drive the page in
+headless Chromium with a fake camera (tfod_wrap/web/browser.py), for the tests and the page benchmark.
+"""
+
+from tfod_wrap.web.browser import make_clip, run_page
+from tfod_wrap.web.serve import camera_note, check_model_dir, make_server, serve, serving
+
+__all__ = ["camera_note", "check_model_dir", "make_clip", "make_server", "run_page", "serve", "serving"]

@@ -1,0 +1,284 @@
+"""A small static server for the webcam page: the page, one exported TF.js model and TF.js itself, nothing else.
+
+Routes (everything else is 404):
+
+    /, /index.html, /app.js, /style.css    the page (tfod_wrap/web/static/)
+    /model/FILE                            files directly inside the model folder (model.json, shards, metadata.json)
+    /vendor/tfjs/FILE                      node_modules/@tensorflow/tfjs/dist/FILE
+    /vendor/tfjs-backend-wasm/FILE         node_modules/@tensorflow/tfjs-backend-wasm/dist/FILE
+
+A path with `..`, a backslash, an encoded slash, an empty segment (`//`), a NUL or a file name starting with a dot is
+refused with 403 before any file-system access; a file that resolves (through symlinks) outside its folder is refused
+with 403 too. Every response carries the cross-origin isolation headers, so the page is `crossOriginIsolated` and the
+wasm backend can use threads (SharedArrayBuffer).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote
+
+from tfod_wrap.errors import UserError
+from tfod_wrap.nodejs import node_modules
+
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE_FILES = ("index.html", "app.js", "style.css")
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".cjs": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".wasm": "application/wasm",
+    ".bin": "application/octet-stream",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+# Sent with every response, errors included.
+COMMON_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::", "")
+
+
+class Refused(Exception):
+    """A request path that must never reach the file system (answered 403)."""
+
+
+def check_model_dir(model_dir: str | Path) -> Path:
+    """The model folder, resolved; a UserError naming it unless it holds model.json and a readable metadata.json."""
+    folder = Path(model_dir).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a folder; pass the TF.js export folder (model.json + metadata.json)")
+    missing = [name for name in ("model.json", "metadata.json") if not (folder / name).is_file()]
+    if missing:
+        raise UserError(
+            f"{folder}: {' and '.join(missing)} missing; pass the TF.js folder written by `tfod-wrap export` "
+            "(model.json, its .bin shards and metadata.json)"
+        )
+    try:
+        metadata = json.loads((folder / "metadata.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{folder / 'metadata.json'}: not readable JSON ({error})") from error
+    if not isinstance(metadata, dict) or not {"input", "outputs", "classes"} <= metadata.keys():
+        raise UserError(f"{folder / 'metadata.json'}: not tfod-wrap detector metadata (needs input, outputs, classes)")
+    return folder.resolve()
+
+
+def _segments(raw_path: str) -> list[str]:
+    """The decoded segments of a request path; Refused for anything that could leave the served folders."""
+    if not raw_path.startswith("/"):
+        raise Refused("not an origin-form path")
+    path = raw_path.split("?", 1)[0].split("#", 1)[0]
+    raw_segments = path[1:].split("/")
+    # `//x` (an absolute path glued on) and `a//b` are refused; only a trailing `/` (a folder) is let through.
+    if any(segment == "" for segment in raw_segments[:-1]):
+        raise Refused("empty path segment")
+    segments = []
+    for raw in raw_segments:
+        segment = unquote(raw, errors="strict")
+        if ".." in segment or "/" in segment or "\\" in segment or "\x00" in segment or ":" in segment:
+            raise Refused(f"unsafe path segment {raw!r}")
+        if segment.startswith(".") or segment.startswith("~"):
+            raise Refused(f"hidden or home path segment {raw!r}")
+        segments.append(segment)
+    return segments
+
+
+def _inside(folder: Path, name: str) -> Path | None:
+    """folder/name when it is a regular file directly inside folder (after resolving symlinks); Refused if it
+    resolves outside; None if there is no such file."""
+    if not name:
+        return None
+    candidate = folder / name
+    try:
+        resolved = candidate.resolve(strict=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, RuntimeError) as error:  # symlink loops and the like
+        raise Refused(str(error)) from error
+    if resolved.parent != folder:
+        raise Refused(f"{name} resolves outside its folder")
+    return resolved if resolved.is_file() else None
+
+
+class WebServer(ThreadingHTTPServer):
+    """The page's server; `url` is the address to open in the browser."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], model_dir: Path, modules: Path, log: bool = False):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.routes = {
+            "model": model_dir,
+            "vendor/tfjs": (modules / "@tensorflow" / "tfjs" / "dist").resolve(),
+            "vendor/tfjs-backend-wasm": (modules / "@tensorflow" / "tfjs-backend-wasm" / "dist").resolve(),
+        }
+        self.static = STATIC.resolve()
+        self.model_dir = model_dir
+        self.log = log
+        super().__init__(address, Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        if host in LOCAL_HOSTS:
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}/"
+
+    def locate(self, raw_path: str) -> Path | None:
+        """The file a request path names, None for 404; raises Refused for 403."""
+        segments = _segments(raw_path)
+        if segments == [""]:
+            return self.static / "index.html"
+        if len(segments) == 1:
+            return self.static / segments[0] if segments[0] in PAGE_FILES else None
+        prefix, name = "/".join(segments[:-1]), segments[-1]
+        folder = self.routes.get(prefix)
+        return None if folder is None else _inside(folder, name)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: WebServer
+    protocol_version = "HTTP/1.1"
+
+    def version_string(self) -> str:
+        return "tfod-wrap"
+
+    def end_headers(self) -> None:
+        for key, value in COMMON_HEADERS.items():
+            self.send_header(key, value)
+        super().end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
+        self._respond(body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._respond(body=False)
+
+    def _respond(self, body: bool) -> None:
+        # The request target as sent: http.server folds a leading `//` into `/` in self.path, hiding `//etc/passwd`.
+        words = self.requestline.split()
+        target = words[1] if len(words) == 3 else self.path
+        try:
+            path = self.server.locate(target)
+        except (Refused, UnicodeDecodeError):
+            self._error(HTTPStatus.FORBIDDEN)
+            return
+        if path is None:
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        try:
+            handle = open(path, "rb")  # noqa: SIM115  (closed below, after streaming)
+        except OSError:
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        with handle:
+            size = path.stat().st_size
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream"))
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            if body:
+                try:
+                    while chunk := handle.read(1 << 20):
+                        self.wfile.write(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+    def _error(self, status: HTTPStatus) -> None:
+        message = f"{status.value} {status.phrase}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(message)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(message)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # Quiet: one line for a failed request (a missing shard shows up), nothing for the rest unless asked.
+        status = int(code) if str(code).isdigit() else 0
+        if self.server.log or status >= 400:
+            self.log_message('"%s" %s', self.requestline, str(code))
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002  (http.server's signature)
+        print(f"tfod-wrap serve: {format % args}", file=sys.stderr)
+
+
+def make_server(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, log: bool = False) -> WebServer:
+    """A bound server (not yet serving) for the model folder; port 0 picks a free port (see `server.url`)."""
+    folder = check_model_dir(model_dir)
+    modules = node_modules()
+    try:
+        return WebServer((host, port), folder, modules, log=log)
+    except OSError as error:
+        raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}; pick another --port") from error
+
+
+def serve(
+    model_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    ready: Callable[[str], object] | None = None,
+    log: bool = False,
+) -> None:
+    """Serve the page for the model folder until interrupted; `ready(url)` is called once the socket is bound."""
+    server = make_server(model_dir, host, port, log=log)
+    try:
+        if ready is not None:
+            ready(server.url)
+        server.serve_forever()
+    finally:
+        server.server_close()
+
+
+@contextmanager
+def serving(model_dir: str | Path, host: str = "127.0.0.1", port: int = 0) -> Iterator[WebServer]:
+    """A server running in a background thread for the duration of the block (tests, benchmarks):
+
+    with serving("export/tfjs") as server:
+        state = run_page(server.url, clip)
+    """
+    server = make_server(model_dir, host, port)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="tfod-wrap-serve", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def camera_note(host: str) -> str | None:
+    """Why the camera may not start for this host, or None: getUserMedia needs a secure context."""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return None
+    return (
+        f"bound to {host}: other machines can load the page, but browsers allow the camera only on https or "
+        "on localhost/127.0.0.1; on this machine open the 127.0.0.1 address (image drop works anywhere)"
+    )
