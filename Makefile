@@ -25,8 +25,9 @@ FREEZE ?= backbone
 CHECKPOINT ?=
 RESUME ?=
 
-# make serve: the webcam page for a TF.js export (see README)
+# make export-tfjs / make serve: a run's checkpoint -> SavedModel + TF.js -> the webcam page (see README, "Step 5")
 EXPORT ?= $(RUN)/export
+QUANTIZE ?= none
 TFJS ?= $(EXPORT)/tfjs
 PORT ?= 8000
 HOST ?= 127.0.0.1
@@ -34,7 +35,7 @@ HOST ?= 127.0.0.1
 # apt-get through sudo only when not root and sudo exists.
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 
-.PHONY: install test lint tfrecords train eval serve bench clean
+.PHONY: install test lint tfrecords train eval export-tfjs serve bench clean
 
 install: $(STAMP)
 
@@ -73,6 +74,10 @@ train: install
 
 eval: install
 	$(CLI) eval --pipeline $(RUN)/pipeline.config --model-dir $(RUN) $(if $(WATCH),--watch)
+
+export-tfjs: install
+	$(CLI) export --pipeline $(RUN)/pipeline.config --model-dir $(RUN) --output $(EXPORT) \
+		--formats saved_model,tfjs --quantize $(QUANTIZE) --verify
 
 serve: install
 	$(CLI) serve --model $(TFJS) --port $(PORT) --host $(HOST)

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -108,3 +109,77 @@ def feature(example, key: str) -> list:
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under a folder with its bytes, to prove inputs are never modified."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class TrainedDetector(NamedTuple):
+    """An SSD MobileNet V2 (160x160) fitted to red rectangles and blue ellipses, and its export in every format."""
+
+    pipeline: Path
+    model_dir: Path
+    export_dir: Path
+    report: dict
+    image: Path  # a training image: one red rectangle at `box`
+    class_name: str
+    box: list[float]  # [ymin, xmin, ymax, xmax], normalised
+
+
+def shapes_voc(folder: Path, count: int, size=(320, 240), seed: int = 0) -> list[tuple[str, str, list[float]]]:
+    """Textured photos with one red rectangle or blue ellipse each, in VOC; returns (file, class, box)."""
+    from PIL import ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    width, height = size
+    written = []
+    for index in range(count):
+        image = photo(width, height, seed=index)
+        w, h = int(rng.integers(width // 4, width // 2)), int(rng.integers(height // 4, height // 2))
+        x0, y0 = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+        name = "rectangle" if index % 2 == 0 else "ellipse"
+        draw = ImageDraw.Draw(image)
+        if name == "rectangle":
+            draw.rectangle([x0, y0, x0 + w, y0 + h], fill=(220, 30, 30))
+        else:
+            draw.ellipse([x0, y0, x0 + w, y0 + h], fill=(30, 60, 220))
+        image.save(folder / f"{index}.png")
+        objects = [{"name": name, "xmin": x0, "ymin": y0, "xmax": x0 + w, "ymax": y0 + h}]
+        (folder / f"{index}.xml").write_text(voc_xml(f"{index}.png", size, objects))
+        written.append((f"{index}.png", name, [y0 / height, x0 / width, (y0 + h) / height, (x0 + w) / width]))
+    return written
+
+
+@pytest.fixture(scope="session")
+def trained_detector(tmp_path_factory) -> TrainedDetector:
+    """300 steps of Adam without augmentation: enough to detect its own training shapes at scores above 0.9."""
+    from tfod_wrap import config, export, train
+    from tfod_wrap.data import convert
+
+    root = tmp_path_factory.mktemp("detector")
+    shapes = shapes_voc(root / "voc", 16)
+    convert(root / "voc", root / "records", workers=1)
+    pipeline = root / "pipeline.config"
+    config.configure(
+        "ssd_mobilenet_v2",
+        pipeline,
+        data=root / "records",
+        batch_size=4,
+        steps=300,
+        overrides=[
+            "model.image_resizer.fixed_shape_resizer.height=160",
+            "model.image_resizer.fixed_shape_resizer.width=160",
+            "train_config.data_augmentation_options=[]",
+            "train_config.optimizer.adam_optimizer.learning_rate.constant_learning_rate.learning_rate=0.002",
+        ],
+        check=False,
+    )
+    train.train(pipeline, root / "model", log=lambda *_: None)
+    report = export.export(
+        pipeline,
+        root / "model",
+        root / "export",
+        formats=("saved_model", "tfjs", "tflite"),
+        verify=True,
+        log=lambda *_: None,
+    )
+    file, name, box = shapes[0]
+    return TrainedDetector(pipeline, root / "model", root / "export", report, root / "voc" / file, name, box)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -19,10 +18,6 @@ from tfod_wrap.nodejs import node_modules
 from tfod_wrap.web import make_clip, make_server, run_page, serving
 
 SECRET = b"outside-the-served-folders"
-
-# The sample model of the page-run tests: an untrained SSD MobileNet V2 at 160x160 converted to TF.js, classes a/b.
-# TODO(lead): replace by the trained export (see browser_model below); until then it must exist at this path.
-SAMPLE_MODEL = Path(os.environ.get("TFOD_WRAP_SAMPLE_TFJS", "/tmp/x6/js_u8"))
 
 METADATA = {
     "format": "tfod-wrap-detector",
@@ -236,7 +231,7 @@ def test_browser_tools_are_installed():
 
 
 def shapes_image(path: Path, size=(320, 240)) -> Path:
-    """A red rectangle on grey: what the trained fixture's detector knows (class of red rectangles)."""
+    """A red rectangle on grey: a frame like the trained fixture's, not one of its training images."""
     image = Image.new("RGB", size, (190, 190, 190))
     width, height = size
     ImageDraw.Draw(image).rectangle([width // 4, height // 4, 3 * width // 4, 3 * height // 4], fill=(220, 30, 30))
@@ -252,11 +247,9 @@ def camera_clip(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def sample_model() -> Path:
-    """TF.js folder the page-run tests use. TODO(lead): return the trained export's tfjs folder instead."""
-    if not (SAMPLE_MODEL / "model.json").is_file():
-        pytest.skip(f"{SAMPLE_MODEL}: sample TF.js model missing (set TFOD_WRAP_SAMPLE_TFJS)")
-    return SAMPLE_MODEL
+def sample_model(trained_detector) -> Path:
+    """The TF.js folder of the trained fixture's export (conftest.trained_detector)."""
+    return trained_detector.export_dir / "tfjs"
 
 
 def test_page_runs_on_the_fake_camera(sample_model, camera_clip):
@@ -305,18 +298,12 @@ def iou(a: list[float], b: list[float]) -> float:
 
 
 @pytest.fixture
-def browser_model():
-    """(tfjs_dir, image_path, expected_class_name, expected_box [ymin, xmin, ymax, xmax] normalised).
-
-    TODO(lead): wire the trained fixture here, e.g.
-        def browser_model(trained_detector):
-            return trained_detector.tfjs_dir, trained_detector.image, "rectangle", [0.25, 0.25, 0.75, 0.75]
-    and remove the skip mark of test_page_detects_the_known_object.
-    """
-    pytest.fail("browser_model is not wired to the trained fixture yet")
+def browser_model(trained_detector):
+    """(tfjs_dir, image_path, expected_class_name, expected_box [ymin, xmin, ymax, xmax] normalised)."""
+    detector = trained_detector
+    return detector.export_dir / "tfjs", detector.image, detector.class_name, detector.box
 
 
-@pytest.mark.skip(reason="waiting for the trained fixture")
 def test_page_detects_the_known_object(browser_model, tmp_path):
     tfjs_dir, image, expected_name, expected_box = browser_model
     clip = make_clip(image, tmp_path / "clip.y4m")

@@ -153,6 +153,33 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from tfod_wrap import export
+
+    formats = tuple(name.strip() for name in args.formats.split(",") if name.strip())
+    report = export.export(
+        args.pipeline,
+        args.model_dir,
+        args.output,
+        formats=formats,
+        quantize=args.quantize,
+        checkpoint=args.checkpoint,
+        input_type=args.input_type,
+        label_map=args.label_map,
+        verify=args.verify,
+        verify_images=args.verify_images,
+    )
+    print(f"exported {Path(report['checkpoint']).name} to {args.output}:")
+    for name, written in report["formats"].items():
+        print(f"  {name:<12} {written['bytes'] / 2**20:7.1f} MiB  {written['path']}")
+    if "verify" in report:
+        print(f"parity on {report['verify']['images']} eval images (largest differences):")
+        print(export.verify_table(report))
+    if "tfjs" in report["formats"]:
+        print(f"webcam page: tfod-wrap serve --model {report['formats']['tfjs']['path']}")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     stats = data.record_stats(args.records)
     if args.json:
@@ -325,6 +352,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument("--output", type=Path, help="where metrics and plots go")
     evaluation.set_defaults(run=_eval)
+
+    exporting = commands.add_parser(
+        "export",
+        help="a checkpoint to SavedModel, TF.js (+ metadata.json) and TFLite, with a parity check",
+        description="Export a checkpoint of MODEL_DIR: a SavedModel through the TFOD API's exporter_lib_v2 (always; "
+        "the other formats are made from it), a TF.js graph model with metadata.json (labels, input, outputs by "
+        "tensor name) for the webcam page, and TFLite for SSD models. --verify runs the pipeline's eval images "
+        "through the checkpoint and every format and fails beyond the tolerances in tfod_wrap/export/verify.py. "
+        "OUTPUT is replaced whole at the end, and only if it is an earlier export.",
+    )
+    exporting.add_argument("--pipeline", required=True, type=Path, help="pipeline.config of the run")
+    exporting.add_argument("--model-dir", required=True, type=Path, help="the training run's model dir")
+    exporting.add_argument("--output", required=True, type=Path, help="the export folder")
+    exporting.add_argument(
+        "--formats", default="saved_model,tfjs", help="comma-separated: saved_model, tfjs, tflite (saved_model,tfjs)"
+    )
+    exporting.add_argument(
+        "--quantize",
+        default="none",
+        choices=["none", "float16", "uint8"],
+        help="TF.js: weights stored as float16/uint8; TFLite: float16 weights, or full-integer uint8 calibrated on "
+        "the eval images. The SavedModel stays float32",
+    )
+    exporting.add_argument("--checkpoint", default="latest", help="latest (default) or ckpt-N")
+    exporting.add_argument(
+        "--input-type",
+        default="image_tensor",
+        choices=["image_tensor", "float_image_tensor", "encoded_image_string_tensor", "tf_example"],
+        help="the SavedModel's input (image_tensor: uint8 pixels); TF.js always gets a pixel input",
+    )
+    exporting.add_argument("--label-map", type=Path, help="default: the pipeline's train_input_reader label map")
+    exporting.add_argument("--verify", action="store_true", help="check every format against the checkpoint")
+    exporting.add_argument("--verify-images", type=int, default=4, help="eval images for --verify (4)")
+    exporting.set_defaults(run=_export)
 
     inspect = commands.add_parser(
         "inspect",

@@ -25,7 +25,7 @@ from tfod_wrap.errors import UserError
 from tfod_wrap.export import verify as parity
 from tfod_wrap.export.savedmodel import INPUT_TYPES, PIXEL_INPUT_TYPES, export_saved_model, signature_outputs
 from tfod_wrap.export.tfjs import OUTPUT_DESCRIPTIONS, convert_to_tfjs, output_shapes, tfjs_metadata
-from tfod_wrap.export.tflite import check_supported, export_tflite, postprocess_tensors, run_tflite
+from tfod_wrap.export.tflite import box_scales, check_supported, export_tflite, postprocess_tensors, run_tflite
 from tfod_wrap.files import atomic_write_json, staged_folder
 from tfod_wrap.train import find_checkpoints
 
@@ -104,7 +104,7 @@ def verify_table(report: dict) -> str:
     lines = [f"{'format':<12}" + "".join(f"{key:>22}" for key in keys) + f"{'tolerance':>11}  result"]
     for name, result in results.items():
         cells = "".join(f"{result['max_difference'].get(key, float('nan')):>22.2e}" for key in keys)
-        lines.append(f"{name:<12}{cells}{result['tolerance']:>11.0e}  {'ok' if result['passed'] else 'FAILED'}")
+        lines.append(f"{name:<12}{cells}{result['tolerance']:>11.2g}  {'ok' if result['passed'] else 'FAILED'}")
     return "\n".join(lines)
 
 
@@ -224,7 +224,8 @@ def _verify(pipeline_config, prefix, staging: Path, formats, quantize, input_typ
     if "tfjs" in formats:
         outputs["tfjs"] = [result["outputs"] for result in parity.run_tfjs(staging / "tfjs", images)["results"]]
     if "tflite" in formats:
-        outputs["tflite"] = run_tflite(staging / "tflite" / "model.tflite", [e["preprocessed"] for e in expected])
+        preprocessed = [result["preprocessed"] for result in expected]
+        outputs["tflite"] = run_tflite(staging / "tflite" / "model.tflite", preprocessed, box_scales(pipeline_config))
     results = {
         name: parity.summarise(name, quantize, [parity.compare(e, c) for e, c in zip(expected, candidates)])
         for name, candidates in outputs.items()

@@ -118,7 +118,7 @@ def tfjs_metadata(
             "value_range": [0, 255],
         },
         "outputs": {
-            name: {"tensor": tensor, "description": OUTPUT_DESCRIPTIONS.get(name, "")}
+            name: {"tensor": tensor, "shape": shapes[name], "description": OUTPUT_DESCRIPTIONS.get(name, "")}
             for name, tensor in outputs.items()
         },
         # NonMaxSuppressionV5 and the TensorList loop are async ops: model.execute() throws on this graph

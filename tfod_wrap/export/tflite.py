@@ -76,18 +76,33 @@ def postprocess_tensors(interpreter) -> dict[str, dict]:
     return {key: {"index": int(index), "name": names[index]} for key, index in zip(keys, indexes)}
 
 
-def run_tflite(model: Path, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """Run the TFLite model on preprocessed images; returns detections (1-based classes) and the raw tensors."""
+def run_tflite(model: Path, images: list[np.ndarray], box_scales: list[float]) -> list[dict[str, np.ndarray]]:
+    """Run the TFLite model on preprocessed images: detections (1-based classes), and every anchor's scores and
+    decoded boxes (`box_scales`: the box coder's y, x, height and width scales) as the SavedModel gives them."""
     interpreter = tf.lite.Interpreter(model_path=str(model), experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     tensors = postprocess_tensors(interpreter)
-    wanted = [key for key in tensors if key != "anchors"]
     results = []
     for image in images:
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image.astype(np.float32))
         interpreter.invoke()
-        result = {key: interpreter.get_tensor(tensors[key]["index"])[0] for key in wanted}
+        result = {key: interpreter.get_tensor(tensor["index"]) for key, tensor in tensors.items()}
+        result = {key: value if key == "anchors" else value[0] for key, value in result.items()}
+        result["raw_detection_boxes"] = decode_boxes(result.pop("box_encodings"), result.pop("anchors"), box_scales)
         result["detection_classes"] = result["detection_classes"] + 1  # the op's classes are 0-based
         result["num_detections"] = int(result["num_detections"])
         results.append(result)
     return results
+
+
+def decode_boxes(encodings: np.ndarray, anchors: np.ndarray, scales: list[float]) -> np.ndarray:
+    """Faster R-CNN box coding undone: [ty, tx, th, tw] against [y, x, h, w] anchors -> [ymin, xmin, ymax, xmax]."""
+    offsets = encodings / np.asarray(scales, dtype=np.float32)
+    center = offsets[:, :2] * anchors[:, 2:] + anchors[:, :2]
+    size = np.exp(offsets[:, 2:]) * anchors[:, 2:]
+    return np.concatenate([center - size / 2, center + size / 2], axis=1)
+
+
+def box_scales(pipeline_config) -> list[float]:
+    coder = pipeline_config.model.ssd.box_coder.faster_rcnn_box_coder
+    return [coder.y_scale, coder.x_scale, coder.height_scale, coder.width_scale]

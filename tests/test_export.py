@@ -1,0 +1,194 @@
+"""`tfod-wrap export`: a trained checkpoint to SavedModel, TF.js and TFLite, each run for real (TensorFlow, Node with
+@tensorflow/tfjs on its wasm backend, the TFLite interpreter) and compared with the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tfod_wrap import config, export
+from tfod_wrap.export import parity
+from tfod_wrap.export.tfjs import repair_float_to_bool_casts
+from tfod_wrap.export.tflite import box_scales, check_supported, run_tflite
+
+CLI = str(Path(sys.executable).parent / "tfod-wrap")
+
+
+def iou(a, b) -> float:
+    height = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    width = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    overlap = height * width
+    return overlap / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - overlap)
+
+
+def best_match(detections: dict, class_id: int, box: list[float]) -> tuple[float, float]:
+    """(score, IoU) of the best detection of `class_id` over `box`."""
+    count = int(detections["num_detections"])
+    candidates = [
+        (float(score), iou(found, box))
+        for found, label, score in zip(
+            detections["detection_boxes"][:count],
+            detections["detection_classes"][:count],
+            detections["detection_scores"][:count],
+        )
+        if int(label) == class_id
+    ]
+    return max(candidates, key=lambda pair: pair[1], default=(0.0, 0.0))
+
+
+def class_id(trained_detector) -> int:
+    metadata = json.loads((trained_detector.export_dir / "tfjs" / "metadata.json").read_text())
+    return next(item["id"] for item in metadata["classes"] if item["name"] == trained_detector.class_name)
+
+
+def test_every_format_is_written_and_matches_the_checkpoint(trained_detector):
+    report, folder = trained_detector.report, trained_detector.export_dir
+    assert set(report["formats"]) == {"saved_model", "tfjs", "tflite"}
+    for name in ("saved_model/saved_model.pb", "checkpoint/ckpt-0.index", "pipeline.config", "label_map.pbtxt"):
+        assert (folder / name).is_file(), name
+    assert (folder / "tfjs" / "model.json").is_file() and list((folder / "tfjs").glob("group1-shard*.bin"))
+    assert (folder / "tflite" / "model.tflite").stat().st_size > 1_000_000
+    assert json.loads((folder / "export.json").read_text()) == report
+    assert not list(folder.parent.glob(".export.partial-*")), "the staging folder is left behind"
+
+    verified = report["verify"]
+    assert verified["images"] == 4
+    assert set(verified["formats"]) == {"saved_model", "tfjs", "tflite"}
+    for name, result in verified["formats"].items():
+        assert result["passed"], (name, result)
+        assert result["max_difference"]["raw_detection_scores"] <= result["tolerance"]
+    for result in verified["formats"].values():
+        assert set(result["max_difference"]) == {
+            "raw_detection_scores",
+            "raw_detection_boxes",
+            "detection_boxes",
+            "detection_scores",
+        }
+    assert "tfjs" in export.verify_table(report) and "ok" in export.verify_table(report)
+
+
+def test_tfjs_metadata_names_every_output_by_tensor(trained_detector):
+    folder = trained_detector.export_dir / "tfjs"
+    metadata = json.loads((folder / "metadata.json").read_text())
+    model = json.loads((folder / "model.json").read_text())
+    assert metadata["classes"] == [{"id": 1, "name": "ellipse"}, {"id": 2, "name": "rectangle"}]
+    assert metadata["input"] == {
+        "name": "input_tensor",
+        "dtype": "int32",
+        "shape": [1, -1, -1, 3],
+        "resize_to": [160, 160],
+        "color": "RGB",
+        "value_range": [0, 255],
+    }
+    assert metadata["execute"] == "executeAsync"
+    signature_tensors = {item["name"] for item in model["signature"]["outputs"].values()}
+    for name in ("detection_boxes", "detection_classes", "detection_scores", "num_detections"):
+        assert metadata["outputs"][name]["tensor"] in signature_tensors
+    assert metadata["outputs"]["detection_boxes"]["shape"] == [1, 100, 4]
+    assert metadata["outputs"]["raw_detection_scores"]["shape"][-1] == 3  # background + 2 classes
+    # the wasm Cast(float -> bool) fix is in the graph: no such Cast reads its input directly any more
+    casts = [n for n in model["modelTopology"]["node"] if n["op"] == "Cast"]
+    to_bool = [n for n in casts if n["attr"].get("DstT", {}).get("type") == "DT_BOOL"]
+    assert to_bool and all(n["input"][0].endswith("/tfod_wrap_sign") for n in to_bool)
+
+
+def test_every_format_finds_the_known_object(trained_detector):
+    """The same photo through SavedModel, TF.js (wasm and cpu backends) and TFLite: the rectangle, where it is."""
+    image = np.asarray(Image.open(trained_detector.image).convert("RGB"))
+    wanted = class_id(trained_detector)
+    folder = trained_detector.export_dir
+    results = {"saved_model": parity.run_saved_model(folder / "saved_model", [image], "image_tensor")[0]}
+    for backend in ("wasm", "cpu"):
+        run = parity.run_tfjs(folder / "tfjs", [image], backend=backend)
+        assert run["backend"] == backend and run["tfjs"] == "4.22.0"
+        results[f"tfjs-{backend}"] = run["results"][0]["outputs"]
+    reference = parity.Reference(config.load(trained_detector.pipeline), str(trained_detector.model_dir / "ckpt-300"))
+    pipeline = config.load(trained_detector.pipeline)
+    preprocessed = [reference(image)["preprocessed"]]
+    results["tflite"] = run_tflite(folder / "tflite" / "model.tflite", preprocessed, box_scales(pipeline))[0]
+    for name, detections in results.items():
+        score, overlap = best_match(detections, wanted, trained_detector.box)
+        assert score > 0.5 and overlap > 0.6, (name, score, overlap)
+
+
+def test_tflite_metadata_gives_the_preprocessing(trained_detector):
+    metadata = json.loads((trained_detector.export_dir / "tflite" / "metadata.json").read_text())
+    assert metadata["input"]["shape"] == [1, 160, 160, 3]
+    # MobileNet's preprocessing: x * 2/255 - 1
+    assert metadata["input"]["scale"] == pytest.approx([2 / 255] * 3, rel=1e-5)
+    assert metadata["input"]["offset"] == pytest.approx([-1.0] * 3)
+    assert set(metadata["outputs"]) == {"detection_boxes", "detection_classes", "detection_scores", "num_detections"}
+
+
+def test_quantised_exports_stay_within_their_tolerances(trained_detector, tmp_path):
+    report = export.export(
+        trained_detector.pipeline,
+        trained_detector.model_dir,
+        tmp_path / "float16",
+        formats=("tfjs", "tflite"),
+        quantize="float16",
+        verify=True,
+        verify_images=2,
+        log=lambda *_: None,
+    )
+    sizes = {name: written["bytes"] for name, written in report["formats"].items()}
+    full = {name: trained_detector.report["formats"][name]["bytes"] for name in ("tfjs", "tflite")}
+    assert sizes["tfjs"] < 0.6 * full["tfjs"] and sizes["tflite"] < 0.6 * full["tflite"]
+    for name in ("tfjs", "tflite"):
+        result = report["verify"]["formats"][name]
+        assert result["passed"] and result["tolerance"] == parity.TOLERANCE[(name, "float16")]
+    assert json.loads((tmp_path / "float16" / "tfjs" / "metadata.json").read_text())["quantization"] == "float16"
+
+
+def test_cli_export_of_an_older_checkpoint_replaces_only_exports(trained_detector, tmp_path):
+    output = tmp_path / "export"
+    command = [CLI, "export", "--pipeline", str(trained_detector.pipeline), "--model-dir"]
+    command += [str(trained_detector.model_dir), "--output", str(output), "--checkpoint", "ckpt-0"]
+    done = subprocess.run([*command, "--formats", "tfjs"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "tfod-wrap serve --model" in done.stdout and "saved_model" in done.stdout
+    assert json.loads((output / "export.json").read_text())["checkpoint"].endswith("ckpt-0")
+    assert (output / "tfjs" / "metadata.json").is_file()
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    command[command.index(str(output))] = str(foreign)
+    refused = subprocess.run([*command, "--formats", "bogus"], capture_output=True, text=True, check=False)
+    assert refused.returncode == 2 and "unknown format bogus" in refused.stderr
+    refused = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert refused.returncode == 2 and "is not a tfod-wrap export" in refused.stderr
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_unknown_checkpoint_and_unsupported_tflite_are_clear_errors(trained_detector, tmp_path):
+    with pytest.raises(export.ExportError, match="unknown quantisation"):
+        export.export(trained_detector.pipeline, trained_detector.model_dir, tmp_path / "x", quantize="int4")
+    with pytest.raises(Exception, match="no checkpoint 'ckpt-7'; kept: ckpt-0, ckpt-300"):
+        export.export(trained_detector.pipeline, trained_detector.model_dir, tmp_path / "x", checkpoint="ckpt-7")
+    with pytest.raises(Exception, match="TFLite export supports SSD models.*faster_rcnn"):
+        check_supported(config.load("faster_rcnn_resnet50_v1_640"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_cast_repair_rewrites_only_float_to_bool():
+    def cast(name, source, target):
+        return {
+            "name": name,
+            "op": "Cast",
+            "input": ["x"],
+            "attr": {"SrcT": {"type": source}, "DstT": {"type": target}},
+        }
+
+    topology = {"modelTopology": {"node": [cast("a", "DT_FLOAT", "DT_BOOL"), cast("b", "DT_INT32", "DT_BOOL")]}}
+    assert repair_float_to_bool_casts(topology) == 1
+    nodes = {node["name"]: node for node in topology["modelTopology"]["node"]}
+    assert nodes["a"]["input"] == ["a/tfod_wrap_sign"]
+    assert nodes["a/tfod_wrap_sign"]["input"] == ["a/tfod_wrap_abs"] and nodes["a/tfod_wrap_abs"]["input"] == ["x"]
+    assert nodes["b"]["input"] == ["x"]

@@ -1,0 +1,464 @@
+"""Benchmark the exported detectors: size per format and quantisation, latency per image, FPS of the web page.
+
+For SSD MobileNet V2 at 320x320 (template ssd_mobilenet_v2 with its fixed_shape_resizer set to 320x320; the
+template says 300x300) and SSD MobileNet V2 FPNLite 320 (template ssd_mobilenet_v2_fpnlite_320):
+
+1. a generated dataset (--images 640x480 JPEGs, 1-4 ellipses, rectangles or triangles on gradient backgrounds,
+   3 classes, Pascal VOC XML; tools/bench_tfrecords.py's generator) is converted with `convert` (3/4 train, 1/4
+   val), configured with `config.configure` (batch 2, no fine_tune_checkpoint) and trained for --steps steps from
+   **random initialisation**: the weights are meaningless, but sizes and speed do not depend on them;
+2. `export.export(..., formats=("saved_model", "tfjs", "tflite"), quantize=Q)` for Q in none, float16, uint8 (the
+   SavedModel is written again by each export; it is the same every time): size in MiB of each format's folder as
+   export.json reports it;
+3. latency per image on --latency-images val images (640x480, what a webcam gives), each timed --repeats times
+   after --warmup untimed runs, pooled, median:
+   - SavedModel in TensorFlow: the serving_default signature called on the uint8 image, outputs fetched to NumPy;
+   - TFLite interpreter of each quantisation, with num_threads 1 and num_threads = cores: `invoke()` only, on the
+     preprocessed input (`Reference(...)(image)["preprocessed"]`: resized to 320x320 and normalised, as the TFLite
+     graph expects);
+   - TF.js on the wasm backend in Node (`verify.run_tfjs`, the page's own @tensorflow/tfjs): executeAsync plus
+     reading every output, on the 640x480 image (the graph resizes it) and, for the float32 weights, once more on
+     the image already resized to the model's 320x320 (what the page sends);
+   every latency is also given as a ratio to the SavedModel's median of the same model in the same run;
+4. the page (`tfod_wrap.web`) in headless Chromium with a 640x480 still image as its fake camera, ?backend=wasm,
+   for --frames frames, with the float32 and the float16 TF.js export: FPS and inference ms as the page reports
+   them (its log line every 5 frames; medians after frame 10), whether the page was crossOriginIsolated and which
+   wasm binary (threads, SIMD) ran. Target: at least 10 FPS on wasm on this 2-core machine.
+
+Around every measurement the script samples the machine's CPU counters: "other load" is the mean number of cores
+that processes other than this script and its children kept busy (values well above 0 mean the timing was
+disturbed), "steal" the mean number stolen by the hypervisor.
+
+    .venv/bin/python tools/bench_export.py [--quick] [--images 24] [--steps 2] [--latency-images 3] [--repeats 20]
+                                           [--warmup 3] [--frames 100] [--workdir DIR] [--json PATH]
+
+--quick: 1 latency image, 10 repeats, 30 page frames, float32 TF.js only on the page; no JSON unless --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import psutil
+from bench_common import machine  # tools/ is on sys.path when run as a script
+from bench_tfrecords import write_sample  # 640x480 JPEG + VOC XML, 3 classes
+from PIL import Image
+
+import tfod_wrap  # noqa: F401  (must come before any object_detection import)
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = {
+    "SSD MobileNet V2 320": (
+        "ssd_mobilenet_v2",
+        ["model.image_resizer.fixed_shape_resizer.height=320", "model.image_resizer.fixed_shape_resizer.width=320"],
+    ),
+    "SSD MobileNet V2 FPNLite 320": ("ssd_mobilenet_v2_fpnlite_320", []),
+}
+QUANTIZE = ("none", "float16", "uint8")
+FORMATS = ("saved_model", "tfjs", "tflite")
+BATCH = 2
+TARGET_FPS = 10.0
+PAGE_LOG_EVERY = 5
+PAGE_SKIP_FRAMES = 10
+MIB = 2**20
+
+
+# --- load --------------------------------------------------------------------------------------
+
+
+def cpu_sample() -> tuple[float, float, float, float]:
+    """(wall clock, busy and steal CPU-seconds of the machine, CPU-seconds of this process and its waited children)."""
+    times = psutil.cpu_times()
+    busy = times.user + times.nice + times.system + times.irq + times.softirq
+    own = psutil.Process().cpu_times()
+    mine = own.user + own.system + own.children_user + own.children_system
+    return time.perf_counter(), busy, times.steal, mine
+
+
+class Measured:
+    """Context manager: the other processes' load and the steal while its block ran, into `.load`."""
+
+    def __enter__(self) -> Measured:
+        self.before = cpu_sample()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall, busy, steal, mine = (end - start for start, end in zip(self.before, cpu_sample(), strict=True))
+        self.load = {"other_cores": max(busy - mine, 0.0) / wall, "steal_cores": steal / wall, "seconds": wall}
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+def prepare_data(workdir: Path, count: int) -> Path:
+    from tfod_wrap.data import convert
+
+    voc_dir, records = workdir / "voc", workdir / "records"
+    voc_dir.mkdir(parents=True)
+    for index in range(count):
+        write_sample(voc_dir, index)
+    report = convert(voc_dir, records, split="train=0.75,val=0.25", shards=1)
+    if report["images_written"] != count:
+        raise SystemExit(f"convert wrote {report['images_written']} of {count} images; see {records}/report.json")
+    return records
+
+
+def train_model(name: str, records: Path, workdir: Path, steps: int) -> tuple[Path, Path]:
+    """pipeline.config and model dir of `name`, trained for `steps` steps from random initialisation."""
+    from tfod_wrap import config, train
+
+    template, overrides = MODELS[name]
+    folder = workdir / template
+    pipeline = folder / "pipeline.config"
+    overrides = [*overrides, 'train_config.fine_tune_checkpoint=""']  # random initialisation
+    config.configure(template, pipeline, data=records, batch_size=BATCH, steps=steps, overrides=overrides)
+    train.train(pipeline, folder / "model", steps=steps, log=lambda *_: None)
+    return pipeline, folder / "model"
+
+
+def export_all(pipeline: Path, model_dir: Path, folder: Path) -> dict[str, dict]:
+    """{quantisation: export.json content}, one export per quantisation."""
+    from tfod_wrap import export
+
+    reports = {}
+    for quantize in QUANTIZE:
+        progress(f"  export quantize={quantize} ...")
+        reports[quantize] = export.export(
+            pipeline, model_dir, folder / f"export-{quantize}", formats=FORMATS, quantize=quantize, log=lambda *_: None
+        )
+    return reports
+
+
+def sizes(reports: dict[str, dict]) -> dict[str, dict[str, int]]:
+    """{format: {quantisation: bytes}}."""
+    return {name: {q: reports[q]["formats"][name]["bytes"] for q in QUANTIZE} for name in FORMATS}
+
+
+# --- latency -----------------------------------------------------------------------------------
+
+
+def timed_runs(run: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def latency_row(times: list[float], **details) -> dict:
+    return {"median_ms": statistics.median(times), "samples": len(times), "ms": times, **details}
+
+
+def saved_model_latency(saved_model: Path, images: list[np.ndarray], warmup: int, repeats: int) -> dict:
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    times = []
+    for image in images:
+        tensor = tf.constant(image[np.newaxis], dtype=tf.uint8)
+
+        def run(tensor=tensor) -> dict:
+            return {key: value.numpy() for key, value in signature(input_tensor=tensor).items()}
+
+        times += timed_runs(run, warmup, repeats)
+    return latency_row(times, runtime="TensorFlow SavedModel", threads=os.cpu_count(), input="640x480 uint8")
+
+
+def tflite_latency(model: Path, inputs: list[np.ndarray], warmup: int, repeats: int, threads: int) -> dict:
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(model), num_threads=threads)
+    interpreter.allocate_tensors()
+    index = interpreter.get_input_details()[0]["index"]
+    times = []
+    for preprocessed in inputs:
+        interpreter.set_tensor(index, preprocessed.astype(np.float32))
+        times += timed_runs(interpreter.invoke, warmup, repeats)
+    size = "x".join(str(side) for side in inputs[0].shape[1:3])
+    return latency_row(times, runtime="TFLite", threads=threads, input=f"{size} float32, preprocessed")
+
+
+def tfjs_latency(tfjs_dir: Path, images: list[np.ndarray], warmup: int, repeats: int, label: str) -> dict:
+    from tfod_wrap.export import parity
+
+    report = parity.run_tfjs(tfjs_dir, images, backend="wasm", repeat=warmup + repeats)
+    times = [ms for result in report["results"] for ms in result["latency_ms"][warmup:]]
+    size = "x".join(str(side) for side in images[0].shape[1::-1])
+    return latency_row(
+        times, runtime=label, threads=1, input=f"{size} uint8", backend=report["backend"], tfjs=report["tfjs"]
+    )
+
+
+def measure_latency(pipeline: Path, reports: dict, images: list[np.ndarray], args: argparse.Namespace) -> list[dict]:
+    """The latency rows of one model, SavedModel first, with ratios to it; each with the load during it."""
+    from tfod_wrap import config
+    from tfod_wrap.export import parity
+
+    folder = {q: Path(reports[q]["formats"]["saved_model"]["path"]).parent for q in QUANTIZE}
+    reference = parity.Reference(config.load(pipeline), reports["none"]["checkpoint"])
+    preprocessed = [reference(image)["preprocessed"] for image in images]
+    height, width = preprocessed[0].shape[1:3]
+    resized = [np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR)) for image in images]
+    counts = (args.warmup, args.repeats)
+    jobs = [("SavedModel", lambda: saved_model_latency(folder["none"] / "saved_model", images, *counts))]
+    for threads in sorted({1, os.cpu_count() or 1}):
+        for q in QUANTIZE:
+            model = folder[q] / "tflite" / "model.tflite"
+            label = f"TFLite {q}, {threads} thread{'s' if threads > 1 else ''}"
+            jobs.append((label, lambda m=model, t=threads: tflite_latency(m, preprocessed, *counts, t)))
+    for q in QUANTIZE:
+        label = f"TF.js {q} weights, wasm in Node"
+        jobs.append((label, lambda q=q, label=label: tfjs_latency(folder[q] / "tfjs", images, *counts, label)))
+    label = f"TF.js none weights, wasm in Node, input pre-resized to {width}x{height}"
+    jobs.append((label, lambda: tfjs_latency(folder["none"] / "tfjs", resized, *counts, label)))
+    rows = []
+    for label, job in jobs:
+        progress(f"  latency: {label} ...")
+        with Measured() as measured:
+            row = job()
+        rows.append(row | {"label": label, "load": measured.load})
+    baseline = rows[0]["median_ms"]
+    for row in rows:
+        row["ratio_to_saved_model"] = row["median_ms"] / baseline
+    return rows
+
+
+# --- page --------------------------------------------------------------------------------------
+
+
+def page_log(console: list[str]) -> tuple[dict, list[dict]]:
+    """The page's `ready` line and its per-frame log lines, from the console lines run_page returns."""
+    ready, frames = {}, []
+    for line in console:
+        _, _, text = line.partition("tfod-wrap: ")
+        if not text:
+            continue
+        try:
+            fields = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if fields.get("event") == "ready":
+            ready = fields
+        elif "frames" in fields and "fps" in fields:
+            frames.append(fields)
+    return ready, frames
+
+
+def measure_page(tfjs_dir: Path, clip: Path, frames: int) -> dict:
+    from tfod_wrap.web import run_page, serving
+
+    with Measured() as measured, serving(tfjs_dir) as server:
+        state = run_page(
+            server.url, clip, frames=frames, backend="wasm", query={"log": str(PAGE_LOG_EVERY)}, timeout=60 + frames
+        )
+    ready, logged = page_log(state.get("console", []))
+    steady = [line for line in logged if line["frames"] > PAGE_SKIP_FRAMES] or logged
+    median = (lambda key: statistics.median(line[key] for line in steady)) if steady else (lambda key: None)
+    return {
+        "fps_median": median("fps"),
+        "inference_ms_median": median("inferenceMs"),
+        "fps_last": state.get("fps"),
+        "inference_ms_last": state.get("inferenceMs"),
+        "frames": state.get("frames"),
+        "logged_frames": [line["frames"] for line in steady],
+        "backend": state.get("backend"),
+        "cross_origin_isolated": state.get("crossOriginIsolated"),
+        "wasm": ready.get("wasm"),
+        "error": state.get("error"),
+        "timed_out": state.get("timedOut"),
+        "num_tensors": state.get("numTensors"),
+        "seconds": state.get("seconds"),
+        "load": measured.load,
+    }
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def cell(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def markdown(results: dict) -> str:
+    lines = ["| model | format | " + " | ".join(f"{q} MiB" for q in QUANTIZE) + " |", "|---|---|" + "---:|" * 3]
+    for name, model in results["models"].items():
+        for fmt, by_q in model["sizes"].items():
+            lines.append(f"| {name} | {fmt} | " + " | ".join(f"{by_q[q] / MIB:.2f}" for q in QUANTIZE) + " |")
+    lines += ["", "| model | runtime | threads | input | median ms | ratio to SavedModel | samples | other load |"]
+    lines.append("|---|---|---:|---|---:|---:|---:|---:|")
+    for name, model in results["models"].items():
+        for row in model["latency"]:
+            lines.append(
+                f"| {name} | {row['label']} | {row['threads']} | {row['input']} | {row['median_ms']:.1f} | "
+                f"{row['ratio_to_saved_model']:.2f} | {row['samples']} | {row['load']['other_cores']:.2f} |"
+            )
+    lines += [
+        "",
+        "| model | TF.js weights | FPS (median) | inference ms (median) | 1000/FPS ms | frames | crossOriginIsolated "
+        "| wasm threads, SIMD | other load | target >= 10 FPS |",
+        "|---|---|---:|---:|---:|---:|---|---|---:|---|",
+    ]
+    for name, model in results["models"].items():
+        for quantize, page in model["page"].items():
+            wasm = page["wasm"] or {}
+            fps = page["fps_median"]
+            verdict = "met" if fps and fps >= TARGET_FPS else "missed"
+            verdict = f"error: {page['error']}" if page["error"] else verdict
+            lines.append(
+                f"| {name} | {quantize} | {cell(fps, '.1f')} | {cell(page['inference_ms_median'], '.0f')} | "
+                f"{cell(1000 / fps if fps else None, '.0f')} | {page['frames']} | {page['cross_origin_isolated']} | "
+                f"{wasm.get('threads')}, {wasm.get('simd')} | {page['load']['other_cores']:.2f} | {verdict} |"
+            )
+    return "\n".join(lines)
+
+
+# --- main --------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller run (see the module docstring)")
+    parser.add_argument("--images", type=int, default=24, help="generated 640x480 images (default 24)")
+    parser.add_argument("--steps", type=int, default=2, help="training steps, batch 2 (default 2)")
+    parser.add_argument("--latency-images", type=int, default=3, help="val images timed (default 3)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per image (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs per image first (default 3)")
+    parser.add_argument("--frames", type=int, default=100, help="page frames per run (default 100)")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="models to run")
+    parser.add_argument("--workdir", type=Path, help="data, models and exports (default: a temp dir, removed)")
+    parser.add_argument("--json", type=Path, help="results as JSON (default docs/bench_export.json, none with --quick)")
+    args = parser.parse_args()
+    if args.quick:
+        args.latency_images, args.repeats, args.frames = 1, 10, 30
+    elif args.json is None:
+        args.json = ROOT / "docs" / "bench_export.json"
+    if args.latency_images > args.images // 4:
+        parser.error("--latency-images must not exceed the val split (a quarter of --images)")
+    return args
+
+
+def load_images(records: Path, count: int) -> list[np.ndarray]:
+    """The first `count` images of the val records, decoded to RGB uint8 (640x480)."""
+    import tensorflow as tf
+
+    report = json.loads((records / "report.json").read_text(encoding="utf-8"))
+    images = []
+    for record in tf.data.TFRecordDataset(sorted(map(str, records.glob(report["splits"]["val"]["pattern"])))):
+        encoded = tf.train.Example.FromString(record.numpy()).features.feature["image/encoded"].bytes_list.value[0]
+        images.append(tf.io.decode_image(encoded, channels=3).numpy())
+        if len(images) == count:
+            break
+    return images
+
+
+def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
+    import tensorflow as tf
+
+    from tfod_wrap.web import make_clip
+
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    progress(f"generating {args.images} images and records in {workdir} ...")
+    records = prepare_data(workdir, args.images)
+    images = load_images(records, args.latency_images)
+    Image.fromarray(images[0]).save(workdir / "frame.png")
+    clip = make_clip(workdir / "frame.png", workdir / "clip.y4m", size=(640, 480))
+    page_quantize = ("none",) if args.quick else ("none", "float16")
+    models = {}
+    for name in args.models:
+        progress(f"{name}: training {args.steps} steps ...")
+        with Measured() as trained:
+            pipeline, model_dir = train_model(name, records, workdir, args.steps)
+        with Measured() as exported:
+            reports = export_all(pipeline, model_dir, workdir / MODELS[name][0])
+        latency = measure_latency(pipeline, reports, images, args)
+        page = {}
+        for quantize in page_quantize:
+            progress(f"  page: {quantize} weights, {args.frames} frames ...")
+            tfjs_dir = Path(reports[quantize]["formats"]["tfjs"]["path"])
+            page[quantize] = measure_page(tfjs_dir, clip, args.frames)
+        models[name] = {
+            "template": MODELS[name][0],
+            "overrides": MODELS[name][1],
+            "sizes": sizes(reports),
+            "export_seconds": {q: {f: reports[q]["formats"][f]["seconds"] for f in FORMATS} for q in QUANTIZE},
+            "train_load": trained.load,
+            "export_load": exported.load,
+            "latency": latency,
+            "page": page,
+        }
+    fps = [page["fps_median"] or 0.0 for model in models.values() for page in model["page"].values()]
+    return {
+        "machine": machine() | {"tensorflow": tf.__version__},
+        "date": datetime.date.today().isoformat(),
+        "conditions": {
+            "init": f"random (no fine_tune_checkpoint), {args.steps} training steps of batch {BATCH}",
+            "images": args.images,
+            "latency_images": args.latency_images,
+            "image_size": [640, 480],
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "page_frames": args.frames,
+            "page_log_every": PAGE_LOG_EVERY,
+            "page_skip_frames": PAGE_SKIP_FRAMES,
+            "quick": args.quick,
+        },
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "models": models,
+        "target_fps": TARGET_FPS,
+        "target_met": bool(fps) and min(fps) >= TARGET_FPS,
+        "target_met_by": [
+            f"{name}, {q}"
+            for name, model in models.items()
+            for q, page in model["page"].items()
+            if (page["fps_median"] or 0) >= TARGET_FPS
+        ],
+        "total_seconds": time.perf_counter() - started,
+    }
+
+
+def main() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-export-"))
+    if args.workdir and workdir.exists() and any(workdir.iterdir()):
+        raise SystemExit(f"{workdir} is not empty; pass a new or empty --workdir")
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        results = benchmark(args, workdir)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(markdown(results))
+    print(
+        f"\ntarget >= {TARGET_FPS:.0f} FPS on wasm: {'met' if results['target_met'] else 'missed'} "
+        f"(met by: {', '.join(results['target_met_by']) or 'none'}); load average before "
+        f"{results['loadavg_before'][0]:.2f}, after {results['loadavg_after'][0]:.2f}; "
+        f"total {results['total_seconds']:.0f} s"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
