@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) buries the tool's own output.
@@ -419,8 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_library_logs() -> None:
+    """TF's and the TFOD API's deprecation notices are not the user's to act on, and they bury our output."""
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="google.api_core")
+    warnings.filterwarnings("ignore", category=UserWarning, module="keras")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_library_logs()
     try:
         return args.run(args)
     except UserError as error:
