@@ -32,10 +32,18 @@ TFJS ?= $(EXPORT)/tfjs
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
+# make demo: the whole path on generated sample data, from the pretrained SSD MobileNet V2 (see README, "The demo")
+DEMO ?= runs/demo
+DEMO_DATA ?= data/sample
+DEMO_COUNT ?= 300
+DEMO_STEPS ?= 1500
+DEMO_BATCH ?= 8
+PRETRAINED ?= models/objectron_ssd_mobilenet_v2
+
 # apt-get through sudo only when not root and sudo exists.
 SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 
-.PHONY: install test lint tfrecords train eval export-tfjs serve bench clean
+.PHONY: install test lint tfrecords train eval export-tfjs serve demo bench clean
 
 install: $(STAMP)
 
@@ -82,9 +90,22 @@ export-tfjs: install
 serve: install
 	$(CLI) serve --model $(TFJS) --port $(PORT) --host $(HOST)
 
+demo: install
+	test -f $(DEMO_DATA)/README.txt || $(PY) tools/sample_data.py --output $(DEMO_DATA) --count $(DEMO_COUNT)
+	$(CLI) tfrecords --input $(DEMO_DATA)/annotations --images $(DEMO_DATA)/images --output $(DEMO_DATA)-records \
+		--split train=0.8,val=0.2 --seed 0
+	test -f $(PRETRAINED)/checkpoint/ckpt-0.index || $(CLI) pretrained import-tflite --output $(PRETRAINED)
+	$(CLI) config $(PRETRAINED)/pipeline.config --data $(DEMO_DATA)-records --checkpoint $(PRETRAINED) \
+		--batch-size $(DEMO_BATCH) --steps $(DEMO_STEPS) --output $(DEMO)/pipeline.config
+	$(CLI) train --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO) --freeze backbone $(if $(RESUME),--resume)
+	$(CLI) eval --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO)
+	$(CLI) export --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO) --output $(DEMO)/export --verify
+	@echo "the detector on your webcam: make serve TFJS=$(DEMO)/export/tfjs  (then open http://127.0.0.1:$(PORT)/)"
+
 bench: install
 	$(PY) tools/bench_tfrecords.py
 	$(PY) tools/bench_train.py
+	$(PY) tools/bench_export.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

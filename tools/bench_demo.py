@@ -1,0 +1,157 @@
+"""What the pretrained start and freezing each buy, on the demo's sample data (issue 7's target).
+
+Three runs of the same SSD MobileNet V2 on the same records, the same steps and batch:
+  demo        the imported pretrained checkpoint, backbone frozen (what `make demo` does)
+  no-freeze   the imported pretrained checkpoint, everything trained
+  scratch     random initialisation, everything trained
+Every kept checkpoint is scored on the held-out split, so the plot shows loss and mAP@0.5 against training time.
+
+    .venv/bin/python tools/bench_demo.py [--steps 1500] [--batch 8] [--every 250] [--runs demo,no-freeze,scratch]
+
+Writes docs/bench_demo.json and docs/bench_demo.png, and prints the table for docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from bench_common import machine  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).parent / "tfod-wrap")
+MAP50 = "DetectionBoxes_Precision/mAP@.50IOU"
+RUNS = {
+    "demo": {"pretrained": True, "freeze": ["backbone"]},
+    "no-freeze": {"pretrained": True, "freeze": []},
+    "scratch": {"pretrained": False, "freeze": []},
+}
+
+
+def run(command: list[str]) -> None:
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def prepare(work: Path, pretrained: Path) -> Path:
+    """Sample data -> records, and the imported checkpoint (both reused when present)."""
+    data = work / "sample"
+    if not (data / "README.txt").is_file():
+        run([sys.executable, str(REPO / "tools" / "sample_data.py"), "--output", str(data)])
+    records = work / "records"
+    if not (records / "report.json").is_file():
+        run(
+            [CLI, "tfrecords", "--input", str(data / "annotations"), "--images", str(data / "images")]
+            + ["--output", str(records), "--split", "train=0.8,val=0.2", "--seed", "0"]
+        )
+    if not (pretrained / "checkpoint" / "ckpt-0.index").is_file():
+        run([CLI, "pretrained", "import-tflite", "--output", str(pretrained)])
+    return records
+
+
+def train_and_score(name: str, work: Path, records: Path, pretrained: Path, args) -> dict:
+    folder = work / name
+    pipeline = folder / "pipeline.config"
+    setting = RUNS[name]
+    command = [CLI, "config", str(pretrained / "pipeline.config"), "--data", str(records), "--output", str(pipeline)]
+    command += ["--batch-size", str(args.batch), "--steps", str(args.steps)]
+    if setting["pretrained"]:
+        command += ["--checkpoint", str(pretrained)]
+    run(command)
+    command = [CLI, "train", "--pipeline", str(pipeline), "--model-dir", str(folder)]
+    command += ["--checkpoint-every", str(args.every), "--keep", str(args.steps // args.every + 2)]
+    for spec in setting["freeze"]:
+        command += ["--freeze", spec]
+    started = time.perf_counter()
+    run(command)
+    wall = time.perf_counter() - started
+    run([CLI, "eval", "--pipeline", str(pipeline), "--model-dir", str(folder), "--checkpoint", "all"])
+    with open(folder / "train_history.csv") as handle:
+        history = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+    seconds = {int(row["step"]): row["seconds"] for row in history}
+    points = []
+    for metrics in sorted((folder / "eval").glob("ckpt-*/metrics.json"), key=lambda p: int(p.parent.name[5:])):
+        step = int(metrics.parent.name[5:])
+        points.append(
+            {"step": step, "seconds": seconds.get(step, 0.0), "map50": json.loads(metrics.read_text())["coco"][MAP50]}
+        )
+    return {
+        "setting": setting,
+        "train_wall_s": round(wall, 1),
+        "median_step_s": sorted(b["seconds"] - a["seconds"] for a, b in zip(history, history[1:]))[len(history) // 2],
+        "loss": [(row["seconds"], row["Loss/total_loss"]) for row in history],
+        "map50": points,
+    }
+
+
+def plot(results: dict, output: Path) -> None:
+    figure, (loss_axis, map_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, result in results.items():
+        seconds, losses = zip(*result["loss"])
+        loss_axis.plot([s / 60 for s in seconds], losses, label=name, linewidth=0.8)
+        map_axis.plot(
+            [p["seconds"] / 60 for p in result["map50"]], [p["map50"] for p in result["map50"]], "o-", label=name
+        )
+    loss_axis.set(xlabel="training time (min)", ylabel="total loss", yscale="log", title="loss")
+    map_axis.set(xlabel="training time (min)", ylabel="mAP@0.5 (val)", ylim=(0, 1), title="held-out mAP@0.5")
+    map_axis.axhline(0.9, color="grey", linestyle="--", linewidth=0.8)
+    for axis in (loss_axis, map_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(output, dpi=110)
+
+
+def table(results: dict) -> str:
+    lines = [
+        "| run | pretrained | frozen | median step (s) | training (min) | final mAP@0.5 | best mAP@0.5 |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for name, result in results.items():
+        setting, points = result["setting"], result["map50"]
+        lines.append(
+            f"| {name} | {'yes' if setting['pretrained'] else 'no'} | {', '.join(setting['freeze']) or '-'} | "
+            f"{result['median_step_s']:.2f} | {result['train_wall_s'] / 60:.1f} | {points[-1]['map50']:.3f} | "
+            f"{max(p['map50'] for p in points):.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tfod-wrap-bench-demo"))
+    parser.add_argument("--pretrained", type=Path, default=REPO / "models" / "objectron_ssd_mobilenet_v2")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--every", type=int, default=250)
+    parser.add_argument("--runs", default=",".join(RUNS))
+    args = parser.parse_args()
+    records = prepare(args.work, args.pretrained)
+    results = {}
+    for name in args.runs.split(","):
+        results[name] = train_and_score(name, args.work, records, args.pretrained, args)
+        (REPO / "docs" / "bench_demo.json").write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "args": vars(args) | {"work": str(args.work), "pretrained": str(args.pretrained)},
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
+    plot(results, REPO / "docs" / "bench_demo.png")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
