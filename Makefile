@@ -36,11 +36,15 @@ HOST ?= 127.0.0.1
 DEMO ?= runs/demo
 DEMO_DATA ?= data/sample
 DEMO_COUNT ?= 300
-DEMO_STEPS ?= 3000
+DEMO_STEPS ?= 2000
 DEMO_BATCH ?= 8
-# momentum with cosine decay from 0.04: the template's rate scaled to batch 8 (0.00125) barely moves the new heads
-DEMO_LR ?= 0.04
-DEMO_WARMUP_LR ?= 0.01
+# The first 12 of MobileNet V2's 17 blocks stay as pretrained; blocks 12-16, the extra layers and the new heads
+# train. Freezing the whole backbone leaves only 1x1 heads on fixed features and plateaus at mAP@0.5 0.80.
+DEMO_FREEZE ?= backbone:12
+# momentum with cosine decay from 0.01: the template's rate scaled to batch 8 (0.00125) barely moves the new
+# heads, and 0.04 diverges once backbone blocks train
+DEMO_LR ?= 0.01
+DEMO_WARMUP_LR ?= 0.0025
 PRETRAINED ?= models/objectron_ssd_mobilenet_v2
 
 # apt-get through sudo only when not root and sudo exists.
@@ -102,7 +106,7 @@ demo: install
 		--batch-size $(DEMO_BATCH) --steps $(DEMO_STEPS) --output $(DEMO)/pipeline.config \
 		--set train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate.learning_rate_base=$(DEMO_LR) \
 		--set train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate.warmup_learning_rate=$(DEMO_WARMUP_LR)
-	$(CLI) train --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO) --freeze backbone $(if $(RESUME),--resume)
+	$(CLI) train --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO) $(if $(DEMO_FREEZE),--freeze $(DEMO_FREEZE)) $(if $(RESUME),--resume)
 	$(CLI) eval --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO)
 	$(CLI) export --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO) --output $(DEMO)/export --verify
 	@echo "the detector on your webcam: make serve TFJS=$(DEMO)/export/tfjs  (then open http://127.0.0.1:$(PORT)/)"
@@ -111,6 +115,7 @@ bench: install
 	$(PY) tools/bench_tfrecords.py
 	$(PY) tools/bench_train.py
 	$(PY) tools/bench_export.py
+	$(PY) tools/bench_detect.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,12 +1,14 @@
 """What the pretrained start and freezing each buy, on the demo's sample data (issue 7's target).
 
-Three runs of the same SSD MobileNet V2 on the same records, the same steps and batch:
-  demo        the imported pretrained checkpoint, backbone frozen (what `make demo` does)
+Three runs of the same SSD MobileNet V2 on the same records, with `make demo`'s settings (steps, batch, learning
+rate and freeze spec are read from the Makefile's DEMO_* defaults, so the first run is exactly the demo's training):
+  demo        the imported pretrained checkpoint, DEMO_FREEZE frozen (what `make demo` does)
   no-freeze   the imported pretrained checkpoint, everything trained
   scratch     random initialisation, everything trained
-Every kept checkpoint is scored on the held-out split, so the plot shows loss and mAP@0.5 against training time.
+Every kept checkpoint (ckpt-0 included) is scored on the held-out split, so the plot shows loss and mAP@0.5
+against training time.
 
-    .venv/bin/python tools/bench_demo.py [--steps 1500] [--batch 8] [--every 250] [--runs demo,no-freeze,scratch]
+    .venv/bin/python tools/bench_demo.py [--steps N] [--every 500] [--runs demo,no-freeze,scratch]
 
 Writes docs/bench_demo.json and docs/bench_demo.png, and prints the table for docs/BENCHMARKS.md.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import subprocess
 import sys
 import time
@@ -30,11 +33,23 @@ from bench_common import machine  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
 MAP50 = "DetectionBoxes_Precision/mAP@.50IOU"
+
+
+def demo_settings() -> dict[str, str]:
+    """The Makefile's `DEMO_X ?= value` defaults, keyed by X in lower case (steps, batch, lr, warmup_lr, freeze)."""
+    found = re.findall(r"^DEMO_(\w+) \?= ?(.*)$", (REPO / "Makefile").read_text(), flags=re.MULTILINE)
+    return {name.lower(): value.strip() for name, value in found}
+
+
+DEMO = demo_settings()
 RUNS = {
-    "demo": {"pretrained": True, "freeze": ["backbone"]},
+    "demo": {"pretrained": True, "freeze": [DEMO["freeze"]] if DEMO["freeze"] else []},
     "no-freeze": {"pretrained": True, "freeze": []},
-    "scratch": {"pretrained": False, "freeze": []},
+    # The imported pipeline freezes batch norm (its statistics were folded away); from random weights that would
+    # leave the network unnormalised, so scratch trains batch norm as the templates do.
+    "scratch": {"pretrained": False, "freeze": [], "set": ["model.ssd.freeze_batchnorm=false"]},
 }
+LEARNING_RATE = "train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate."
 
 
 def run(command: list[str]) -> None:
@@ -64,8 +79,12 @@ def train_and_score(name: str, work: Path, records: Path, pretrained: Path, args
     setting = RUNS[name]
     command = [CLI, "config", str(pretrained / "pipeline.config"), "--data", str(records), "--output", str(pipeline)]
     command += ["--batch-size", str(args.batch), "--steps", str(args.steps)]
+    command += ["--set", f"{LEARNING_RATE}learning_rate_base={DEMO['lr']}"]
+    command += ["--set", f"{LEARNING_RATE}warmup_learning_rate={DEMO['warmup_lr']}"]
     if setting["pretrained"]:
         command += ["--checkpoint", str(pretrained)]
+    for override in setting.get("set", []):
+        command += ["--set", override]
     run(command)
     command = [CLI, "train", "--pipeline", str(pipeline), "--model-dir", str(folder)]
     command += ["--checkpoint-every", str(args.every), "--keep", str(args.steps // args.every + 2)]
@@ -130,9 +149,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/tfod-wrap-bench-demo"))
     parser.add_argument("--pretrained", type=Path, default=REPO / "models" / "objectron_ssd_mobilenet_v2")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--every", type=int, default=250)
+    parser.add_argument("--steps", type=int, default=int(DEMO["steps"]))
+    parser.add_argument("--batch", type=int, default=int(DEMO["batch"]))
+    parser.add_argument("--every", type=int, default=500)
     parser.add_argument("--runs", default=",".join(RUNS))
     args = parser.parse_args()
     records = prepare(args.work, args.pretrained)
