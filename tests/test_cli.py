@@ -41,6 +41,8 @@ def test_help_of_every_command():
         ["labelmap", "check"],
         ["inspect"],
         ["config"],
+        ["eval"],
+        ["detect"],
     ):
         assert "usage: tfod-wrap" in run(*command, "--help").stdout
 

@@ -146,6 +146,17 @@ def _variables(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from tfod_wrap import evaluate
 
+    if args.detections:
+        if not (args.data and args.label_map):
+            raise UserError("--detections needs --data RECORDS and --label-map FILE")
+        output = args.output or evaluate.detections_file(args.detections).parent / "eval"
+        records = data.expand_record_paths([str(path) for path in args.data])
+        metrics = evaluate.score_detections(
+            args.detections, records, args.label_map, output, score_threshold=args.threshold
+        )
+        print(evaluate.metrics_table(metrics))
+        print(f"wrote {output}/metrics.json and plots")
+        return 0
     if args.saved_model:
         if not (args.data and args.label_map):
             raise UserError("--saved-model needs --data RECORDS and --label-map FILE")
@@ -160,7 +171,8 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     if not (args.pipeline and args.model_dir):
         raise UserError(
-            "eval needs --pipeline FILE --model-dir DIR, or --saved-model DIR --data RECORDS --label-map FILE"
+            "eval needs --pipeline FILE --model-dir DIR, or --saved-model DIR (or --detections DIR) "
+            "--data RECORDS --label-map FILE"
         )
     options = {"output_dir": args.output, "score_threshold": args.threshold, "progress": True}
     if args.watch:
@@ -197,6 +209,26 @@ def _export(args: argparse.Namespace) -> int:
         print(export.verify_table(report))
     if "tfjs" in report["formats"]:
         print(f"webcam page: tfod-wrap serve --model {report['formats']['tfjs']['path']}")
+    return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from tfod_wrap import detect
+
+    summary = detect.detect(
+        args.model,
+        args.inputs,
+        args.output,
+        min_score=args.min_score,
+        label_map=args.label_map,
+        batch=args.batch,
+        video_fps=args.video_fps,
+        gif=args.gif,
+        tune_threads=True,
+        progress=True,
+    )
+    print(detect.summary_table(summary))
+    print(f"details: {args.output}/summary.json; score it: tfod-wrap eval --detections {args.output} ...")
     return 0
 
 
@@ -378,8 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation = commands.add_parser(
         "eval",
         help="COCO mAP plus per-class AP, precision, recall, F1 and plots, for checkpoints or a SavedModel",
-        description="Evaluate checkpoints of MODEL_DIR on the pipeline's eval input, or an exported SavedModel on "
-        "RECORDS. Numbers are pycocotools' COCOeval, per-class AP read from its precision array. Writes "
+        description="Evaluate checkpoints of MODEL_DIR on the pipeline's eval input, an exported SavedModel on "
+        "RECORDS, or the detections.json of `tfod-wrap detect` on RECORDS. Numbers are pycocotools' COCOeval, "
+        "per-class AP read from its precision array. Writes "
         "metrics.json, pr_curves.png, confusion_matrix.png and worst_class_examples.png (into MODEL_DIR/eval/ckpt-N "
         "by default) and TensorBoard eval scalars into MODEL_DIR/eval, beside the training curves.",
     )
@@ -394,8 +427,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --watch: stop after this many seconds without a new checkpoint (3600)",
     )
     evaluation.add_argument("--saved-model", type=Path, help="an exported SavedModel folder instead of checkpoints")
-    evaluation.add_argument("--data", type=Path, nargs="+", help="with --saved-model: TFRecord files, globs or folders")
-    evaluation.add_argument("--label-map", type=Path, help="with --saved-model: the label map")
+    evaluation.add_argument(
+        "--detections",
+        type=Path,
+        metavar="DIR_OR_FILE",
+        help="score what `tfod-wrap detect` wrote (its output folder, a model's folder in it, or detections.json; "
+        "images.json beside it): matched to the records by image file name",
+    )
+    evaluation.add_argument(
+        "--data", type=Path, nargs="+", help="with --saved-model or --detections: TFRecord files, globs or folders"
+    )
+    evaluation.add_argument("--label-map", type=Path, help="with --saved-model or --detections: the label map")
     evaluation.add_argument(
         "--threshold",
         type=float,
@@ -438,6 +480,45 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--verify", action="store_true", help="check every format against the checkpoint")
     exporting.add_argument("--verify-images", type=int, default=4, help="eval images for --verify (4)")
     exporting.set_defaults(run=_export)
+
+    detecting = commands.add_parser(
+        "detect",
+        help="run detectors on images, folders and videos: drawn images, MP4/GIF, COCO-results JSON, comparisons",
+        description="Run one or more detectors on INPUTs (image files, folders searched recursively for images and "
+        "videos, video files; OpenCV reads them) and write into OUTPUT: images/ (each image drawn; with several "
+        "--model a grid, one column per model under its name), videos/ (each video drawn frame for frame, MP4 with "
+        "the mp4v codec, or GIF with --gif), detections.json (COCO results: every detection the model returns, "
+        "whatever --min-score) with images.json (image ids and file names; a video's frame N has id N), one folder "
+        "per model of these two with several --model, and summary.json (latency per image of each model, what was "
+        "skipped). A --model is a `tfod-wrap export` folder (or its saved_model/), a model-zoo folder (`tfod-wrap "
+        "pretrained download`), any TFOD SavedModel, or a TF Hub handle (https://...; checked for reachability first, "
+        "within seconds; $TFOD_WRAP_HUB_URL changes the address checked). Class names: --label-map, else the "
+        "label_map.pbtxt beside the model, else the TFOD package's COCO label map for Hub models and models with "
+        "COCO's 90 ids, else class ids. Decoding, inference and drawing run in parallel threads with bounded "
+        "queues; unreadable inputs are skipped and listed. OUTPUT is built beside itself and swapped in at the end; "
+        "it must not be inside an input folder, and an existing OUTPUT is replaced only if it is an earlier detect "
+        "output.",
+    )
+    detecting.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image, video or folder")
+    detecting.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        metavar="MODEL",
+        help="export/zoo/SavedModel folder or Hub handle; repeat to compare models side by side",
+    )
+    detecting.add_argument("--output", required=True, type=Path, help="output folder (new, or an earlier output)")
+    detecting.add_argument("--min-score", type=float, default=0.5, help="draw boxes scoring at least this (0.5)")
+    detecting.add_argument("--label-map", type=Path, help="class names for every model (default: see above)")
+    detecting.add_argument(
+        "--batch",
+        type=int,
+        default=4,
+        help="frames per model call when the model takes a batch (4); TFOD's uint8 exports take one",
+    )
+    detecting.add_argument("--video-fps", type=float, help="frame rate of written videos (default: the input's)")
+    detecting.add_argument("--gif", action="store_true", help="write videos as animated GIF instead of MP4")
+    detecting.set_defaults(run=_detect)
 
     inspect = commands.add_parser(
         "inspect",

@@ -3,6 +3,7 @@
 from tfod_wrap.evaluate.run import (
     EvalError,
     checkpoint_detector,
+    coco_results,
     evaluate_checkpoints,
     metrics_table,
     saved_model_detector,
@@ -10,14 +11,18 @@ from tfod_wrap.evaluate.run import (
     watch,
     write_scalars,
 )
+from tfod_wrap.evaluate.stored import detections_file, score_detections
 
 __all__ = [
     "EvalError",
     "checkpoint_detector",
+    "coco_results",
+    "detections_file",
     "evaluate_checkpoints",
     "metrics_table",
     "saved_model_detector",
     "score",
+    "score_detections",
     "watch",
     "write_scalars",
 ]

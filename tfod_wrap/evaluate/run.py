@@ -90,49 +90,64 @@ def _values(feature, key: str) -> list:
     return list(getattr(value, kind).value) if kind else []
 
 
-def collect(files: list[str], detector: Detector, class_ids: dict[str, int], progress: bool = False):
-    """COCO ground truth and COCO results for every record."""
+def coco_results(image_id: int, output: dict[str, np.ndarray], width: int, height: int) -> list[dict]:
+    """A detector's output for one image as COCO results: bbox [x, y, width, height] in pixels."""
+    return [
+        {
+            "image_id": image_id,
+            "category_id": int(label),
+            "score": float(score),
+            "bbox": [
+                float(xmin * width),
+                float(ymin * height),
+                float((xmax - xmin) * width),
+                float((ymax - ymin) * height),
+            ],
+        }
+        for (ymin, xmin, ymax, xmax), label, score in zip(
+            output["boxes"][: output["count"]], output["classes"], output["scores"]
+        )
+    ]
+
+
+def _groundtruth(image_id: int, feature, first_annotation_id: int) -> tuple[dict, list[dict]]:
+    """One record's COCO image entry and annotations (boxes in pixels), ids counting from first_annotation_id."""
+    width, height = _values(feature, "image/width")[0], _values(feature, "image/height")[0]
+    name = _values(feature, "image/filename")[0].decode()
+    image = {"id": image_id, "width": width, "height": height, "file_name": name}
+    corners = zip(*(_values(feature, f"image/object/bbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax")))
+    crowd = _values(feature, "image/object/is_crowd")
+    annotations = []
+    for index, ((xmin, ymin, xmax, ymax), label) in enumerate(
+        zip(corners, _values(feature, "image/object/class/label"))
+    ):
+        box = [xmin * width, ymin * height, (xmax - xmin) * width, (ymax - ymin) * height]
+        annotations.append(
+            {
+                "id": first_annotation_id + index,
+                "image_id": image_id,
+                "category_id": int(label),
+                "bbox": box,
+                "area": box[2] * box[3],
+                "iscrowd": int(crowd[index]) if index < len(crowd) else 0,
+            }
+        )
+    return image, annotations
+
+
+def collect(files: list[str], detector: Detector | None, class_ids: dict[str, int], progress: bool = False):
+    """COCO ground truth and COCO results for every record; without a detector, the ground truth only
+    (no image is decoded) and no results."""
     from tqdm import tqdm
 
     images, annotations, detections = [], [], []
     for image_id, feature in tqdm(_records(files), desc="evaluating", unit="img", disable=not progress):
-        width, height = _values(feature, "image/width")[0], _values(feature, "image/height")[0]
-        name = _values(feature, "image/filename")[0].decode()
-        images.append({"id": image_id, "width": width, "height": height, "file_name": name})
-        corners = zip(*(_values(feature, f"image/object/bbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax")))
-        crowd = _values(feature, "image/object/is_crowd")
-        for index, ((xmin, ymin, xmax, ymax), label) in enumerate(
-            zip(corners, _values(feature, "image/object/class/label"))
-        ):
-            box = [xmin * width, ymin * height, (xmax - xmin) * width, (ymax - ymin) * height]
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": int(label),
-                    "bbox": box,
-                    "area": box[2] * box[3],
-                    "iscrowd": int(crowd[index]) if index < len(crowd) else 0,
-                }
-            )
-        image = tf.io.decode_image(_values(feature, "image/encoded")[0], channels=3).numpy()
-        output = detector(image)
-        for (ymin, xmin, ymax, xmax), label, score in zip(
-            output["boxes"][: output["count"]], output["classes"], output["scores"]
-        ):
-            detections.append(
-                {
-                    "image_id": image_id,
-                    "category_id": int(label),
-                    "score": float(score),
-                    "bbox": [
-                        float(xmin * width),
-                        float(ymin * height),
-                        float((xmax - xmin) * width),
-                        float((ymax - ymin) * height),
-                    ],
-                }
-            )
+        image, boxes = _groundtruth(image_id, feature, len(annotations) + 1)
+        images.append(image)
+        annotations += boxes
+        if detector is not None:
+            pixels = tf.io.decode_image(_values(feature, "image/encoded")[0], channels=3).numpy()
+            detections += coco_results(image_id, detector(pixels), image["width"], image["height"])
     categories = [{"id": class_id, "name": name} for name, class_id in sorted(class_ids.items(), key=lambda i: i[1])]
     return {"images": images, "annotations": annotations, "categories": categories}, detections
 
@@ -160,10 +175,17 @@ def score(
     progress: bool = False,
 ) -> dict:
     """Evaluate, write metrics.json and the plots into output_dir, and return the metrics."""
+    groundtruth, detections = collect(files, detector, read_label_map(Path(label_map)), progress)
+    return score_collected(files, groundtruth, detections, output_dir, score_threshold=score_threshold)
+
+
+def score_collected(
+    files: list[str], groundtruth: dict, detections: list[dict], output_dir: str | Path, *, score_threshold: float
+) -> dict:
+    """Metrics of detections against the ground truth of `files` (as `collect` returns both), written with the
+    plots into output_dir."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    class_ids = read_label_map(Path(label_map))
-    groundtruth, detections = collect(files, detector, class_ids, progress)
     metrics = evaluate_detections(groundtruth, detections, score_threshold=score_threshold)
     metrics["images"] = len(groundtruth["images"])
     atomic_write_json(output_dir / "metrics.json", metrics)

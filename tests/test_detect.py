@@ -1,0 +1,314 @@
+"""`tfod-wrap detect` on the exported test detector (`trained_detector`): images, folders and videos through the
+real SavedModel, OpenCV and pycocotools; the comparison grid; the eval of its output; offline Hub handles."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import snapshot
+from PIL import Image
+from pycocotools.coco import COCO
+
+from tfod_wrap import detect, evaluate
+from tfod_wrap.data import expand_record_paths, read_label_map
+from tfod_wrap.detect import draw
+from tfod_wrap.detect.models import load_model
+from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES
+
+CLI = str(Path(sys.executable).parent / "tfod-wrap")
+QUIET = {"log": lambda *_: None}
+
+
+def iou(a: list[float], b: list[float]) -> float:
+    """IoU of two [ymin, xmin, ymax, xmax] boxes."""
+    height = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    width = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    overlap = height * width
+    return overlap / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - overlap)
+
+
+def class_id(trained_detector) -> int:
+    return read_label_map(trained_detector.export_dir / "label_map.pbtxt")[trained_detector.class_name]
+
+
+def top_detection(results: list[dict], image: dict) -> tuple[int, list[float], float]:
+    """(class, normalised [ymin, xmin, ymax, xmax], score) of an image's best COCO result."""
+    best = max((r for r in results if r["image_id"] == image["id"]), key=lambda r: r["score"])
+    x, y, w, h = best["bbox"]
+    box = [y / image["height"], x / image["width"], (y + h) / image["height"], (x + w) / image["width"]]
+    return best["category_id"], box, best["score"]
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 10) -> Path:
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while (read := capture.read())[0]:
+        frames.append(read[1])
+    capture.release()
+    return frames
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def photos(trained_detector, tmp_path) -> Path:
+    """The known image and two more training images in a folder, with a file that only pretends to be a PNG."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for index in range(3):
+        shutil.copy(trained_detector.image.parent / f"{index}.png", folder / f"{index}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n but not really")
+    (folder / "notes.txt").write_text("not an image, and not listed")
+    return folder
+
+
+@pytest.fixture
+def clip(trained_detector, tmp_path) -> tuple[Path, int]:
+    """A 12-frame 160x120 MP4 of the known image, shifting a little each frame."""
+    image = cv2.resize(cv2.imread(str(trained_detector.image)), (160, 120), interpolation=cv2.INTER_AREA)
+    frames = [np.roll(image, shift, axis=1) for shift in range(12)]
+    return write_video(tmp_path / "clip.mp4", frames), len(frames)
+
+
+def test_images_and_folders_find_the_known_object(trained_detector, photos, tmp_path):
+    before = snapshot(photos)
+    summary = detect.detect([trained_detector.export_dir], [photos], tmp_path / "out", **QUIET)
+    out = tmp_path / "out"
+    assert snapshot(photos) == before, "an input was changed"
+    assert summary["frames"] == 3 and summary["images"] == 3
+    assert summary["skipped"] == [
+        {
+            "path": str(photos / "broken.png"),
+            "reason": "not an image OpenCV can decode (corrupt, truncated, empty or another format)",
+        }
+    ]
+    assert json.loads((out / "summary.json").read_text()) == summary
+    [model] = summary["models"]
+    assert model["kind"] == "export" and model["labels"] == str(trained_detector.export_dir / "label_map.pbtxt")
+    assert model["images"] == 3 and model["latency_ms"]["median"] > 0
+    assert model["batch"] == 1, "TFOD's uint8 export fixes the batch at 1; detect must not batch it"
+
+    # valid COCO results, loaded by pycocotools against the image list written beside them
+    images = json.loads((out / "images.json").read_text())
+    assert [(i["id"], i["file_name"], i["width"], i["height"]) for i in images] == [
+        (1, "0.png", 320, 240),
+        (2, "1.png", 320, 240),
+        (3, "2.png", 320, 240),
+    ]
+    truth = COCO()
+    truth.dataset = {"images": images, "annotations": [], "categories": [{"id": 1}, {"id": 2}]}
+    truth.createIndex()
+    results = json.loads((out / "detections.json").read_text())
+    assert len(truth.loadRes(str(out / "detections.json")).getAnnIds()) == len(results) > 0
+
+    # the known object, at its box and class
+    label, box, score = top_detection(results, images[0])
+    assert label == class_id(trained_detector) and score > 0.5
+    assert iou(box, trained_detector.box) > 0.7
+
+    # drawn: same size as the input, the box's left edge in the class colour, the rest of the picture kept
+    drawn = cv2.imread(str(out / "images" / "0.png"))
+    original = cv2.imread(str(photos / "0.png"))
+    assert drawn.shape == original.shape
+    ymin, xmin, ymax, xmax = (round(v * s) for v, s in zip(box, (240, 320, 240, 320)))
+    assert tuple(drawn[(ymin + ymax) // 2, xmin]) == draw.COLOURS[label % len(draw.COLOURS)]
+    assert (drawn == original).all(axis=2).mean() > 0.8
+
+    # a second run into the same folder replaces the earlier output whole
+    detect.detect([trained_detector.export_dir], [photos / "1.png"], out, **QUIET)
+    assert sorted(path.name for path in (out / "images").iterdir()) == ["1.png"]
+    assert len(json.loads((out / "images.json").read_text())) == 1
+
+
+def test_video_frames_in_equal_frames_out(trained_detector, clip, tmp_path):
+    video, count = clip
+    summary = detect.detect([trained_detector.export_dir], [video], tmp_path / "out", **QUIET)
+    out = tmp_path / "out"
+    assert summary["videos"] == [{"input": str(video), "output": "videos/clip.mp4", "frames": count, "fps": 10.0}]
+    written = read_video(out / "videos" / "clip.mp4")
+    assert len(written) == count and written[0].shape == (120, 160, 3)
+    # in order, although two frames are in the model at once: each written frame is closest to its own input
+    frames = [frame.astype(np.int16) for frame in read_video(video)]
+    nearest = [int(np.argmin([np.abs(w.astype(np.int16) - f).mean() for f in frames])) for w in written]
+    assert nearest == list(range(count))
+    assert cv2.VideoCapture(str(out / "videos" / "clip.mp4")).get(cv2.CAP_PROP_FPS) == 10.0
+    images = json.loads((out / "images.json").read_text())
+    assert [(i["id"], i["frame"], i["file_name"]) for i in images] == [
+        (n, n, f"clip.mp4#{n}") for n in range(1, count + 1)
+    ]
+    results = json.loads((out / "detections.json").read_text())
+    for image in images[:: count // 3]:  # the rectangle moves 1 px a frame: the box of frame 1 still fits
+        label, box, _ = top_detection(results, image)
+        assert label == class_id(trained_detector) and iou(box, trained_detector.box) > 0.6
+
+
+def test_two_models_side_by_side(trained_detector, photos, tmp_path):
+    models = [trained_detector.export_dir, trained_detector.export_dir / "saved_model"]
+    label_map = trained_detector.export_dir.parent / "records" / "label_map.pbtxt"
+    summary = detect.detect(models, [photos / "0.png"], tmp_path / "out", label_map=label_map, **QUIET)
+    out = tmp_path / "out"
+    assert [model["name"] for model in summary["models"]] == ["export", "export-2"]
+    assert [model["labels"] for model in summary["models"]] == [str(label_map)] * 2
+    assert summary["concurrent_calls"] == 1, "several models run one call at a time, so latencies compare"
+    assert all(model["images"] == 1 and model["latency_ms"]["first"] > 0 for model in summary["models"])
+    table = detect.summary_table(summary)
+    assert "export-2" in table and "median ms" in table
+    grid = cv2.imread(str(out / "images" / "0.png"))
+    assert grid.shape == (240 + draw.HEADER, 2 * 320, 3)  # one 320-wide column per model, under a header band
+    left, right = grid[draw.HEADER :, :320], grid[draw.HEADER :, 320:]
+    assert np.array_equal(left, right), "the same model drew different columns"
+    assert not np.array_equal(left, cv2.imread(str(photos / "0.png"))), "nothing drawn"
+    header = grid[: draw.HEADER]
+    assert (header < 128).any(axis=2)[:, :320].sum() > 20 and (header < 128).any(axis=2)[:, 330:].sum() > 20
+    for name in ("export", "export-2"):
+        assert json.loads((out / name / "detections.json").read_text())
+        assert json.loads((out / name / "images.json").read_text())[0]["file_name"] == "0.png"
+
+
+def test_without_a_label_map_boxes_get_class_ids(trained_detector, tmp_path):
+    bare = shutil.copytree(trained_detector.export_dir / "saved_model", tmp_path / "models" / "bare")
+    model = load_model(bare)
+    assert model.kind == "saved_model" and model.class_names == {}
+    assert model.labels.startswith("class ids: no label_map.pbtxt beside the model")
+
+
+def test_eval_scores_detect_output_like_the_saved_model(trained_detector, tmp_path):
+    """detect over the images of the records, then `eval --detections`: the same numbers as `eval --saved-model`."""
+    records = expand_record_paths([str(trained_detector.export_dir.parent / "records" / "train.record")])
+    label_map = trained_detector.export_dir.parent / "records" / "label_map.pbtxt"
+    detect.detect([trained_detector.export_dir], [trained_detector.image.parent], tmp_path / "out", **QUIET)
+    done = subprocess.run(
+        [CLI, "eval", "--detections", str(tmp_path / "out"), "--data", *records, "--label-map", str(label_map)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    stored = json.loads((tmp_path / "out" / "eval" / "metrics.json").read_text())
+    direct = evaluate.score(
+        records, evaluate.saved_model_detector(trained_detector.export_dir / "saved_model"), label_map, tmp_path / "e"
+    )
+    assert stored["images"] == direct["images"] == 16
+    for name in COCO_METRIC_NAMES:
+        assert stored["coco"][name] == pytest.approx(direct["coco"][name], abs=1e-6), name
+    assert stored["coco"][COCO_METRIC_NAMES[1]] > 0.5
+
+
+def test_eval_refuses_detections_that_miss_record_images(trained_detector, tmp_path):
+    records = expand_record_paths([str(trained_detector.export_dir.parent / "records" / "train.record")])
+    label_map = trained_detector.export_dir.parent / "records" / "label_map.pbtxt"
+    detect.detect([trained_detector.export_dir], [trained_detector.image], tmp_path / "out", **QUIET)
+    with pytest.raises(evaluate.EvalError, match=r"15 record images have no entry in .*images.json"):
+        evaluate.score_detections(tmp_path / "out", records, label_map, tmp_path / "eval")
+
+
+@pytest.fixture(scope="module")
+def float_export(trained_detector, tmp_path_factory) -> Path:
+    """The same checkpoint exported with float_image_tensor input: its batch dimension is open."""
+    from tfod_wrap import export
+
+    folder = tmp_path_factory.mktemp("float") / "export"
+    export.export(
+        trained_detector.pipeline,
+        trained_detector.model_dir,
+        folder,
+        formats=("saved_model",),
+        input_type="float_image_tensor",
+        log=lambda *_: None,
+    )
+    return folder
+
+
+def test_batches_when_the_model_takes_them(float_export, photos, tmp_path):
+    summary = detect.detect([float_export], [photos], tmp_path / "out", batch=3, **QUIET)
+    assert summary["models"][0]["batch"] == 3
+    batched = json.loads((tmp_path / "out" / "detections.json").read_text())
+    model = load_model(float_export)
+    for image in json.loads((tmp_path / "out" / "images.json").read_text()):
+        rgb = cv2.cvtColor(cv2.imread(str(photos / image["file_name"])), cv2.COLOR_BGR2RGB)
+        [alone] = model(rgb[np.newaxis])
+        one_by_one = evaluate.coco_results(image["id"], alone, image["width"], image["height"])
+        assert len([r for r in batched if r["image_id"] == image["id"]]) == len(one_by_one)
+        # the same best detection either way (lower down, near-equal scores may swap places)
+        label, box, score = top_detection(batched, image)
+        expected_label, expected_box, expected_score = top_detection(one_by_one, image)
+        assert label == expected_label and score == pytest.approx(expected_score, abs=1e-4)
+        assert box == pytest.approx(expected_box, abs=1e-4)
+
+
+def test_offline_hub_handle_fails_fast(monkeypatch, tmp_path):
+    monkeypatch.setenv("TFOD_WRAP_HUB_URL", f"http://127.0.0.1:{closed_port()}/")
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub-cache"))
+    started = time.monotonic()
+    with pytest.raises(detect.DetectError, match=r"ssd_mobilenet_v2/2: cannot reach .* looks offline"):
+        load_model("https://tfhub.dev/tensorflow/ssd_mobilenet_v2/2")
+    assert time.monotonic() - started < 15
+
+
+def test_never_writes_into_or_over_inputs(trained_detector, photos, tmp_path):
+    before = snapshot(photos)
+    with pytest.raises(detect.DetectError, match="inside the input folder"):
+        detect.detect([trained_detector.export_dir], [photos], photos / "out", **QUIET)
+    with pytest.raises(detect.DetectError, match="inside --output"):
+        detect.detect([trained_detector.export_dir], [photos / "0.png"], tmp_path, **QUIET)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("keep me")
+    with pytest.raises(detect.DetectError, match="not a tfod-wrap detect output"):
+        detect.detect([trained_detector.export_dir], [photos / "0.png"], tmp_path / "mine", **QUIET)
+    with pytest.raises(detect.DetectError, match="no such file or folder"):
+        detect.detect([trained_detector.export_dir], [tmp_path / "missing.jpg"], tmp_path / "out", **QUIET)
+    assert snapshot(photos) == before and (tmp_path / "mine" / "thesis.tex").read_text() == "keep me"
+    assert not (photos / "out").exists() and not (tmp_path / "out").exists()
+
+
+def test_cli_end_to_end_with_a_gif(trained_detector, clip, tmp_path):
+    video, count = clip
+    out = tmp_path / "out"
+    command = [CLI, "detect", "--model", str(trained_detector.export_dir), str(trained_detector.image), str(video)]
+    command += ["--output", str(out), "--gif", "--video-fps", "5", "--min-score", "0.3"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "median ms" in done.stdout and f"{count + 1} frames in" in done.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    # a fresh process with one model: two calls at once, the cores split between them
+    cores = os.cpu_count() or 1
+    assert summary["concurrent_calls"] == 2
+    assert summary["tensorflow_threads"] == {"intra_op": max(1, cores // 2), "inter_op": 2}
+    gif = Image.open(out / "videos" / "clip.gif")
+    assert gif.n_frames == count and gif.size == (160, 120) and gif.info["duration"] == 200
+    assert len(read_video(out / "videos" / "clip.gif")) == count  # OpenCV reads it back too
+    listed = sorted(path.name for path in out.iterdir())
+    assert listed == ["detections.json", "images", "images.json", "summary.json", "videos"]
+    assert (out / "images" / "0.png").is_file()
+
+
+def test_help_is_complete():
+    detect_help = subprocess.run([CLI, "detect", "--help"], capture_output=True, text=True, check=True).stdout
+    for option in ("--model", "--output", "--min-score", "--label-map", "--batch", "--video-fps", "--gif"):
+        assert option in detect_help
+    for word in ("detections.json", "images.json", "summary.json", "TFOD_WRAP_HUB_URL", "GIF", "MP4"):
+        assert word in detect_help
+    assert "--detections" in subprocess.run([CLI, "eval", "--help"], capture_output=True, text=True).stdout
