@@ -5,12 +5,28 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import psutil
 from PIL import Image, ImageDraw
+
+
+def in_workdir(workdir: Path | None, prefix: str, benchmark: Callable[[Path], dict]) -> dict:
+    """benchmark(folder) in --workdir (which must be new or empty, and is kept) or in a temporary folder (removed)."""
+    folder = workdir or Path(tempfile.mkdtemp(prefix=prefix))
+    if workdir and workdir.exists() and any(workdir.iterdir()):
+        raise SystemExit(f"{workdir} is not empty; pass a new or empty --workdir")
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        return benchmark(folder)
+    finally:
+        if workdir is None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def machine() -> dict:

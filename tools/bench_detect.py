@@ -39,17 +39,15 @@ import argparse
 import datetime
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from bench_common import machine  # tools/ is on sys.path when run as a script
+from bench_common import in_workdir, machine  # tools/ is on sys.path when run as a script
 from bench_export import QUIET_CORES, Measured, QuietWait, prepare_data, progress, train_model
 from PIL import Image, ImageDraw
 
@@ -287,15 +285,7 @@ def main() -> None:
         print(json.dumps({"frames": frames, "seconds": seconds}))
         return
     args = parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-detect-"))
-    if args.workdir and workdir.exists() and any(workdir.iterdir()):
-        raise SystemExit(f"{workdir} is not empty; pass a new or empty --workdir")
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        results = benchmark(args, workdir)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+    results = in_workdir(args.workdir, "bench-detect-", lambda workdir: benchmark(args, workdir))
     print(markdown(results))
     print(
         f"load average before {results['loadavg_before'][0]:.2f}, after {results['loadavg_after'][0]:.2f}; "

@@ -47,10 +47,8 @@ import argparse
 import datetime
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -58,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from bench_common import machine  # tools/ is on sys.path when run as a script
+from bench_common import in_workdir, machine  # tools/ is on sys.path when run as a script
 from bench_tfrecords import write_sample  # 640x480 JPEG + VOC XML, 3 classes
 from PIL import Image
 
@@ -536,15 +534,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-export-"))
-    if args.workdir and workdir.exists() and any(workdir.iterdir()):
-        raise SystemExit(f"{workdir} is not empty; pass a new or empty --workdir")
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        results = benchmark(args, workdir)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+    results = in_workdir(args.workdir, "bench-export-", lambda workdir: benchmark(args, workdir))
     print(markdown(results))
     print(
         f"\ntarget >= {TARGET_FPS:.0f} FPS on wasm: {'met' if results['target_met'] else 'missed'} "

@@ -40,7 +40,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import psutil
-from bench_common import draw_objects, machine, random_boxes, voc_xml  # tools/ is on sys.path when run as a script
+from bench_common import (  # tools/ is on sys.path when run as a script
+    draw_objects,
+    in_workdir,
+    machine,
+    random_boxes,
+    voc_xml,
+)
 from PIL import Image
 
 from tfod_wrap.data import convert
@@ -378,13 +384,7 @@ def main() -> None:
     if args.memory_child:
         memory_child(*args.memory_child)
         return
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-tfrecords-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        results = benchmark(args, workdir)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+    results = in_workdir(args.workdir, "bench-tfrecords-", lambda workdir: benchmark(args, workdir))
     print(markdown(results, results["memory"]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -39,17 +39,21 @@ import gc
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
-from bench_common import draw_objects, machine, random_boxes, voc_xml  # tools/ is on sys.path when run as a script
+from bench_common import (  # tools/ is on sys.path when run as a script
+    draw_objects,
+    in_workdir,
+    machine,
+    random_boxes,
+    voc_xml,
+)
 from PIL import Image, ImageFilter
 
 import tfod_wrap  # noqa: F401  (must come before any object_detection import)
@@ -493,15 +497,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-train-"))
-    if args.workdir and workdir.exists() and any(workdir.iterdir()):
-        raise SystemExit(f"{workdir} is not empty; pass a new or empty --workdir")
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        results = benchmark(args, workdir)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+    results = in_workdir(args.workdir, "bench-train-", lambda workdir: benchmark(args, workdir))
     print(markdown(results))
     print(f"\ntotal {results['total_seconds']:.0f} s; plot: {args.plot}")
     if args.json:
