@@ -86,9 +86,7 @@ def detect(
         for item in skipped:
             outputs.add(item)
         seconds = time.perf_counter() - started
-        threads = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads()}
-        threads["inter_op"] = tf.config.threading.get_inter_op_parallelism_threads()  # 0: TensorFlow's default
-        options = {"min_score": min_score, "batch": batch, "concurrent_calls": calls, "tensorflow_threads": threads}
+        options = {"min_score": min_score, "batch": batch, "concurrent_calls": calls}
         summary = _summary(output, loaded, latencies, outputs, seconds, **options)
         atomic_write_json(staging / SUMMARY, summary)
     return summary
@@ -199,4 +197,8 @@ def _summary(output: Path, models: list[Model], latencies: dict, outputs: Output
         "videos": outputs.videos,
         "skipped": outputs.skipped,
         **options,
+        "tensorflow_threads": {  # 0: TensorFlow's default (all cores)
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        },
     }
