@@ -90,6 +90,8 @@ def run_tflite(model: Path, images: list[np.ndarray], box_scales: list[float]) -
         result = {key: value if key == "anchors" else value[0] for key, value in result.items()}
         result["raw_detection_boxes"] = decode_boxes(result.pop("box_encodings"), result.pop("anchors"), box_scales)
         result["detection_classes"] = result["detection_classes"] + 1  # the op's classes are 0-based
+        # TFOD's postprocess clips boxes to the image; the TFLite op does not (a box past the edge ends at 1.09)
+        result["detection_boxes"] = np.clip(result["detection_boxes"], 0.0, 1.0)
         result["num_detections"] = int(result["num_detections"])
         results.append(result)
     return results
