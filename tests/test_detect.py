@@ -3,6 +3,8 @@ real SavedModel, OpenCV and pycocotools; the comparison grid; the eval of its ou
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import snapshot
 from PIL import Image
 from pycocotools.coco import COCO
@@ -193,6 +196,41 @@ def test_without_a_label_map_boxes_get_class_ids(trained_detector, tmp_path):
     model = load_model(bare)
     assert model.kind == "saved_model" and model.class_names == {}
     assert model.labels.startswith("class ids: no label_map.pbtxt beside the model")
+
+
+def coco_model(folder: Path) -> Path:
+    """A SavedModel with TFOD's outputs and COCO's 90 classes (91 scores with background) that finds one person."""
+
+    class Detector(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
+        def __call__(self, images):
+            scores = tf.one_hot([[1]], 91)  # background is column 0, so class id 1: person
+            return {
+                "detection_boxes": tf.constant([[[0.1, 0.2, 0.6, 0.7]]]),
+                "detection_classes": tf.constant([[1.0]]),
+                "detection_scores": tf.constant([[0.9]]),
+                "num_detections": tf.constant([1.0]),
+                "detection_multiclass_scores": scores,
+            }
+
+    detector = Detector()
+    tf.saved_model.save(detector, str(folder), signatures={"serving_default": detector.__call__})
+    return folder
+
+
+def test_coco_models_get_coco_names(tmp_path):
+    """A model with COCO's 90 class ids and no label map is named with the COCO label map tfod-wrap ships, whose
+    80 names are those tf-models-official lists for COCO."""
+    model = load_model(coco_model(tmp_path / "zoo"))
+    assert model.labels == "COCO" and len(model.class_names) == 80
+    assert (model.class_names[1], model.class_names[18], model.class_names[90]) == ("person", "dog", "toothbrush")
+    official = importlib.util.find_spec("official.vision.data.process_coco_few_shot_json_files").origin
+    listed = next(
+        node.value
+        for node in ast.parse(Path(official).read_text()).body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "CATEGORIES"
+    )
+    assert sorted(model.class_names.values()) == sorted(ast.literal_eval(listed))
 
 
 def test_eval_scores_detect_output_like_the_saved_model(trained_detector, tmp_path):

@@ -15,7 +15,6 @@ ids), detection_scores and num_detections.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import re
 import urllib.error
@@ -31,6 +30,8 @@ from tfod_wrap.errors import UserError
 OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 LABEL_MAP = "label_map.pbtxt"
 COCO_CLASSES = 90  # TFOD's COCO label map uses ids 1..90 (80 classes, with gaps)
+# The PyPI TFOD package leaves out object_detection/data/, so the COCO names ship with tfod-wrap.
+COCO_LABEL_MAP = Path(__file__).with_name("mscoco_label_map.pbtxt")
 # The address checked before a remote handle is fetched (default: the handle itself).
 HUB_CHECK_ENV = "TFOD_WRAP_HUB_URL"
 CONNECT_TIMEOUT_S = 10
@@ -195,10 +196,7 @@ def _class_names(loaded, kind: str, owner: Path | None, label_map: Path | None) 
     if path:
         return read_names(path), str(path)
     if kind == "hub" or _class_count(loaded) == COCO_CLASSES:
-        coco = coco_label_map()
-        if coco:
-            return read_names(coco), f"COCO ({coco})"
-        return {}, "class ids: the installed TFOD package has no data/mscoco_label_map.pbtxt; pass --label-map FILE"
+        return read_names(COCO_LABEL_MAP), "COCO"
     return {}, f"class ids: no {LABEL_MAP} beside the model; pass --label-map FILE"
 
 
@@ -207,16 +205,6 @@ def _class_count(loaded) -> int | None:
     scores = loaded.signatures["serving_default"].structured_outputs.get("detection_multiclass_scores")
     last = scores.shape[-1] if scores is not None and scores.shape.rank else None
     return last - 1 if last else None
-
-
-def coco_label_map() -> Path | None:
-    """The COCO label map the TFOD package ships in object_detection/data/, if this installation has it."""
-    spec = importlib.util.find_spec("object_detection")
-    for folder in spec.submodule_search_locations if spec else []:
-        path = Path(folder) / "data" / "mscoco_label_map.pbtxt"
-        if path.is_file():
-            return path
-    return None
 
 
 def read_names(path: Path) -> dict[int, str]:
