@@ -36,7 +36,7 @@ HOST ?= 127.0.0.1
 DEMO ?= runs/demo
 DEMO_DATA ?= data/sample
 DEMO_COUNT ?= 300
-DEMO_STEPS ?= 2000
+DEMO_STEPS ?= 1500
 DEMO_BATCH ?= 8
 # The first 12 of MobileNet V2's 17 blocks stay as pretrained; blocks 12-16, the extra layers and the new heads
 # train. Freezing the whole backbone leaves only 1x1 heads on fixed features and plateaus at mAP@0.5 0.80.

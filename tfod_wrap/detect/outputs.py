@@ -45,8 +45,9 @@ class JsonList:
         self._separator = ",\n"
 
     def extend(self, entries: list[dict]) -> None:
-        for entry in entries:
-            self.append(entry)
+        if entries:  # one encoder call for the lot: a video frame brings 100 detections
+            self._file.write(self._separator + json.dumps(entries)[1:-1].replace("}, {", "},\n{"))
+            self._separator = ",\n"
 
     def close(self) -> None:
         self._file.write("[]\n" if self._separator == "[\n" else "\n]\n")

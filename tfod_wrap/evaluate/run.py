@@ -91,21 +91,17 @@ def _values(feature, key: str) -> list:
 
 
 def coco_results(image_id: int, output: dict[str, np.ndarray], width: int, height: int) -> list[dict]:
-    """A detector's output for one image as COCO results: bbox [x, y, width, height] in pixels."""
+    """A detector's output for one image as COCO results: bbox [x, y, width, height] in pixels. Whole arrays at
+    once: detect writes every detection of every video frame (100 each), element by element took 1 ms a frame."""
+    count = output["count"]
+    ymin, xmin, ymax, xmax = np.asarray(output["boxes"][:count], dtype=np.float64).T
+    boxes = np.stack([xmin * width, ymin * height, (xmax - xmin) * width, (ymax - ymin) * height], axis=1)
     return [
-        {
-            "image_id": image_id,
-            "category_id": int(label),
-            "score": float(score),
-            "bbox": [
-                float(xmin * width),
-                float(ymin * height),
-                float((xmax - xmin) * width),
-                float((ymax - ymin) * height),
-            ],
-        }
-        for (ymin, xmin, ymax, xmax), label, score in zip(
-            output["boxes"][: output["count"]], output["classes"], output["scores"]
+        {"image_id": image_id, "category_id": label, "score": score, "bbox": box}
+        for label, score, box in zip(
+            np.asarray(output["classes"][:count]).astype(int).tolist(),
+            np.asarray(output["scores"][:count]).tolist(),
+            boxes.tolist(),
         )
     ]
 
