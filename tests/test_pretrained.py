@@ -96,39 +96,65 @@ def test_rebuilt_model_finds_the_cat_in_chelsea(verified):
 
 
 @needs_package
-def test_trainer_restores_it_as_a_detection_fine_tune_checkpoint(imported, tmp_path):
+def fine_tune_pipeline(imported, folder: Path, overrides: tuple[str, ...] = ()) -> Path:
+    """A 1-step, 160 px fine-tune pipeline of the imported checkpoint on 4 tiny VOC images."""
     output, _ = imported
-    convert(tiny_voc(tmp_path / "voc", 4), tmp_path / "records", split="train=0.5,val=0.5", workers=1)
-    pipeline = tmp_path / "pipeline.config"
+    convert(tiny_voc(folder / "voc", 4), folder / "records", split="train=0.5,val=0.5", workers=1)
+    pipeline = folder / "pipeline.config"
     configured, _ = config.configure(
         output / "pipeline.config",
-        data=tmp_path / "records",
+        data=folder / "records",
         checkpoint=output / CHECKPOINT,
         steps=1,
         batch_size=2,
         overrides=[  # smaller images, a faster step; the weights do not depend on the input size
             "model.image_resizer.fixed_shape_resizer.height=160",
             "model.image_resizer.fixed_shape_resizer.width=160",
+            *overrides,
         ],
         check=False,
     )
     del configured.train_config.data_augmentation_options[:]  # not what this test is about: a faster input pipeline
     config.save(configured, pipeline)
-    result = train.train(pipeline, tmp_path / "model", log=lambda *_: None, freeze=["backbone"])
+    return pipeline
+
+
+def test_trainer_restores_it_as_a_detection_fine_tune_checkpoint(imported, tmp_path):
+    """Feature extractor restored (a detection checkpoint), box-regression head too with keep_box_head, class
+    head new; the frozen backbone unchanged by a step, the heads changed."""
+    output, _ = imported
+    pipeline = fine_tune_pipeline(imported, tmp_path)
+    result = train.train(pipeline, tmp_path / "model", log=lambda *_: None, freeze=["backbone"], keep_box_head=True)
     assert result.step == 1
     source = tf.train.load_checkpoint(str(output / CHECKPOINT))
     start = tf.train.load_checkpoint(str(tmp_path / "model" / "ckpt-0"))
     end = tf.train.load_checkpoint(str(tmp_path / "model" / "ckpt-1"))
     restored = [key for key in source.get_variable_to_shape_map() if key.startswith("model/_feature_extractor/")]
     assert len(restored) == 300
-    for key in restored:  # everything a detection checkpoint restores was restored, not left random
+    box_head = [key for key in source.get_variable_to_shape_map() if "/_prediction_heads/box_encodings/" in key]
+    assert len(box_head) == 12  # kernel and bias on each of the 6 feature maps
+    for key in restored + box_head:  # everything asked for was restored, not left random
         np.testing.assert_array_equal(start.get_tensor(key), source.get_tensor(key), err_msg=key)
+    class_head = [key for key in start.get_variable_to_shape_map() if "/class_predictions_with_background/" in key]
+    assert class_head and all(
+        start.get_variable_to_shape_map()[key] != source.get_variable_to_shape_map()[key]
+        for key in class_head
+        if key.endswith("bias/.ATTRIBUTES/VARIABLE_VALUE")
+    )
     backbone = [key for key in restored if key.startswith(BACKBONE)]
     assert len(backbone) == 260
     for key in backbone:  # and the frozen backbone is still exactly the imported one after a training step
         np.testing.assert_array_equal(end.get_tensor(key), source.get_tensor(key), err_msg=key)
     heads = [key for key in end.get_variable_to_shape_map() if "/_box_predictor/" in key and "OPTIMIZER" not in key]
     assert any(not np.array_equal(end.get_tensor(key), start.get_tensor(key)) for key in heads), "nothing trained"
+
+
+def test_box_head_of_other_anchors_is_refused(imported, tmp_path):
+    """Four aspect ratios instead of five: 5 anchors a location instead of 6, so the box head cannot carry over."""
+    anchors = "model.ssd.anchor_generator.ssd_anchor_generator.aspect_ratios=[1.0, 2.0, 0.5, 3.0]"
+    pipeline = fine_tune_pipeline(imported, tmp_path, (anchors,))
+    with pytest.raises(train.TrainError, match="has no box head that fits this model"):
+        train.train(pipeline, tmp_path / "model", log=lambda *_: None, keep_box_head=True)
 
 
 @needs_package

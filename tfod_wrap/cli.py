@@ -126,6 +126,7 @@ def _train(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep,
+        keep_box_head=args.keep_box_head,
         progress=True,
     )
     losses = ", ".join(f"{key.split('/')[-1]} {value:.4f}" for key, value in result.losses.items())
@@ -393,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (500)")
     training.add_argument("--keep", type=int, default=5, help="checkpoints to keep (5)")
+    training.add_argument(
+        "--keep-box-head",
+        action="store_true",
+        help="SSD: also restore the box-regression head from the fine-tune checkpoint (class-agnostic; a "
+        "detection fine-tune otherwise starts it from random)",
+    )
     training.set_defaults(run=_train)
 
     listing = commands.add_parser(

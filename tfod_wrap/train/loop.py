@@ -9,7 +9,9 @@ checkpoint restore, tf.distribute) with these differences:
   a loss history (train_history.csv) and loss-curve PNG in the model dir;
 - `resume` continues from the latest checkpoint with the same step, schedule and optimizer state; a
   model dir that already holds checkpoints is never trained over silently;
-- a non-finite loss stops the run with a clear message, leaving the last good checkpoint as it is.
+- a non-finite loss stops the run with a clear message, leaving the last good checkpoint as it is;
+- `keep_box_head` also restores an SSD's box-regression head from a `detection` fine-tune checkpoint,
+  which TFOD discards with the class head although it does not depend on the classes.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def train(
     strategy: str | tf.distribute.Strategy = "default",
     checkpoint_every: int = 500,
     keep_checkpoints: int = 5,
+    keep_box_head: bool = False,
     progress: bool = False,
     log=print,
 ) -> TrainResult:
@@ -129,6 +132,8 @@ def train(
             log(f"resumed from {latest} at step {int(global_step.numpy())}")
         else:
             _load_fine_tune_checkpoint(model, train_config, model_dir, log)
+            if keep_box_head:
+                _restore_box_head(model, train_config.fine_tune_checkpoint, log)
         step_fn = _make_step(model, optimizer, variables, global_step, train_config, strategy)
 
     writer = tf.summary.create_file_writer(str(save_dir / "train"))
@@ -215,6 +220,24 @@ def _load_fine_tune_checkpoint(model, train_config, model_dir: Path, log) -> Non
     restore_map = model.restore_from_objects(fine_tune_checkpoint_type=kind)
     tf.train.Checkpoint(**restore_map).restore(path).expect_partial().assert_existing_objects_matched()
     log(f"restored {kind} checkpoint {path}")
+
+
+def _restore_box_head(model, path: str, log) -> None:
+    """Restore an SSD's box-regression head (its layers per feature map) from the fine-tune checkpoint. The box
+    encodings are class-agnostic, so they carry over whenever the anchors per location and the feature depths
+    are the same; a different shape fails the restore with both shapes named."""
+    heads = getattr(getattr(model, "_box_predictor", None), "_prediction_heads", None)
+    if not path or path.startswith(PLACEHOLDER) or not heads or "box_encodings" not in heads:
+        raise TrainError(
+            "--keep-box-head needs an SSD with a convolutional box predictor and a fine_tune_checkpoint to restore from"
+        )
+    head = tf.train.Checkpoint(box_encodings=heads["box_encodings"])
+    view = tf.train.Checkpoint(model=tf.train.Checkpoint(_box_predictor=tf.train.Checkpoint(_prediction_heads=head)))
+    try:
+        view.restore(path).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError) as error:
+        raise TrainError(f"--keep-box-head: {path} has no box head that fits this model ({error})") from None
+    log(f"restored the box-regression head from {path}")
 
 
 def _make_step(model, optimizer, variables, global_step, train_config, strategy):
