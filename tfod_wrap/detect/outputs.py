@@ -45,8 +45,8 @@ class JsonList:
         self._separator = ",\n"
 
     def extend(self, entries: list[dict]) -> None:
-        if entries:  # one encoder call for the lot: a video frame brings 100 detections
-            self._file.write(self._separator + json.dumps(entries)[1:-1].replace("}, {", "},\n{"))
+        if entries:  # one write for the lot: a video frame brings 100 detections
+            self._file.write(self._separator + ",\n".join(map(json.dumps, entries)))
             self._separator = ",\n"
 
     def close(self) -> None:
