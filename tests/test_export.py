@@ -192,3 +192,19 @@ def test_cast_repair_rewrites_only_float_to_bool():
     assert nodes["a"]["input"] == ["a/tfod_wrap_sign"]
     assert nodes["a/tfod_wrap_sign"]["input"] == ["a/tfod_wrap_abs"] and nodes["a/tfod_wrap_abs"]["input"] == ["x"]
     assert nodes["b"]["input"] == ["x"]
+
+
+def test_tflite_reference_keeps_one_class_per_anchor():
+    """TFLite's fast NMS keeps each anchor's best class and suppresses across classes; TFOD's NMS would also keep
+    anchor 0's second class and anchor 1 (another class over the same place). Anchor 2 stands apart."""
+    from types import SimpleNamespace
+
+    boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.5, 0.52], [0.6, 0.6, 0.9, 0.9]], np.float32)
+    scores = np.array([[0.0, 0.9, 0.6], [0.0, 0.1, 0.8], [0.0, 0.7, 0.2]], np.float32)  # column 0: background
+    reference = {"raw_detection_boxes": boxes, "raw_detection_scores": scores}
+    nms = SimpleNamespace(iou_threshold=0.6, score_threshold=0.01)
+    expected = parity.one_class_per_anchor(reference, nms, max_detections=10)
+    assert expected["num_detections"] == 2
+    assert expected["detection_classes"].tolist() == [1, 1]
+    np.testing.assert_allclose(expected["detection_scores"], [0.9, 0.7])
+    np.testing.assert_allclose(expected["detection_boxes"], boxes[[0, 2]])

@@ -25,7 +25,14 @@ from tfod_wrap.errors import UserError
 from tfod_wrap.export import verify as parity
 from tfod_wrap.export.savedmodel import INPUT_TYPES, PIXEL_INPUT_TYPES, export_saved_model, signature_outputs
 from tfod_wrap.export.tfjs import OUTPUT_DESCRIPTIONS, convert_to_tfjs, output_shapes, tfjs_metadata
-from tfod_wrap.export.tflite import box_scales, check_supported, export_tflite, postprocess_tensors, run_tflite
+from tfod_wrap.export.tflite import (
+    MAX_DETECTIONS,
+    box_scales,
+    check_supported,
+    export_tflite,
+    postprocess_tensors,
+    run_tflite,
+)
 from tfod_wrap.files import atomic_write_json, staged_folder
 from tfod_wrap.train import find_checkpoints
 
@@ -226,10 +233,14 @@ def _verify(pipeline_config, prefix, staging: Path, formats, quantize, input_typ
     if "tflite" in formats:
         preprocessed = [result["preprocessed"] for result in expected]
         outputs["tflite"] = run_tflite(staging / "tflite" / "model.tflite", preprocessed, box_scales(pipeline_config))
-    results = {
-        name: parity.summarise(name, quantize, [parity.compare(e, c) for e, c in zip(expected, candidates)])
-        for name, candidates in outputs.items()
-    }
+    nms = pipeline_config.model.ssd.post_processing.batch_non_max_suppression
+    results = {}
+    for name, candidates in outputs.items():
+        references = expected
+        if name == "tflite":
+            references = [parity.one_class_per_anchor(result, nms, MAX_DETECTIONS) for result in expected]
+        per_image = [parity.compare(e, c) for e, c in zip(references, candidates)]
+        results[name] = parity.summarise(name, quantize, per_image)
     return {"images": len(images), "confident_score": parity.CONFIDENT, "formats": results}
 
 

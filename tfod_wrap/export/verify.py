@@ -7,6 +7,8 @@ Compared per format, each where the format exposes it:
 - detections: each reference detection scoring at least CONFIDENT is matched to the same class's best-overlapping
   detection of the format; the box and score differences are reported (a missing match counts as 1.0).
   Detections below that are left out: among near-equal scores, NMS order differs between kernels legitimately.
+  TFLite's post-processing op keeps one class per anchor and suppresses across classes, where TFOD's NMS keeps an
+  anchor's runner-up classes too, so TFLite is compared with `one_class_per_anchor` of the reference.
 """
 
 from __future__ import annotations
@@ -115,6 +117,24 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) 
     differences["detection_boxes"] = box
     differences["detection_scores"] = score
     return differences
+
+
+def one_class_per_anchor(reference: dict, nms, max_detections: int) -> dict:
+    """The reference's detections as TFLite's fast post-processing op makes them from the same raw outputs
+    (`use_regular_nms=False`, one class per detection): each anchor's best class, then class-agnostic NMS with
+    the pipeline's `nms` thresholds. TFLite does not clip boxes; run_tflite clips its output, so this does too."""
+    scores = reference["raw_detection_scores"][:, 1:]  # column 0 is the background
+    best = scores.max(axis=1)
+    kept = tf.image.non_max_suppression(
+        reference["raw_detection_boxes"], best, max_detections, nms.iou_threshold, nms.score_threshold
+    ).numpy()
+    return {
+        **reference,
+        "detection_boxes": np.clip(reference["raw_detection_boxes"][kept], 0.0, 1.0),
+        "detection_classes": scores[kept].argmax(axis=1) + 1,
+        "detection_scores": best[kept],
+        "num_detections": len(kept),
+    }
 
 
 def _detection_differences(reference: dict, candidate: dict) -> tuple[float, float]:
