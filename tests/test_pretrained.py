@@ -95,7 +95,6 @@ def test_rebuilt_model_finds_the_cat_in_chelsea(verified):
     assert verified["photos"]["astronaut"]["detections"][0]["class"] == "Person"
 
 
-@needs_package
 def fine_tune_pipeline(imported, folder: Path, overrides: tuple[str, ...] = ()) -> Path:
     """A 1-step, 160 px fine-tune pipeline of the imported checkpoint on 4 tiny VOC images."""
     output, _ = imported
@@ -119,6 +118,7 @@ def fine_tune_pipeline(imported, folder: Path, overrides: tuple[str, ...] = ()) 
     return pipeline
 
 
+@needs_package
 def test_trainer_restores_it_as_a_detection_fine_tune_checkpoint(imported, tmp_path):
     """Feature extractor restored (a detection checkpoint), box-regression head too with keep_box_head, class
     head new; the frozen backbone unchanged by a step, the heads changed."""
@@ -149,6 +149,7 @@ def test_trainer_restores_it_as_a_detection_fine_tune_checkpoint(imported, tmp_p
     assert any(not np.array_equal(end.get_tensor(key), start.get_tensor(key)) for key in heads), "nothing trained"
 
 
+@needs_package
 def test_box_head_of_other_anchors_is_refused(imported, tmp_path):
     """Four aspect ratios instead of five: 5 anchors a location instead of 6, so the box head cannot carry over."""
     anchors = "model.ssd.anchor_generator.ssd_anchor_generator.aspect_ratios=[1.0, 2.0, 0.5, 3.0]"
