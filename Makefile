@@ -119,7 +119,7 @@ bench: install
 	$(PY) tools/bench_export.py
 	$(PY) tools/bench_detect.py
 
-# What the pretrained start and freezing buy on the demo: three trainings of 13-16 minutes each, so kept out
+# What the pretrained start and freezing buy on the demo: four trainings of 13-16 minutes each, so kept out
 # of `make bench`
 bench-demo: install
 	$(PY) tools/bench_demo.py --every 250
