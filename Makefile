@@ -44,7 +44,7 @@ DEMO_BATCH ?= 8
 # on the 2-core CPU.
 DEMO_FREEZE ?= backbone:10
 # momentum with cosine decay from 0.01: the template's rate scaled to batch 8 (0.00125) barely moves the new
-# heads, and 0.04 diverges once backbone blocks train
+# heads, and 0.04 diverges once backbone blocks train (with nothing frozen, 0.01 can diverge too)
 DEMO_LR ?= 0.01
 DEMO_WARMUP_LR ?= 0.0025
 PRETRAINED ?= models/objectron_ssd_mobilenet_v2
