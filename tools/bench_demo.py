@@ -46,17 +46,12 @@ def demo_settings() -> dict[str, str]:
 
 
 DEMO = demo_settings()
-LEARNING_RATE = "train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate."
 RUNS = {
     "demo": {"pretrained": True, "freeze": [DEMO["freeze"]] if DEMO["freeze"] else []},
     "no-freeze": {"pretrained": True, "freeze": []},
     # At the demo's 0.01 the classification loss of a fully trained network can blow up (it did in one run of
     # two), which would make freezing look better than it is; this row is the fair baseline.
-    "no-freeze-lr-0.004": {
-        "pretrained": True,
-        "freeze": [],
-        "set": [f"{LEARNING_RATE}learning_rate_base=0.004", f"{LEARNING_RATE}warmup_learning_rate=0.001"],
-    },
+    "no-freeze-lr-0.004": {"pretrained": True, "freeze": [], "lr": "0.004", "warmup_lr": "0.001"},
     # The imported pipeline names its own checkpoint as fine_tune_checkpoint: scratch empties it. It also freezes
     # batch norm (its statistics were folded away); from random weights that would leave the network
     # unnormalised, so scratch trains batch norm as the templates do.
@@ -66,6 +61,7 @@ RUNS = {
         "set": ['train_config.fine_tune_checkpoint=""', "model.ssd.freeze_batchnorm=false"],
     },
 }
+LEARNING_RATE = "train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate."
 
 
 def run(command: list[str]) -> None:
@@ -97,8 +93,8 @@ def train_and_score(name: str, work: Path, records: Path, pretrained: Path, args
     command = [CLI, "config", str(pretrained / "pipeline.config"), "--data", str(records), "--output", str(pipeline)]
     steps = args.steps if name == "demo" else args.other_steps
     command += ["--batch-size", str(args.batch), "--steps", str(steps)]
-    command += ["--set", f"{LEARNING_RATE}learning_rate_base={DEMO['lr']}"]
-    command += ["--set", f"{LEARNING_RATE}warmup_learning_rate={DEMO['warmup_lr']}"]
+    command += ["--set", f"{LEARNING_RATE}learning_rate_base={setting.get('lr', DEMO['lr'])}"]
+    command += ["--set", f"{LEARNING_RATE}warmup_learning_rate={setting.get('warmup_lr', DEMO['warmup_lr'])}"]
     if setting["pretrained"]:
         command += ["--checkpoint", str(pretrained)]
     for override in setting.get("set", []):
@@ -173,7 +169,7 @@ def main() -> None:
         "--other-steps",
         type=int,
         default=550,
-        help="steps of no-freeze and scratch: with nothing frozen a step takes over 2x as long, so 550 of them take "
+        help="steps of every run but the demo: with nothing frozen a step takes over 2x as long, so 550 of them take "
         "at least as long as the demo's 1300",
     )
     parser.add_argument("--every", type=int, default=500)
