@@ -1,10 +1,10 @@
-# Everything runs inside .venv/ in the repo root; `make install` creates it.
-PYTHON ?= python3
+# Everything runs inside .venv/ in the repo root; `make install` creates it with tools/install.sh, which picks
+# the interpreter: PYTHON when given (make install PYTHON=python3.12), else the newest supported one found.
+PYTHON ?=
+export PYTHON
 VENV := .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/tfod-wrap
-STAMP := $(VENV)/.installed
-TFOD_PACKAGE := tf-models-research-object-detection==2.8.0.post1
 
 # make tfrecords: annotations -> TFRecords (see README, "Step 1")
 INPUT ?= data/annotations
@@ -49,28 +49,12 @@ DEMO_LR ?= 0.01
 DEMO_WARMUP_LR ?= 0.0025
 PRETRAINED ?= models/objectron_ssd_mobilenet_v2
 
-# apt-get through sudo only when not root and sudo exists.
-SUDO := $(shell if [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then echo sudo; fi)
 
 .PHONY: install test lint tfrecords train eval export-tfjs serve demo bench bench-demo clean
 
-install: $(STAMP)
-
-# The stamp makes a second `make install` a no-op until the dependency files change.
-$(STAMP): setup.cfg pyproject.toml Makefile package.json package-lock.json
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	# The TFOD API without its dependencies: its pins (pyparsing==2.4.7) do not resolve with the stack.
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(TFOD_PACKAGE)
-	$(PY) -c "import tfod_wrap.compat as c; c.check_stack()"
-	# TF.js and playwright-core for the web page, its tests and the Node parity check, in .venv/node_modules.
-	cp package.json package-lock.json $(VENV)/
-	npm ci --prefix $(VENV) --no-audit --no-fund --prefer-offline
-	# Chromium (headless page tests) and ffmpeg (the fake camera's clip), from Debian.
-	command -v chromium >/dev/null && command -v ffmpeg >/dev/null || \
-		($(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium ffmpeg)
-	touch $(STAMP)
+# Idempotent: returns at once when .venv was made by the chosen Python from the same dependency files.
+install:
+	@bash tools/install.sh
 
 test: install
 	$(PY) -m pytest -q

@@ -268,6 +268,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _install_web(args: argparse.Namespace) -> int:
+    from tfod_wrap.nodejs import install_packages
+
+    folder = install_packages(args.prefix)
+    print(f"npm packages in {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfod-wrap",
@@ -352,7 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     configure.add_argument("target", nargs="+", metavar="MODEL_OR_FILE | show FILE | diff A B")
     configure.add_argument("--output", type=Path, help="pipeline.config to write (never the input file)")
     configure.add_argument("--data", type=Path, help="output folder of `tfod-wrap tfrecords`")
-    configure.add_argument("--checkpoint", type=Path, help="fine-tune checkpoint prefix (or model-zoo folder)")
+    configure.add_argument(
+        "--checkpoint", help="fine-tune checkpoint prefix (or model-zoo folder); none: random initialisation"
+    )
     configure.add_argument(
         "--checkpoint-type",
         default="detection",
@@ -556,6 +566,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serving.add_argument("--verbose", action="store_true", help="log every request (default: failures only)")
     serving.set_defaults(run=_serve)
+
+    web_packages = commands.add_parser(
+        "install-web",
+        help="install the npm packages of the page, its tests and the TF.js parity check (npm ci)",
+        description="npm ci of the package.json and package-lock.json shipped with tfod-wrap, into "
+        "PREFIX/node_modules, where tfod-wrap looks for them. Needs Node.js 18+ and npm on PATH.",
+    )
+    web_packages.add_argument("--prefix", type=Path, help="folder to install into (default: the Python prefix)")
+    web_packages.set_defaults(run=_install_web)
     return parser
 
 

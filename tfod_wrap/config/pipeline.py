@@ -9,8 +9,11 @@ from google.protobuf import text_format
 
 from tfod_wrap.config.overrides import ConfigError, apply_override, parse_assignment
 from tfod_wrap.files import atomic_write_text
+from tfod_wrap.resources import package_file
 
-PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
+# The templates ship in the package; the checkout's top-level pipelines/ is a link to this folder.
+PIPELINES = package_file("pipelines")
+NO_CHECKPOINT = "none"
 
 
 def _pipeline_pb2():
@@ -107,7 +110,11 @@ def set_data(config, records_dir: str | Path) -> list[str]:
 
 
 def set_checkpoint(config, prefix: str | Path, checkpoint_type: str = "detection") -> list[str]:
-    """fine_tune_checkpoint (+ type and version V2). A folder means its ckpt-0, as in model-zoo tarballs."""
+    """fine_tune_checkpoint (+ type and version V2). A folder means its ckpt-0, as in model-zoo tarballs;
+    "none" means random initialisation, said explicitly."""
+    if str(prefix) == NO_CHECKPOINT:
+        config.train_config.ClearField("fine_tune_checkpoint")
+        return ["fine_tune_checkpoint: none (random initialisation, as asked by --checkpoint none)"]
     prefix = Path(prefix)
     for candidate in (prefix / "checkpoint" / "ckpt-0", prefix / "ckpt-0"):
         if prefix.is_dir() and Path(f"{candidate}.index").is_file():

@@ -87,6 +87,11 @@ def train(
     configs = config_util.get_configs_from_pipeline_file(str(pipeline))
     pipeline_proto = config_util.create_pipeline_proto_from_configs(configs)
     train_config = configs["train_config"]
+    if train_config.use_bfloat16:
+        # The TFOD API applies it on TPUs only (model_lib_v2); elsewhere it would only cast the input images to
+        # bfloat16, which the float32 layers cast back, so the model trains in float32 either way.
+        train_config.use_bfloat16 = False
+        log("use_bfloat16: true is a TPU setting; training in float32 (docs: README, 'Templates')")
     total_steps = steps or train_config.num_steps
     if not total_steps:
         raise TrainError(f"{pipeline}: train_config.num_steps is 0; pass --steps N")
@@ -281,6 +286,7 @@ def _batch_image_summary(images, labels, global_step) -> None:
     """The first training batch as the model sees it (after augmentation), with its boxes."""
     from object_detection.core import standard_fields as fields
 
+    images = tf.cast(images, tf.float32)
     low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
     high = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
     scaled = (images - low) / tf.maximum(high - low, 1e-6)

@@ -4,7 +4,7 @@
     state = run_page(server.url, clip, frames=20)             # the page's window.tfodWrap after 20 frames
 
 Chromium plays the clip in a loop as its camera (--use-file-for-fake-video-capture). The Node side is
-tests/browser/run_page.cjs on playwright-core (installed by `make install` with TF.js into .venv/node_modules).
+tfod_wrap/web/run_page.cjs on playwright-core (installed by `make install` with TF.js into .venv/node_modules).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 
 from tfod_wrap.errors import UserError
 from tfod_wrap.nodejs import node_modules, run_node
+from tfod_wrap.resources import package_file
 
-RUN_PAGE = Path(__file__).resolve().parents[2] / "tests" / "browser" / "run_page.cjs"
+RUN_PAGE = package_file("web", "run_page.cjs")
 
 
 def chromium_executable() -> str:
