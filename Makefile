@@ -1,8 +1,8 @@
 # Everything runs inside .venv/ in the repo root; `make install` creates it with tools/install.sh, which picks
 # the interpreter: PYTHON when given (make install PYTHON=python3.12), else the newest supported one found.
 PYTHON ?=
-export PYTHON
-VENV := .venv
+VENV ?= .venv
+export PYTHON VENV
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/tfod-wrap
 
@@ -22,6 +22,8 @@ RUN ?= runs/$(MODEL)
 STEPS ?= 2000
 BATCH ?= 8
 FREEZE ?= backbone
+# set (to anything) to freeze FREEZE even where no checkpoint restored it: `train` refuses that by default
+ALLOW_RANDOM_FROZEN ?=
 CHECKPOINT ?=
 RESUME ?=
 
@@ -50,14 +52,24 @@ DEMO_WARMUP_LR ?= 0.0025
 PRETRAINED ?= models/objectron_ssd_mobilenet_v2
 
 
-.PHONY: install test lint tfrecords train eval export-tfjs serve demo bench bench-demo clean
+.PHONY: install check-installs test lint tfrecords train eval export-tfjs serve demo bench bench-demo clean
 
 # Idempotent: returns at once when .venv was made by the chosen Python from the same dependency files.
 install:
 	@bash tools/install.sh
 
+# In CI the other install paths are checked first, so pytest's summary stays the last line of the run.
 test: install
-	$(PY) -m pytest -q
+	$(if $(CI),$(MAKE) check-installs)
+	$(PY) -m pytest -q --durations=15
+
+# The install paths users take besides the default: Python 3.10 through make install, and a non-editable wheel on
+# Python 3.11, each running the whole path from a scratch folder (tools/smoke.py). About 10 minutes.
+check-installs:
+	$(MAKE) install PYTHON=python3.10 VENV=build/venv-3.10
+	build/venv-3.10/bin/python tools/smoke.py
+	WHEEL=1 PYTHON=python3.11 VENV=build/venv-wheel bash tools/install.sh
+	build/venv-wheel/bin/python tools/smoke.py
 
 lint: install
 	$(VENV)/bin/ruff check tfod_wrap tests tools
@@ -71,7 +83,7 @@ train: install
 	$(CLI) config $(MODEL) --data $(DATA) --output $(RUN)/pipeline.config --batch-size $(BATCH) --steps $(STEPS) \
 		$(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 	$(CLI) train --pipeline $(RUN)/pipeline.config --model-dir $(RUN) $(foreach spec,$(FREEZE),--freeze $(spec)) \
-		$(if $(RESUME),--resume)
+		$(if $(RESUME),--resume) $(if $(ALLOW_RANDOM_FROZEN),--allow-random-frozen)
 
 eval: install
 	$(CLI) eval --pipeline $(RUN)/pipeline.config --model-dir $(RUN) $(if $(WATCH),--watch)

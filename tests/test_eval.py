@@ -117,3 +117,27 @@ def test_cli_eval_latest_and_watch(trained, tmp_path):
         text=True,
     )
     assert missing.returncode == 2 and "no checkpoint 'ckpt-99'" in missing.stderr
+
+
+def test_tfod_own_eval_loop_runs_in_this_environment(trained, tmp_path):
+    """model_lib_v2.eval_continuously (what model_main_tf2.py runs for eval) draws its image summaries with
+    Pillow's FreeTypeFont.getsize, removed in Pillow 10; tfod_wrap.compat restores it."""
+    from object_detection import model_lib_v2
+
+    _, pipeline, model_dir = trained
+    model_lib_v2.eval_continuously(
+        pipeline_config_path=str(pipeline),
+        model_dir=str(tmp_path),
+        checkpoint_dir=str(model_dir),
+        wait_interval=0,
+        timeout=1,
+    )
+    events = list((tmp_path / "eval").glob("events.out.tfevents.*"))
+    tags = {
+        value.tag
+        for path in events
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+    }
+    assert "DetectionBoxes_Precision/mAP@.50IOU" in tags
+    assert any(tag.startswith("eval_side_by_side") for tag in tags)

@@ -146,3 +146,33 @@ def test_wheel_runs_outside_the_checkout(tmp_path):
     assert "num_classes: 2" in (work / "pipeline.config").read_text()
     for shipped in ("web/static/index.html", "web/run_page.cjs", "web/package-lock.json", "export/run_tfjs.cjs"):
         assert (target / "tfod_wrap" / shipped).is_file(), shipped
+
+
+def _plan(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess:
+    """tools/install.sh with PLAN=1: which interpreter and what it would do to the venv, without installing."""
+    environment = {**os.environ, "PLAN": "1", "VENV": str(tmp_path / "venv"), **variables}
+    return subprocess.run(
+        ["bash", REPO / "tools" / "install.sh"], env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_install_refuses_an_unsupported_python_with_a_way_out(tmp_path):
+    for python in ("python3.9", str(tmp_path / "no-such-python")):
+        planned = _plan(tmp_path, PYTHON=python)
+        assert planned.returncode == 2
+        assert "needs Python 3.10, 3.11 or 3.12" in planned.stderr and "make install PYTHON=" in planned.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def test_install_picks_the_asked_python_and_recreates_a_venv_of_another(tmp_path):
+    planned = _plan(tmp_path, PYTHON="python3.10")
+    assert planned.returncode == 0 and "would install Python 3.10" in planned.stderr
+    older = subprocess.run(
+        ["bash", "-c", 'ls -d "$(pyenv root)"/versions/3.9*/bin/python3.9 | tail -n 1'], capture_output=True, text=True
+    ).stdout.strip()
+    if not older:
+        pytest.skip("no Python 3.9 to make a venv of another version with")
+    subprocess.run([older, "-m", "venv", "--without-pip", tmp_path / "venv"], check=True)
+    planned = _plan(tmp_path, PYTHON="python3.12")
+    assert planned.returncode == 0
+    assert "was made by Python 3.9; recreating it with Python 3.12" in planned.stderr

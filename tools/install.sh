@@ -5,11 +5,15 @@
 # Which Python: $PYTHON when given, else the newest of python3.12, python3.11, python3.10, python3 that runs.
 # pyenv installs that are not active answer "command not found" through their shims, so pyenv's own version
 # folders are looked at too. A .venv made by another Python than the chosen one is recreated, never reused.
+#
+# VENV=DIR installs elsewhere than .venv; WHEEL=1 installs tfod-wrap as a regular (non-editable) package, as
+# a user without the checkout would (make check-installs); PLAN=1 only prints what it would do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUPPORTED=(3.12 3.11 3.10)
-VENV=.venv
+VENV=${VENV:-.venv}
+WHEEL=${WHEEL:-}
 CONSTRAINTS=constraints.txt
 TFOD_PACKAGE=tf-models-research-object-detection==2.8.0.post1
 STAMP=$VENV/.installed
@@ -49,7 +53,7 @@ find_interpreter() {
 
 no_python() {
     say "$1"
-    say "tfod-wrap needs Python ${SUPPORTED[*]} (TensorFlow 2.19 has no wheels for others). To get one:"
+    say "tfod-wrap needs Python 3.10, 3.11 or 3.12 (TensorFlow 2.19 and tensorflowjs 4.22 exist for those). To get one:"
     say "  Debian 12: apt-get install python3.11 python3.11-venv;  Ubuntu 22.04: python3.10-venv;  Ubuntu 24.04: python3.12-venv"
     say "  pyenv: pyenv install 3.12;  uv: uv python install 3.12"
     say "then run: make install PYTHON=python3.12 (or the path of the interpreter)"
@@ -84,7 +88,7 @@ choose_python() {
 
 stamp_of() {
     # What an install depends on: the chosen version and every file that says what to install.
-    { echo "$1"; cat setup.cfg pyproject.toml "$CONSTRAINTS" tfod_wrap/web/package.json tfod_wrap/web/package-lock.json "$0"; } | sha256sum | cut -d' ' -f1
+    { echo "$1 ${WHEEL:+wheel}"; cat setup.cfg pyproject.toml "$CONSTRAINTS" tfod_wrap/web/package.json tfod_wrap/web/package-lock.json "$0"; } | sha256sum | cut -d' ' -f1
 }
 
 chosen=$(choose_python)
@@ -94,10 +98,17 @@ stamp=$(stamp_of "$version")
 
 current=$(probe "$VENV/bin/python")
 if [[ -e $VENV && ${current%% *} != "$version" ]]; then
-    say "$VENV is ${current%% *}${current:+ }from another or a missing Python; recreating it with Python $version"
+    made_by=${current%% *}
+    say "$VENV was made by ${made_by:+Python }${made_by:-a Python that no longer runs}; recreating it with Python $version"
+    [[ -n ${PLAN:-} ]] && exit 0
     rm -rf "$VENV"
 fi
 if [[ -f $STAMP && $(cat "$STAMP") == "$stamp" ]]; then
+    [[ -n ${PLAN:-} ]] && say "$VENV is up to date (Python $version)"
+    exit 0
+fi
+if [[ -n ${PLAN:-} ]]; then
+    say "would install Python $version ($interpreter) into $VENV"
     exit 0
 fi
 
@@ -107,7 +118,11 @@ rm -f "$STAMP"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install --quiet --upgrade "pip>=24"
 # Every package pinned in constraints.txt, so two installs of one commit get the same stack.
-"${PIP[@]}" install --quiet -c "$CONSTRAINTS" -e '.[dev]'
+if [[ -n $WHEEL ]]; then
+    "${PIP[@]}" install --quiet -c "$CONSTRAINTS" .
+else
+    "${PIP[@]}" install --quiet -c "$CONSTRAINTS" -e '.[dev]'
+fi
 # The TFOD API without its dependencies: its own pins (pyparsing==2.4.7) do not resolve with the stack.
 "${PIP[@]}" install --quiet --no-deps -c "$CONSTRAINTS" "$TFOD_PACKAGE" lvis
 TF_CPP_MIN_LOG_LEVEL=3 "$VENV/bin/python" -c "import tfod_wrap.compat as c; print(c.check_stack())" 2>&1 | grep -v "^W0000\|^E0000\|^WARNING: All log"
