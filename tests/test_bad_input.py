@@ -189,7 +189,8 @@ def test_output_folder_safety(voc_dataset, tmp_path):
     # An earlier output is replaced whole: no stale shards survive a change of --shards.
     convert(voc, tmp_path / "out", shards=3, workers=1)
     convert(voc, tmp_path / "out", workers=1)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["label_map.pbtxt", "report.json", "train.record"]
+    listed = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert listed == [".tfod-wrap-output.json", "label_map.pbtxt", "report.json", "train.record"]
 
 
 def _jpeg_bytes(size=(64, 48)) -> bytes:

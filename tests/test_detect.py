@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import snapshot
+from conftest import photo, snapshot
 from PIL import Image
 from pycocotools.coco import COCO
 
@@ -27,9 +27,11 @@ from tfod_wrap.data import expand_record_paths, read_label_map
 from tfod_wrap.detect import draw
 from tfod_wrap.detect.models import load_model
 from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES
+from tfod_wrap.files import OWNER_FILE
 
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
 QUIET = {"log": lambda *_: None}
+TEXT = {"capture_output": True, "text": True, "check": False}
 
 
 def iou(a: list[float], b: list[float]) -> float:
@@ -314,12 +316,58 @@ def test_never_writes_into_or_over_inputs(trained_detector, photos, tmp_path):
         detect.detect([trained_detector.export_dir], [photos / "0.png"], tmp_path, **QUIET)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("keep me")
-    with pytest.raises(detect.DetectError, match="not a tfod-wrap detect output"):
+    with pytest.raises(detect.DetectError, match="a non-empty folder not written by tfod-wrap"):
         detect.detect([trained_detector.export_dir], [photos / "0.png"], tmp_path / "mine", **QUIET)
     with pytest.raises(detect.DetectError, match="no such file or folder"):
         detect.detect([trained_detector.export_dir], [tmp_path / "missing.jpg"], tmp_path / "out", **QUIET)
     assert snapshot(photos) == before and (tmp_path / "mine" / "thesis.tex").read_text() == "keep me"
     assert not (photos / "out").exists() and not (tmp_path / "out").exists()
+
+
+def test_refuses_a_user_folder_with_a_summary_json_and_replaces_its_own_output(tmp_path):
+    """Issue 18.7: a folder of the user's that happens to hold a summary.json is not an earlier output."""
+    model = coco_model(tmp_path / "zoo")
+    image = tmp_path / "x.jpg"
+    photo(64, 48).save(image)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.json").write_text('{"my": "results"}')
+    (mine / "thesis.tex").write_text("keep me")
+    done = subprocess.run([CLI, "detect", str(image), "--model", str(model), "--output", str(mine)], **TEXT)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if "error" in line.lower()] == [  # TensorFlow's log aside
+        f"error: {mine}: a non-empty folder not written by tfod-wrap (no {OWNER_FILE}); refusing to replace it: "
+        "choose a new or empty output folder, or remove it yourself"
+    ]
+    assert snapshot(mine) == {"summary.json": b'{"my": "results"}', "thesis.tex": b"keep me"}
+
+    out = tmp_path / "out"
+    detect.detect([model], [image], out, **QUIET)
+    marker = json.loads((out / OWNER_FILE).read_text())
+    assert marker["kind"] == "detect"
+    assert marker["entries"] == ["detections.json", "images", "images.json", "summary.json"]
+    detect.detect([model], [image], out, **QUIET)  # its own earlier output: replaced
+    # an output of the previous version (no marker; summary.json as detect wrote it, only detect's files) too
+    (out / OWNER_FILE).unlink()
+    detect.detect([model], [image], out, **QUIET)
+    assert (out / OWNER_FILE).is_file()
+
+
+def test_two_inputs_with_the_same_file_name_get_unique_names(tmp_path):
+    """Issue 18.12: a/x.jpg and b/x.jpg are two images: two names in images.json, two drawn images."""
+    model = coco_model(tmp_path / "zoo")
+    for folder, seed in (("a", 1), ("b", 2)):
+        (tmp_path / folder).mkdir()
+        photo(64, 48, seed=seed).save(tmp_path / folder / "x.png")
+    summary = detect.detect([model], [tmp_path / "a", tmp_path / "b"], tmp_path / "out", **QUIET)
+    images = json.loads((tmp_path / "out" / "images.json").read_text())
+    names = [image["file_name"] for image in images]
+    assert summary["images"] == 2 and len(set(names)) == 2, names
+    assert names == ["x.png", "b/x.png"]
+    for name, folder in zip(names, ("a", "b")):
+        drawn = cv2.imread(str(tmp_path / "out" / "images" / name))
+        assert drawn is not None and drawn.shape == (48, 64, 3)
+        assert (drawn == cv2.imread(str(tmp_path / folder / "x.png"))).mean() > 0.5  # that input, not the other
 
 
 def test_cli_end_to_end_with_a_gif(trained_detector, clip, tmp_path):
@@ -339,7 +387,7 @@ def test_cli_end_to_end_with_a_gif(trained_detector, clip, tmp_path):
     assert gif.n_frames == count and gif.size == (160, 120) and gif.info["duration"] == 200
     assert len(read_video(out / "videos" / "clip.gif")) == count  # OpenCV reads it back too
     listed = sorted(path.name for path in out.iterdir())
-    assert listed == ["detections.json", "images", "images.json", "summary.json", "videos"]
+    assert listed == [OWNER_FILE, "detections.json", "images", "images.json", "summary.json", "videos"]
     assert (out / "images" / "0.png").is_file()
 
 

@@ -16,6 +16,7 @@ from tfod_wrap import config, export
 from tfod_wrap.export import parity
 from tfod_wrap.export.tfjs import repair_float_to_bool_casts
 from tfod_wrap.export.tflite import box_scales, check_supported, run_tflite
+from tfod_wrap.files import OWNER_FILE
 
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
 
@@ -150,6 +151,14 @@ def test_cli_export_of_an_older_checkpoint_replaces_only_exports(trained_detecto
     output = tmp_path / "export"
     command = [CLI, "export", "--pipeline", str(trained_detector.pipeline), "--model-dir"]
     command += [str(trained_detector.model_dir), "--output", str(output), "--checkpoint", "ckpt-0"]
+    # an export of the previous version (no marker; its export.json, only what export writes) is replaced
+    (output / "tflite").mkdir(parents=True)
+    (output / "tflite" / "model.tflite").write_bytes(b"stale")
+    (output / "export.json").write_text(json.dumps({"pipeline": "p", "checkpoint": "c", "formats": {}}))
+    done = subprocess.run([*command, "--formats", "saved_model"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert not (output / "tflite").exists() and json.loads((output / OWNER_FILE).read_text())["kind"] == "export"
+    # and so is its own earlier output
     done = subprocess.run([*command, "--formats", "tfjs"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "tfod-wrap serve --model" in done.stdout and "saved_model" in done.stdout
@@ -163,8 +172,31 @@ def test_cli_export_of_an_older_checkpoint_replaces_only_exports(trained_detecto
     refused = subprocess.run([*command, "--formats", "bogus"], capture_output=True, text=True, check=False)
     assert refused.returncode == 2 and "unknown format bogus" in refused.stderr
     refused = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert refused.returncode == 2 and "is not a tfod-wrap export" in refused.stderr
+    assert refused.returncode == 2 and f"{foreign}: a non-empty folder not written by tfod-wrap" in refused.stderr
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_refuses_a_user_folder_with_an_export_json_before_any_work(tmp_path):
+    """Issue 18.7: an export.json of the user's does not make a folder an earlier export (a stand-in checkpoint:
+    the refusal comes before anything reads it)."""
+    (tmp_path / "model").mkdir()
+    state = 'model_checkpoint_path: "ckpt-1"\nall_model_checkpoint_paths: "ckpt-1"\n'
+    (tmp_path / "model" / "checkpoint").write_text(state)
+    (tmp_path / "label_map.pbtxt").write_text("item { id: 1 name: 'a' }\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "export.json").write_text("{}")
+    (mine / "notes.txt").write_text("keep me")
+    pipeline = Path(config.__file__).parents[1] / "pipelines" / "ssd_mobilenet_v2.config"
+    command = [CLI, "export", "--pipeline", str(pipeline), "--model-dir", str(tmp_path / "model")]
+    command += ["--label-map", str(tmp_path / "label_map.pbtxt"), "--output", str(mine)]
+    refused = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert [line for line in refused.stderr.splitlines() if "error" in line.lower()] == [  # TensorFlow's log aside
+        f"error: {mine}: a non-empty folder not written by tfod-wrap (no {OWNER_FILE}); refusing to replace it: "
+        "choose a new or empty output folder, or remove it yourself"
+    ]
+    assert sorted(path.name for path in mine.iterdir()) == ["export.json", "notes.txt"]
 
 
 def test_unknown_checkpoint_and_unsupported_tflite_are_clear_errors(trained_detector, tmp_path):

@@ -20,12 +20,15 @@ from conftest import tiny_voc
 from tfod_wrap import config, train
 from tfod_wrap.data import convert, read_label_map
 from tfod_wrap.errors import UserError
+from tfod_wrap.files import OWNER_FILE, check_output
 from tfod_wrap.pretrained import objectron
 from tfod_wrap.pretrained.tflite_import import (
     CHECKPOINT,
+    IMPORT_KIND,
     PARITY_ATOL,
     TF1_BACKBONE_SCOPE,
     cat_score,
+    earlier_import,
     import_objectron,
     keras_name,
     sample_photos,
@@ -191,9 +194,27 @@ def test_loader_byte_ranges_are_parsed(tmp_path):
 def test_refuses_to_replace_a_folder_that_is_not_an_import(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(UserError, match="not empty and not an earlier import"):
+    with pytest.raises(UserError, match=f"^{tmp_path / 'mine'}: a non-empty folder not written by tfod-wrap"):
         import_objectron(tmp_path / "mine", log=lambda *_: None)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    # a report.json of the previous version's import beside the user's own file: not an import to replace whole
+    (tmp_path / "mine" / "report.json").write_text(json.dumps({"kind": IMPORT_KIND}))
+    with pytest.raises(UserError, match="a non-empty folder not written by tfod-wrap"):
+        import_objectron(tmp_path / "mine", log=lambda *_: None)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+@needs_package
+def test_replaces_its_own_earlier_import_and_the_previous_versions(imported, tmp_path):
+    output, _ = imported
+    assert json.loads((output / OWNER_FILE).read_text())["kind"] == "pretrained import-tflite"
+    again = shutil.copytree(output, tmp_path / "again", symlinks=True)
+    (again / "pipeline.config").write_text("stale")
+    import_objectron(again, photos=("chelsea",), log=lambda *_: None)
+    assert str((again / CHECKPOINT).resolve()) in (again / "pipeline.config").read_text()
+    # the previous version marked an import by report.json's kind only; such a folder still counts
+    (again / OWNER_FILE).unlink()
+    check_output(again, "pretrained import-tflite", legacy=earlier_import)
 
 
 def test_missing_package_offline_fails_fast_and_clearly(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from PIL import Image
 
 from tfod_wrap.data import convert
 from tfod_wrap.errors import UserError
+from tfod_wrap.files import OWNER_FILE
 
 sys.path.insert(0, str(REPO / "tools"))
 import sample_data  # noqa: E402
@@ -53,7 +54,7 @@ def dataset(tmp_path_factory) -> tuple[Path, dict]:
 
 def test_layout_counts_and_classes(dataset):
     output, summary = dataset
-    assert sorted(path.name for path in output.iterdir()) == ["README.txt", "annotations", "images"]
+    assert sorted(path.name for path in output.iterdir()) == [OWNER_FILE, "README.txt", "annotations", "images"]
     assert len(list((output / "images").glob("*.jpg"))) == COUNT
     found = annotations(output)
     assert len(found) == COUNT
@@ -166,11 +167,11 @@ def test_refuses_to_overwrite_a_folder_it_did_not_create(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("precious")
-    with pytest.raises(UserError, match="did not create"):
+    with pytest.raises(UserError, match=f"^{foreign}: a non-empty folder not written by tfod-wrap"):
         sample_data.generate(foreign, count=2)
     assert read_folder(foreign) == {"notes.txt": b"precious"}
     (foreign / "README.txt").write_text("some other README\n")
-    with pytest.raises(UserError, match="did not create"):
+    with pytest.raises(UserError, match="not written by tfod-wrap"):
         sample_data.generate(foreign, count=2)
     assert sorted(read_folder(foreign)) == ["README.txt", "notes.txt"]
 
@@ -197,9 +198,10 @@ def test_command_line(tmp_path):
         assert image.size == (160, 120)
     with Image.open(preview) as image:
         assert image.format == "PNG" and image.size == (4 * (160 + 4) - 4, 120)  # one row of 4
+    (output / OWNER_FILE).unlink()
     (output / "README.txt").unlink()
     refused = subprocess.run(command, capture_output=True, timeout=120)
-    assert refused.returncode == 2 and b"did not create" in refused.stderr
+    assert refused.returncode == 2 and b"not written by tfod-wrap" in refused.stderr
 
 
 def test_pixels_are_realistic_photos_not_flat_colour(dataset):

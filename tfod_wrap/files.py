@@ -6,9 +6,11 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tfod_wrap.errors import UserError
 
 
 def _umask() -> int:
@@ -77,3 +79,80 @@ def staged_folder(target: Path) -> Iterator[Path]:
         replace_folder(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+# ---- ownership of output folders ------------------------------------------------------------------------------
+# Every command that replaces a folder whole (tfrecords, export, detect, pretrained, sample data) writes this file
+# into it and replaces only folders that hold it: a file name no user picks, with the tool's name inside, so a
+# user's folder that happens to hold a summary.json or report.json is never taken for an earlier output.
+OWNER_FILE = ".tfod-wrap-output.json"
+OWNER_TOOL = "tfod-wrap"
+
+
+def read_json_object(path: Path) -> dict | None:
+    """The JSON object in `path`; None when it is missing, unreadable or not an object (the legacy checks ask)."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _owner(folder: Path) -> dict | None:
+    """The ownership marker of `folder`, or None when it has none (or one that tfod-wrap did not write)."""
+    marker = read_json_object(folder / OWNER_FILE)
+    if marker is None or marker.get("tool") != OWNER_TOOL or not isinstance(marker.get("kind"), str):
+        return None
+    return marker
+
+
+def check_output(target: Path, kind: str, legacy: Callable[[Path], bool] | None = None) -> None:
+    """Raise UserError unless `target` may be replaced by a `kind` output: it is absent, an empty folder, or a
+    folder this tool wrote as `kind` that holds nothing else at its top level. `legacy(target)` recognises the
+    outputs of versions before the marker existed."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise UserError(f"{target}: exists and is not a folder; choose another output folder")
+    entries = {path.name for path in target.iterdir()}
+    if not entries:
+        return
+    marker = _owner(target)
+    if marker is None:
+        if legacy is not None and legacy(target):
+            return
+        raise UserError(
+            f"{target}: a non-empty folder not written by tfod-wrap (no {OWNER_FILE}); refusing to replace it: "
+            "choose a new or empty output folder, or remove it yourself"
+        )
+    if marker["kind"] != kind:
+        raise UserError(f"{target}: holds a tfod-wrap {marker['kind']} output, not a {kind} output; choose another")
+    foreign = sorted(entries - set(marker.get("entries") or ()) - {OWNER_FILE})
+    if foreign:
+        raise UserError(
+            f"{target}: an earlier {kind} output, but it now also holds {', '.join(foreign[:5])}"
+            f"{' ...' if len(foreign) > 5 else ''}, which tfod-wrap did not write; move them out or choose another"
+        )
+
+
+def mark_output(folder: Path, kind: str) -> None:
+    """Write the ownership marker: the kind, the tool version and the top-level entries written (no time, so two
+    runs of the same command write the same bytes)."""
+    from tfod_wrap import __version__
+
+    entries = sorted(path.name for path in folder.iterdir() if path.name != OWNER_FILE)
+    marker = {"tool": OWNER_TOOL, "kind": kind, "version": __version__, "entries": entries}
+    atomic_write_json(folder / OWNER_FILE, marker)
+
+
+@contextmanager
+def claim_output(path: Path, kind: str, legacy: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """A staging folder for a `kind` output that replaces `path` whole when the block succeeds (`staged_folder`),
+    marked as this tool's; refuses (UserError) to replace a folder that is not an earlier `kind` output (see
+    `check_output`), both before the work and again just before the swap, since the work can take hours."""
+    path = Path(path)
+    check_output(path, kind, legacy)
+    with staged_folder(path) as staging:
+        yield staging
+        mark_output(staging, kind)
+        check_output(path, kind, legacy)

@@ -13,6 +13,7 @@ import json
 import math
 import multiprocessing
 import os
+import re
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -38,11 +39,13 @@ from tfod_wrap.data.annotations import (
 from tfod_wrap.data.encode import Chunk, Encoded, encode_chunk
 from tfod_wrap.data.labelmap import label_map_from_names, read_label_map, write_label_map
 from tfod_wrap.data.split import parse_split, stratified_split
-from tfod_wrap.files import atomic_write_json, is_inside, staged_folder
+from tfod_wrap.errors import UserError
+from tfod_wrap.files import atomic_write_json, check_output, claim_output, is_inside
 
 REPORT = "report.json"
 LABEL_MAP = "label_map.pbtxt"
 TOOL = "tfod-wrap"
+KIND = "tfrecords"  # the ownership marker's kind (tfod_wrap.files.claim_output)
 
 
 def record_files(split: str, shards: int) -> list[str]:
@@ -95,7 +98,7 @@ def convert(
         keys = _split_keys(images, input_path if input_path.is_dir() else input_path.parent)
         assignment = stratified_split(keys, [image.classes for image in images], fractions, seed)
         by_split = {name: [image for image, key in zip(images, keys) if assignment[key] == name] for name in fractions}
-        with staged_folder(output_dir) as staging:
+        with claim_output(output_dir, KIND, legacy=_earlier_output) as staging:
             chunks = _plan_chunks(by_split, staging, shards, workers)
             task = partial(encode_chunk, class_ids=class_ids, check_labels=label_map is not None)
             with tqdm(total=len(images), unit="img", desc="encoding", disable=not progress) as bar:
@@ -145,14 +148,18 @@ def _check_paths(input_path: Path, images_dir: Path | None, output_dir: Path) ->
     for source in filter(None, (input_path, images_dir)):
         if is_inside(source, output_dir):
             raise DataError(f"{output_dir}: the output folder contains the input {source}; choose another --output")
-    if output_dir.exists():
-        if not output_dir.is_dir():
-            raise DataError(f"{output_dir}: exists and is not a folder")
-        if any(output_dir.iterdir()) and _report_tool(output_dir / REPORT) != TOOL:
-            raise DataError(
-                f"{output_dir}: folder is not empty and was not written by tfod-wrap; "
-                "choose a new or empty --output (tfod-wrap replaces only its own outputs)"
-            )
+    try:
+        check_output(output_dir, KIND, legacy=_earlier_output)
+    except UserError as error:
+        raise DataError(str(error)) from None
+
+
+def _earlier_output(folder: Path) -> bool:
+    """An output of the versions before the ownership marker: report.json names tfod-wrap, and the folder holds
+    nothing but what tfrecords writes."""
+    written = re.compile(rf"({re.escape(REPORT)}|{re.escape(LABEL_MAP)}|[^/]+\.record(-\d{{5}}-of-\d{{5}})?)")
+    names = [path.name for path in folder.iterdir()]
+    return _report_tool(folder / REPORT) == TOOL and all(written.fullmatch(name) for name in names)
 
 
 def _report_tool(path: Path) -> str | None:

@@ -20,7 +20,7 @@ from tfod_wrap.detect import inputs as sources
 from tfod_wrap.detect.models import DetectError, Model, load_model, model_name
 from tfod_wrap.detect.outputs import DETECTIONS, IMAGES, Outputs
 from tfod_wrap.detect.pipeline import run
-from tfod_wrap.files import atomic_write_json, staged_folder
+from tfod_wrap.files import atomic_write_json, claim_output, read_json_object
 
 SUMMARY = "summary.json"
 # With one model, two calls at once. On this project's 2-core machine (idle), an SSD MobileNet V2 320 SavedModel ran
@@ -30,6 +30,7 @@ SUMMARY = "summary.json"
 CONCURRENT_CALLS = 2
 # names a model cannot take: with several models, each gets a folder of its name beside these
 RESERVED = {"images", "videos", SUMMARY, DETECTIONS, IMAGES}
+KIND = "detect"  # the ownership marker's kind (tfod_wrap.files.claim_output)
 
 __all__ = ["DetectError", "Model", "detect", "load_model", "split_cores", "summary_table"]
 
@@ -64,7 +65,7 @@ def detect(
     found, skipped = sources.collect(paths)
     if not found:
         raise DetectError("no image or video among the inputs: " + "; ".join(f"{s.path}: {s.reason}" for s in skipped))
-    sources.check_output(output, paths, SUMMARY)
+    sources.check_output(output, paths, KIND, _earlier_output)
     calls = CONCURRENT_CALLS if len(models) == 1 else 1
     if tune_threads and calls > 1:
         split_cores(calls)
@@ -75,7 +76,7 @@ def detect(
 
     started = time.perf_counter()
     with (
-        staged_folder(output) as staging,
+        claim_output(output, KIND, legacy=_earlier_output) as staging,
         tqdm(total=sources.frame_count(found), unit="img", desc="detecting", disable=not progress) as bar,
     ):
         outputs = Outputs(staging, loaded, min_score=min_score, gif=gif, video_fps=video_fps)
@@ -128,6 +129,17 @@ def summary_table(summary: dict) -> str:
     for skipped in summary["skipped"]:
         lines.append(f"skipped {skipped['path']}: {skipped['reason']}")
     return "\n".join(lines)
+
+
+def _earlier_output(folder: Path) -> bool:
+    """A detect output of the versions before the ownership marker, which took any folder holding a summary.json
+    for one: now the summary.json must be detect's, and the folder hold nothing but what detect writes."""
+    summary = read_json_object(folder / SUMMARY)
+    if summary is None or not {"models", "frames", "images", "videos", "skipped"} <= summary.keys():
+        return False
+    models = summary["models"] if isinstance(summary["models"], list) else []
+    names = RESERVED | {model.get("name") for model in models if isinstance(model, dict)}
+    return {path.name for path in folder.iterdir()} <= names
 
 
 def _check_options(models: Sequence, min_score: float, batch: int, video_fps: float | None) -> None:

@@ -8,8 +8,9 @@ that cannot be read is reported as `Skipped` with the reason, and the stream goe
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,6 +18,8 @@ import cv2
 import numpy as np
 
 from tfod_wrap.detect.models import DetectError
+from tfod_wrap.errors import UserError
+from tfod_wrap.files import check_output as owned_output
 from tfod_wrap.files import is_inside
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -50,8 +53,10 @@ class VideoEnd(NamedTuple):
 
 
 def collect(inputs: list[Path]) -> tuple[list[Source], list[Skipped]]:
-    """The images and videos named by `inputs` (files, or folders searched recursively), in order, each once."""
+    """The images and videos named by `inputs` (files, or folders searched recursively), in order, each once, with
+    names unique over all inputs (see `_unique_name`)."""
     sources: dict[Path, Source] = {}
+    names: set[str] = set()
     skipped = []
     for path in inputs:
         if path.is_dir():
@@ -72,20 +77,35 @@ def collect(inputs: list[Path]) -> tuple[list[Source], list[Skipped]]:
             skipped.append(Skipped(path, "no such file or folder"))
             found = []
         for source in found:
-            sources.setdefault(source.path.resolve(), source)
+            if source.path.resolve() not in sources:
+                folder = (path if path.is_dir() else path.parent).resolve().name
+                sources[source.path.resolve()] = source._replace(name=_unique_name(source.name, folder, names))
     return list(sources.values()), skipped
 
 
-def check_output(output: Path, inputs: list[Path], marker: str) -> None:
+def _unique_name(name: str, folder: str, taken: set[str]) -> str:
+    """`name`, or, when an earlier input took it (a/x.jpg and b/x.jpg), FOLDER/name with the folder it was found
+    in, numbered if that is taken too: images.json and images/ then hold one entry per input image."""
+    prefixed = f"{folder}/{name}" if folder else name
+    stem, suffix = Path(name).stem, Path(name).suffix
+    numbered = (str(Path(prefixed).with_name(f"{stem}-{number}{suffix}")) for number in itertools.count(2))
+    candidate = next(option for option in itertools.chain((name, prefixed), numbered) if option not in taken)
+    taken.add(candidate)
+    return candidate
+
+
+def check_output(output: Path, inputs: list[Path], kind: str, legacy: Callable[[Path], bool]) -> None:
     """Refuse an output that would write into an input folder, replace an input, or replace a folder that is not
-    an earlier detect output (one holding `marker`)."""
+    an earlier detect output (tfod_wrap.files.check_output: its marker of `kind`, or `legacy` recognises it)."""
     for path in inputs:
         if path.is_dir() and is_inside(output, path):
             raise DetectError(f"{output}: inside the input folder {path}; detect never writes into its inputs")
         if path.exists() and is_inside(path, output):
             raise DetectError(f"{path}: inside --output {output}, which detect replaces; choose another --output")
-    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / marker).is_file())):
-        raise DetectError(f"{output}: exists and is not a tfod-wrap detect output; choose another --output")
+    try:
+        owned_output(output, kind, legacy)
+    except UserError as error:
+        raise DetectError(str(error)) from None
 
 
 def frame_count(sources: list[Source]) -> int:

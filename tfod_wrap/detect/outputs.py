@@ -3,8 +3,8 @@
     images/NAME             each input image drawn (one model), or the side-by-side grid (several models)
     videos/NAME.mp4|.gif    each input video drawn (or as grids), frame for frame
     detections.json         COCO results: image_id, category_id, bbox [x, y, w, h] in pixels, score
-    images.json             COCO "images": id, file_name (relative to its input folder), width, height
-                            (and video, frame for video frames)
+    images.json             COCO "images": id, file_name (relative to its input folder; FOLDER/NAME, then numbered,
+                            where an earlier input took the name), width, height (and video, for video frames)
     MODEL/detections.json   with several models, one folder per model instead, images.json in each
     summary.json            latency per model, what was written and what was skipped (see detect.detect)
 

@@ -33,12 +33,13 @@ from tfod_wrap.export.tflite import (
     postprocess_tensors,
     run_tflite,
 )
-from tfod_wrap.files import atomic_write_json, staged_folder
+from tfod_wrap.files import atomic_write_json, check_output, claim_output, read_json_object
 from tfod_wrap.train import find_checkpoints
 
 FORMATS = ("saved_model", "tfjs", "tflite")
 QUANTIZE = ("none", "float16", "uint8")
 REPORT = "export.json"
+KIND = "export"  # the ownership marker's kind (tfod_wrap.files.claim_output)
 
 __all__ = ["FORMATS", "INPUT_TYPES", "QUANTIZE", "ExportError", "export", "parity", "verify_table"]
 
@@ -75,9 +76,9 @@ def export(
     if "tflite" in formats:
         check_supported(pipeline_config)
     output = Path(output)
-    _check_output(output)
+    check_output(output, KIND, legacy=_earlier_output)
     report = {"pipeline": str(Path(pipeline).resolve()), "checkpoint": str(Path(prefix).resolve()), "formats": {}}
-    with staged_folder(output) as staging:
+    with claim_output(output, KIND, legacy=_earlier_output) as staging:
         started = time.perf_counter()
         saved_model = export_saved_model(pipeline_config, prefix, staging, input_type)
         shutil.copyfile(label_map, staging / "label_map.pbtxt")
@@ -133,10 +134,13 @@ def _pipeline_label_map(pipeline_config) -> str:
     return path
 
 
-def _check_output(output: Path) -> None:
-    """Replace only an earlier export: never a user's folder that happens to have that name."""
-    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / REPORT).is_file())):
-        raise ExportError(f"{output}: exists and is not a tfod-wrap export; choose another --output")
+def _earlier_output(folder: Path) -> bool:
+    """An export of the versions before the ownership marker, which took any folder holding an export.json for one:
+    now the export.json must be export's, and the folder hold nothing but what export writes."""
+    report = read_json_object(folder / REPORT)
+    if report is None or not {"pipeline", "checkpoint", "formats"} <= report.keys():
+        return False
+    return {path.name for path in folder.iterdir()} <= {*FORMATS, REPORT, "label_map.pbtxt", "MODEL_CARD.md"}
 
 
 def _export_tfjs(pipeline_config, prefix, saved_model, target, input_type, quantize, classes) -> None:

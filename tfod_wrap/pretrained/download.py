@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from tfod_wrap.errors import UserError
-from tfod_wrap.files import atomic_write_text, staged_folder
+from tfod_wrap.files import atomic_write_text, check_output, claim_output
 
 ZOO_URL = "http://download.tensorflow.org/models/object_detection/tf2/20200711/"
 # Our templates and the zoo tarball each was taken from (the TF2 Detection Model Zoo table).
@@ -31,6 +31,7 @@ TEMPLATE_TARBALLS = {
 }
 CONNECT_TIMEOUT_S = 10
 MATCH_FILE = "template_match.txt"
+KIND = "pretrained download"  # the ownership marker's kind (tfod_wrap.files.claim_output)
 
 
 def cache_dir() -> Path:
@@ -56,15 +57,26 @@ def download(model: str, *, archive: str | Path | None = None, output: str | Pat
     if (target / "checkpoint" / "ckpt-0.index").is_file():
         log(f"{name}: already in {target}")
         return target
+    check_output(target, KIND, legacy=_earlier_download)  # before a download of minutes
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.download-") as scratch:
         tarball = Path(archive) if archive else _fetch(name, Path(scratch) / f"{name}.tar.gz", log)
-        with staged_folder(target) as staging:
+        with claim_output(target, KIND, legacy=_earlier_download) as staging:
             _unpack(tarball, staging)
             note = template_match(staging / "pipeline.config", model)
             atomic_write_text(staging / MATCH_FILE, note + "\n")
     log(f"{name}: unpacked into {target}\n{note}")
     return target
+
+
+def _earlier_download(target: Path) -> bool:
+    """A model unpacked by the versions before the ownership marker: its MATCH_FILE, as template_match writes it,
+    beside a pipeline.config."""
+    try:
+        note = (target / MATCH_FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return (target / "pipeline.config").is_file() and note.startswith(("model section ", "no tfod-wrap template "))
 
 
 def _fetch(name: str, destination: Path, log) -> Path:

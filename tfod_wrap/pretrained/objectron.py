@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfod_wrap.errors import UserError
-from tfod_wrap.files import staged_folder
+from tfod_wrap.files import claim_output
 
 PACKAGE = "@mediapipe/objectron"
 VERSION = "0.4.1675468480"
@@ -108,7 +108,8 @@ def fetch_package(*, log=print) -> Path:
         if result.returncode != 0 or len(tarballs) != 1:
             detail = (result.stderr or result.stdout).strip()[-800:]
             raise UserError(f"`npm pack {spec}` failed (offline? no registry access?): {detail}")
-        with staged_folder(target) as staging:
+        # the cache's own folder; still claimed, since TFOD_WRAP_CACHE may point anywhere
+        with claim_output(target, "objectron package", legacy=_earlier_cache) as staging:
             try:
                 with tarfile.open(tarballs[0]) as archive:
                     archive.extractall(staging, filter="data")
@@ -117,6 +118,11 @@ def fetch_package(*, log=print) -> Path:
             if not (staging / "package" / DATA_FILE).is_file():
                 raise UserError(f"{spec}: the npm tarball has no package/{DATA_FILE}")
     return target / "package"
+
+
+def _earlier_cache(target: Path) -> bool:
+    """The package unpacked by the versions before the ownership marker: package/ and nothing else."""
+    return [path.name for path in target.iterdir()] == ["package"] and (target / "package" / DATA_FILE).is_file()
 
 
 def packed_files(loader: Path) -> dict[str, tuple[int, int]]:

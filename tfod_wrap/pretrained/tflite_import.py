@@ -27,7 +27,6 @@ the cat in scikit-image's `chelsea`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -37,10 +36,18 @@ from pathlib import Path
 import numpy as np
 
 from tfod_wrap.errors import UserError
-from tfod_wrap.files import atomic_write_bytes, atomic_write_json, atomic_write_text, staged_folder
+from tfod_wrap.files import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    check_output,
+    claim_output,
+    read_json_object,
+)
 from tfod_wrap.pretrained import objectron
 
 IMPORT_KIND = "tfod-wrap pretrained import-tflite"
+OUTPUT_KIND = "pretrained import-tflite"  # the ownership marker's kind (tfod_wrap.files.claim_output)
 TEMPLATE = "ssd_mobilenet_v2"
 TFLITE_FILE = "objectron_ssd_mobilenetv2_oidv4_fp16.tflite"
 CHECKPOINT = "checkpoint/ckpt-0"
@@ -72,11 +79,11 @@ def import_objectron(
     from tfod_wrap.data import label_map_from_names, write_label_map
 
     output = Path(output_dir)
-    _check_target(output)
+    check_output(output, OUTPUT_KIND, legacy=earlier_import)
     source = objectron.load(package_dir, log=log)
     log(f"{objectron.PACKAGE}@{source.version}: {objectron.MODEL_ENTRY}, sha256 {source.sha256[:16]}... ok")
     pipeline = imported_pipeline(source.labels, output.resolve() / CHECKPOINT)
-    with staged_folder(output) as staging:
+    with claim_output(output, OUTPUT_KIND, legacy=earlier_import) as staging:
         atomic_write_bytes(staging / TFLITE_FILE, source.tflite)
         model = build_model(pipeline)
         transfer = transfer_weights(source.tflite, model)
@@ -524,14 +531,9 @@ def _top_detections(detections: dict, names: dict[int, str], count: int = 5) -> 
     ]
 
 
-def _check_target(output: Path) -> None:
-    """Refuse to replace anything but an empty folder or an earlier import."""
-    if output.exists() and not output.is_dir():
-        raise UserError(f"{output}: exists and is not a folder")
-    if output.is_dir() and any(output.iterdir()):
-        try:
-            kind = json.loads((output / "report.json").read_text(encoding="utf-8")).get("kind")
-        except (OSError, ValueError, AttributeError):
-            kind = None
-        if kind != IMPORT_KIND:
-            raise UserError(f"{output}: not empty and not an earlier import; refusing to replace it (choose another)")
+def earlier_import(output: Path) -> bool:
+    """An import of the versions before the ownership marker: report.json of IMPORT_KIND, and nothing in the folder
+    but what the import writes."""
+    report = read_json_object(output / "report.json")
+    written = {"checkpoint", "pipeline.config", "label_map.pbtxt", "report.json", TFLITE_FILE}
+    return report is not None and report.get("kind") == IMPORT_KIND and {p.name for p in output.iterdir()} <= written
