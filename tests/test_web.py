@@ -7,6 +7,14 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,6 +24,9 @@ from tfod_wrap import cli
 from tfod_wrap.errors import UserError
 from tfod_wrap.nodejs import node_modules
 from tfod_wrap.web import make_clip, make_server, run_page, serving
+from tfod_wrap.web.serve import IDLE_TIMEOUT_S, page_url
+
+CLI = str(Path(sys.executable).parent / "tfod-wrap")
 
 SECRET = b"outside-the-served-folders"
 
@@ -219,6 +230,121 @@ def test_cli_serve_help_and_bad_model(tmp_path, capsys):
     assert all(option in text for option in ("--model", "--port", "--host"))
     assert cli.main(["serve", "--model", str(tmp_path)]) == 2
     assert "model.json and metadata.json missing" in capsys.readouterr().err
+
+
+# ---- hostile and careless clients (issue 18.8) -----------------------------------------------------------------
+
+
+def raw_request(server, data: bytes, timeout: float = 10) -> bytes:
+    """Send bytes as they are on one connection; everything the server answers until it closes."""
+    with socket.create_connection(server.server_address[:2], timeout=timeout) as connection:
+        connection.sendall(data)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_control_characters_are_escaped_in_the_log(server, capsys):
+    """A request line with an escape sequence must not reach the terminal raw (it could retitle, recolour or
+    rewrite what the user sees); it is logged with its control characters escaped."""
+    answer = raw_request(server, b"GET /\x1b]0;owned\x07\x1b[2J\x9b31m HTTP/1.0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 404")
+    logged = capsys.readouterr().err
+    assert "404" in logged and "\\x1b]0;owned\\x07\\x1b[2J\\x9b31m" in logged
+    assert not any(character in logged for character in "\x1b\x07\x9b")
+
+
+def test_partial_requests_are_dropped_after_the_idle_timeout(server):
+    """Ten clients that send half a request and wait hold no thread for long: each is closed within a few
+    seconds, and the server goes on answering."""
+    assert IDLE_TIMEOUT_S <= 5
+    started = time.monotonic()
+    clients = [socket.create_connection(server.server_address[:2], timeout=IDLE_TIMEOUT_S + 5) for _ in range(10)]
+    try:
+        for client in clients:
+            client.sendall(b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1")  # no end of the headers, ever
+        for client in clients:
+            assert client.recv(65536) == b""  # closed by the server (a timeout here raises)
+    finally:
+        for client in clients:
+            client.close()
+    assert time.monotonic() - started < IDLE_TIMEOUT_S + 3
+    assert fetch(server, "/index.html")[0] == 200
+
+
+def test_a_burst_of_200_requests_is_answered_in_full(server):
+    """200 clients connecting at once on loopback: the listen backlog holds them all, none is dropped or reset."""
+    barrier = threading.Barrier(200, timeout=30)
+
+    def one(_) -> int:
+        barrier.wait()
+        try:
+            return fetch(server, "/model/model.json")[0]
+        except OSError as error:
+            return repr(error)
+
+    with ThreadPoolExecutor(200) as pool:
+        statuses = list(pool.map(one, range(200)))
+    assert statuses == [200] * 200, Counter(map(str, statuses))
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("127.0.0.1:{port}", 200),
+        ("localhost:{port}", 200),
+        ("LOCALHOST:{port}", 200),
+        ("[::1]:{port}", 200),
+        ("evil.example:{port}", 403),  # DNS rebinding: a name of the attacker's that resolves to 127.0.0.1
+        ("127.0.0.1.nip.io:{port}", 403),
+        ("localhost.evil.example:{port}", 403),
+        ("127.0.0.1:1", 403),  # the right name on another port: another origin
+        ("127.0.0.1", 403),  # port 80, then
+        ("localhost:{port}@evil.example", 403),
+        ("", 403),
+    ],
+)
+def test_host_header_must_name_this_server(server, host, status):
+    port = server.server_address[1]
+    request = f"GET /model/model.json HTTP/1.1\r\nHost: {host.format(port=port)}\r\nConnection: close\r\n\r\n"
+    answer = raw_request(server, request.encode())
+    assert answer.startswith(f"HTTP/1.1 {status}".encode()), answer[:80]
+    assert (b"weightsManifest" in answer) == (status == 200)
+
+
+def test_url_names_the_address_listened_on():
+    assert page_url("127.0.0.1", 8000) == "http://127.0.0.1:8000/"
+    assert page_url("0.0.0.0", 8000) == "http://127.0.0.1:8000/"
+    assert page_url("::1", 8000) == "http://[::1]:8000/"  # bound to IPv6 loopback only: 127.0.0.1 is not reachable
+    assert page_url("::", 8000) == "http://[::1]:8000/"
+    assert page_url("fe80::1", 80) == "http://[fe80::1]:80/"
+    assert page_url("localhost", 8000) == "http://localhost:8000/"
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "65536"])
+def test_cli_port_out_of_range_is_one_clear_line(model_folder, port):
+    done = subprocess.run(
+        [CLI, "serve", "--model", str(model_folder), "--port", port], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: --port {port}: a port is a number from 0 to 65535"]
+
+
+def test_client_disconnects_print_no_traceback(server, model_folder, capsys):
+    """Clients that go away (a closed tab mid-download, a reset keep-alive connection) are not errors."""
+    (model_folder / "big.bin").write_bytes(bytes(32 << 20))
+    for request in (b"GET /model/big.bin HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n", b"GET /app.js HTTP/1.1\r\n"):
+        client = socket.create_connection(server.server_address[:2], timeout=10)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+        client.sendall(request.replace(b"{port}", str(server.server_address[1]).encode()))
+        if b"big" in request:
+            client.recv(1024)  # the download has started
+        client.close()
+    time.sleep(1)  # the server meets the reset on its next write or read
+    assert fetch(server, "/index.html")[0] == 200
+    logged = capsys.readouterr().err
+    assert "Traceback" not in logged and "Exception occurred" not in logged, logged
 
 
 # ---- the page in headless Chromium ----------------------------------------------------------------------------

@@ -11,10 +11,16 @@ A path with `..`, a backslash, an encoded slash, an empty segment (`//`), a NUL 
 refused with 403 before any file-system access; a file that resolves (through symlinks) outside its folder is refused
 with 403 too. Every response carries the cross-origin isolation headers, so the page is `crossOriginIsolated` and the
 wasm backend can use threads (SharedArrayBuffer).
+
+Against hostile clients: a Host header that does not name this server (localhost, 127.0.0.1, [::1] or the address
+listened on, with its port) is refused with 403, so a DNS-rebinding page cannot read it; a connection that sends
+nothing for IDLE_TIMEOUT_S is closed; the listen backlog takes bursts of hundreds of connections; control characters
+are escaped in the log; clients that go away mid-response are not errors.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import sys
@@ -24,7 +30,7 @@ from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from tfod_wrap.errors import UserError
 from tfod_wrap.nodejs import node_modules
@@ -58,7 +64,32 @@ COMMON_HEADERS = {
     "X-Content-Type-Options": "nosniff",
 }
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::", "")
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")  # names of this machine a Host header may use
+WILDCARDS = ("0.0.0.0", "::", "")  # listening on every address: the page is opened on a loopback one
+# A client that sends nothing for this long is dropped: ten half-sent requests held threads for 90 s and more, and a
+# browser's idle keep-alive connection simply reconnects.
+IDLE_TIMEOUT_S = 5
+# The listen backlog: the default 5 dropped 4-22% of a 200-request burst on loopback (the page's model shards and
+# TF.js files come in bursts); the kernel caps it at net.core.somaxconn.
+BACKLOG = 1024
+# Control characters (C0, DEL, C1) as \xNN: a request line is the client's text, and raw escapes in it would reach
+# the terminal (retitle, recolour, rewrite what the user sees).
+ESCAPES = str.maketrans({code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]})
+
+
+def page_url(host: str, port: int) -> str:
+    """The address to open for a server listening on host:port (a wildcard: the loopback address of its family)."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def check_port(port: int) -> None:
+    """A UserError for a port outside 0-65535 (bind would raise OverflowError with a traceback)."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port}: a port is a number from 0 to 65535")
 
 
 class Refused(Exception):
@@ -127,10 +158,13 @@ class WebServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = BACKLOG
 
     def __init__(self, address: tuple[str, int], model_dir: Path, modules: Path, log: bool = False):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
+        self.names = {*LOCAL_NAMES, address[0].lower().strip("[]")}
+        self.wildcard = address[0] in WILDCARDS
         self.routes = {
             "model": model_dir,
             "vendor/tfjs": (modules / "@tensorflow" / "tfjs" / "dist").resolve(),
@@ -143,12 +177,28 @@ class WebServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        if host in LOCAL_HOSTS:
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{port}/"
+        return page_url(*self.server_address[:2])
+
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a Host header names this server (DNS rebinding: a page of an attacker's name that resolves to
+        127.0.0.1 sends that name). No header (HTTP/1.0) is no such page. Listening on every address, any IP
+        address is allowed too: other machines open the page by this one's address, never by a rebindable name."""
+        if header is None:
+            return True
+        try:
+            parts = urlsplit(f"//{header}")
+            name, port = (parts.hostname or "").lower(), parts.port or 80
+        except ValueError:
+            return False
+        if parts.username is not None or parts.password is not None or port != self.server_address[1]:
+            return False
+        return name in self.names or (self.wildcard and _is_ip_address(name))
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that closed or reset its connection (a closed tab, a cancelled download) is no error to report.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
     def locate(self, raw_path: str) -> Path | None:
         """The file a request path names, None for 404; raises Refused for 403."""
@@ -162,9 +212,18 @@ class WebServer(ThreadingHTTPServer):
         return None if folder is None else _inside(folder, name)
 
 
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 class Handler(BaseHTTPRequestHandler):
     server: WebServer
     protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT_S  # socketserver sets it on the connection: every read and write waits at most this
 
     def version_string(self) -> str:
         return "tfod-wrap"
@@ -184,6 +243,9 @@ class Handler(BaseHTTPRequestHandler):
         # The request target as sent: http.server folds a leading `//` into `/` in self.path, hiding `//etc/passwd`.
         words = self.requestline.split()
         target = words[1] if len(words) == 3 else self.path
+        if not self.server.host_allowed(self.headers.get("Host")):
+            self._error(HTTPStatus.FORBIDDEN)
+            return
         try:
             path = self.server.locate(target)
         except (Refused, UnicodeDecodeError):
@@ -207,7 +269,7 @@ class Handler(BaseHTTPRequestHandler):
                 try:
                     while chunk := handle.read(1 << 20):
                         self.wfile.write(chunk)
-                except (BrokenPipeError, ConnectionResetError):
+                except (ConnectionError, TimeoutError):  # the client went away or stopped reading
                     self.close_connection = True
 
     def _error(self, status: HTTPStatus) -> None:
@@ -226,11 +288,12 @@ class Handler(BaseHTTPRequestHandler):
             self.log_message('"%s" %s', self.requestline, str(code))
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002  (http.server's signature)
-        print(f"tfod-wrap serve: {format % args}", file=sys.stderr)
+        print(f"tfod-wrap serve: {(format % args).translate(ESCAPES)}", file=sys.stderr)
 
 
 def make_server(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, log: bool = False) -> WebServer:
     """A bound server (not yet serving) for the model folder; port 0 picks a free port (see `server.url`)."""
+    check_port(port)
     folder = check_model_dir(model_dir)
     modules = node_modules()
     try:
@@ -276,7 +339,7 @@ def serving(model_dir: str | Path, host: str = "127.0.0.1", port: int = 0) -> It
 
 def camera_note(host: str) -> str | None:
     """Why the camera may not start for this host, or None: getUserMedia needs a secure context."""
-    if host in ("127.0.0.1", "localhost", "::1"):
+    if host in LOCAL_NAMES:
         return None
     return (
         f"bound to {host}: other machines can load the page, but browsers allow the camera only on https or "
