@@ -6,6 +6,7 @@ pretrained import-tflite have theirs beside their other tests."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -76,6 +77,10 @@ def test_claim_output_refuses_what_it_did_not_write(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="exists and is not a folder"):
         check_output(tmp_path / "file", "demo")
+    (tmp_path / "locked").mkdir(mode=0o000)
+    if not os.access(tmp_path / "locked", os.R_OK):  # root reads it anyway
+        with pytest.raises(UserError, match="locked: cannot list the folder"):
+            check_output(tmp_path / "locked", "demo")
     (tmp_path / "empty").mkdir()
     check_output(tmp_path / "empty", "demo")  # an empty folder is free to take
     check_output(mine, "demo", legacy=lambda folder: True)  # an earlier version's output, as it recognises it

@@ -114,7 +114,10 @@ def check_output(target: Path, kind: str, legacy: Callable[[Path], bool] | None 
         return
     if not target.is_dir():
         raise UserError(f"{target}: exists and is not a folder; choose another output folder")
-    entries = {path.name for path in target.iterdir()}
+    try:
+        entries = {path.name for path in target.iterdir()}
+    except OSError as error:
+        raise UserError(f"{target}: cannot list the folder ({error.strerror or error}); choose another") from None
     if not entries:
         return
     marker = _owner(target)
