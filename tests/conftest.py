@@ -162,6 +162,7 @@ def trained_detector(tmp_path_factory) -> TrainedDetector:
         "ssd_mobilenet_v2",
         pipeline,
         data=root / "records",
+        checkpoint="none",
         batch_size=4,
         steps=300,
         overrides=[

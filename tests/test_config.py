@@ -72,7 +72,7 @@ def test_template_with_data_builds_with_model_builder(name, records, tmp_path):
 
     output = tmp_path / "pipeline.config"
     # configure() itself builds the model (check=True); the written file is then re-read the TFOD way.
-    config.configure(name, output, data=records)
+    config.configure(name, output, data=records, checkpoint="none")
     configs = config_util.get_configs_from_pipeline_file(str(output))
     assert config.meta_architecture(configs["model"]).num_classes == 3
     assert configs["train_input_config"].tf_record_input_reader.input_path == [
@@ -152,14 +152,16 @@ def test_bad_overrides_name_the_problem_and_change_nothing(assignment, message):
 def test_failed_override_writes_nothing(tmp_path, records):
     output = tmp_path / "pipeline.config"
     with pytest.raises(config.ConfigError):
-        config.configure("ssd_mobilenet_v2", output, data=records, overrides=["model.num_clases=2"])
+        config.configure("ssd_mobilenet_v2", output, data=records, checkpoint="none", overrides=["model.num_clases=2"])
     assert not output.exists()
 
 
 def test_model_builder_rejection_writes_nothing(tmp_path):
     output = tmp_path / "pipeline.config"
     with pytest.raises(config.ConfigError, match="model builder rejects"):
-        config.configure("ssd_mobilenet_v2", output, overrides=["model.ssd.feature_extractor.type=no_such_net"])
+        config.configure(
+            "ssd_mobilenet_v2", output, checkpoint="none", overrides=["model.ssd.feature_extractor.type=no_such_net"]
+        )
     assert not output.exists()
 
 
@@ -220,12 +222,31 @@ def test_cli_config_show_diff_and_refusals(tmp_path, records):
         return result
 
     made = run(
-        "ssd_mobilenet_v2", "--data", str(records), "--output", str(output), "--batch-size", "4", "--steps", "50"
+        "ssd_mobilenet_v2",
+        "--data",
+        str(records),
+        "--output",
+        str(output),
+        "--batch-size",
+        "4",
+        "--steps",
+        "50",
+        "--checkpoint",
+        "none",
     )
     assert "learning_rate_base 0.08 -> 0.000625" in made.stdout and "checked" in made.stdout
     assert "num_classes: 3" in run("show", str(output)).stdout
     assert "~ train_config.batch_size: 512 -> 4" in run("diff", "ssd_mobilenet_v2", str(output)).stdout
-    typo = run("ssd_mobilenet_v2", "--output", str(tmp_path / "x.config"), "--set", "model.num_clases=3", expect=2)
+    typo = run(
+        "ssd_mobilenet_v2",
+        "--output",
+        str(tmp_path / "x.config"),
+        "--set",
+        "model.num_clases=3",
+        "--checkpoint",
+        "none",
+        expect=2,
+    )
     assert "did you mean num_classes?" in typo.stderr and not (tmp_path / "x.config").exists()
     same = run(str(output), "--output", str(output), "--no-check", expect=2)
     assert "refusing to overwrite the input config" in same.stderr

@@ -26,6 +26,7 @@ def trained(tmp_path_factory):
     config.configure(
         "ssd_mobilenet_v2",
         pipeline,
+        checkpoint="none",
         data=root / "records",
         batch_size=2,
         steps=3,

@@ -61,6 +61,7 @@ from bench_tfrecords import write_sample  # 640x480 JPEG + VOC XML, 3 classes
 from PIL import Image
 
 import tfod_wrap  # noqa: F401  (must come before any object_detection import)
+from tfod_wrap.tflite import interpreter as tflite_interpreter
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
@@ -184,7 +185,9 @@ def train_model(name: str, records: Path, workdir: Path, steps: int) -> tuple[Pa
     folder = workdir / template
     pipeline = folder / "pipeline.config"
     overrides = [*overrides, 'train_config.fine_tune_checkpoint=""']  # random initialisation
-    config.configure(template, pipeline, data=records, batch_size=BATCH, steps=steps, overrides=overrides)
+    config.configure(
+        template, pipeline, data=records, checkpoint="none", batch_size=BATCH, steps=steps, overrides=overrides
+    )
     train.train(pipeline, folder / "model", steps=steps, log=lambda *_: None)
     return pipeline, folder / "model"
 
@@ -242,10 +245,8 @@ def saved_model_latency(saved_model: Path, images: list[np.ndarray], warmup: int
 
 
 def tflite_latency(model: Path, inputs: list[np.ndarray], warmup: int, repeats: int, threads: int) -> dict:
-    import tensorflow as tf
 
-    interpreter = tf.lite.Interpreter(model_path=str(model), num_threads=threads)
-    interpreter.allocate_tensors()
+    interpreter = tflite_interpreter(model, num_threads=threads)
     index = interpreter.get_input_details()[0]["index"]
     times = []
     for preprocessed in inputs:

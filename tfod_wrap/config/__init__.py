@@ -8,6 +8,7 @@ from tfod_wrap.config.compare import diff, flatten, format_diff, summary
 from tfod_wrap.config.overrides import ConfigError
 from tfod_wrap.config.pipeline import (
     PIPELINES,
+    is_template,
     load,
     meta_architecture,
     override,
@@ -27,6 +28,7 @@ __all__ = [
     "diff",
     "flatten",
     "format_diff",
+    "is_template",
     "load",
     "meta_architecture",
     "override",
@@ -40,6 +42,17 @@ __all__ = [
     "to_text",
     "validate",
 ]
+
+
+def _set_pretrained_start(config, template: str) -> list[str]:
+    from tfod_wrap.pretrained import NoPretrainedStart, default_start
+
+    try:
+        start = default_start(template)
+    except NoPretrainedStart as error:
+        raise ConfigError(str(error)) from None
+    notes = set_checkpoint(config, start.folder, start.checkpoint_type)
+    return notes + [f"pretrained start: {start.origin} (--checkpoint none for random weights)"]
 
 
 def configure(
@@ -59,12 +72,18 @@ def configure(
 
     Order: --data, --checkpoint, --batch-size, --steps, then --set, so explicit overrides win. Nothing
     is written unless every step succeeds and (with `check`) the TFOD API accepts the result.
+
+    `checkpoint`: a prefix or model-zoo folder, or "none" for random weights. Left out, a template gets its
+    pretrained weights (tfod_wrap.pretrained.default_start; an error naming the options where there are
+    none) and a pipeline file keeps its own fine_tune_checkpoint.
     """
     config = load(model_or_file)
     notes: list[str] = []
     if data is not None:
         notes += set_data(config, data)
-    if checkpoint is not None:
+    if checkpoint is None and is_template(model_or_file):
+        notes += _set_pretrained_start(config, str(model_or_file))
+    elif checkpoint is not None:
         notes += set_checkpoint(config, checkpoint, checkpoint_type)
     if batch_size is not None:
         notes += set_batch_size(config, batch_size, scale_learning_rate)

@@ -63,14 +63,22 @@ def summary(config) -> str:
         f"batch size: {train.batch_size}, steps: {train.num_steps}",
         f"learning rate: {_learning_rate(flat)}",
         f"augmentations: {', '.join(_augmentations(train)) or 'none'}",
-        f"fine-tune checkpoint: {train.fine_tune_checkpoint or 'none'}"
-        + (f" ({train.fine_tune_checkpoint_type})" if train.fine_tune_checkpoint else ""),
+        f"fine-tune checkpoint: {_checkpoint(train)}",
         f"freeze: {', '.join(train.freeze_variables) or 'nothing'}",
         f"train input: {', '.join(config.train_input_reader.tf_record_input_reader.input_path)}",
         f"eval input: {', '.join(p for r in config.eval_input_reader for p in r.tf_record_input_reader.input_path)}",
         f"label map: {config.train_input_reader.label_map_path}",
     ]
     return "\n".join(lines)
+
+
+def _checkpoint(train) -> str:
+    if not train.fine_tune_checkpoint or train.fine_tune_checkpoint.startswith("PATH_TO_BE_CONFIGURED"):
+        return "none (random initialisation)"
+    from tfod_wrap.pretrained import checkpoint_origin
+
+    kind = train.fine_tune_checkpoint_type or "detection"
+    return f"{train.fine_tune_checkpoint} ({kind}; {checkpoint_origin(train.fine_tune_checkpoint)})"
 
 
 def _resizer(model) -> str:

@@ -27,6 +27,11 @@ def templates() -> list[str]:
     return sorted(path.stem for path in PIPELINES.glob("*.config"))
 
 
+def is_template(model_or_file: str | Path) -> bool:
+    """A template name (not a file of that name)."""
+    return not Path(model_or_file).is_file() and (PIPELINES / f"{model_or_file}.config").is_file()
+
+
 def resolve(model_or_file: str | Path) -> Path:
     """A template name or a pipeline.config path -> the file to read."""
     path = Path(model_or_file)

@@ -34,6 +34,7 @@ from tfod_wrap.export.tflite import (
     run_tflite,
 )
 from tfod_wrap.files import atomic_write_json, check_output, claim_output, read_json_object
+from tfod_wrap.tflite import interpreter as tflite_interpreter
 from tfod_wrap.train import find_checkpoints
 
 FORMATS = ("saved_model", "tfjs", "tflite")
@@ -201,8 +202,7 @@ def _export_tflite(pipeline_config, prefix, target: Path, quantize: str, classes
 
 
 def _tflite_outputs(model: Path) -> dict[str, dict]:
-    interpreter = tf.lite.Interpreter(model_path=str(model))
-    interpreter.allocate_tensors()
+    interpreter = tflite_interpreter(model)
     tensors = postprocess_tensors(interpreter)
     descriptions = {**OUTPUT_DESCRIPTIONS, "detection_classes": "class ids, 0-based: add 1 for the label map id"}
     return {

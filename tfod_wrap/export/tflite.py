@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tfod_wrap.errors import UserError
 from tfod_wrap.export.savedmodel import checkpoint_folder
+from tfod_wrap.tflite import interpreter as tflite_interpreter
 
 MAX_DETECTIONS = 100
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
@@ -79,8 +80,7 @@ def postprocess_tensors(interpreter) -> dict[str, dict]:
 def run_tflite(model: Path, images: list[np.ndarray], box_scales: list[float]) -> list[dict[str, np.ndarray]]:
     """Run the TFLite model on preprocessed images: detections (1-based classes), and every anchor's scores and
     decoded boxes (`box_scales`: the box coder's y, x, height and width scales) as the SavedModel gives them."""
-    interpreter = tf.lite.Interpreter(model_path=str(model), experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
+    interpreter = tflite_interpreter(model, preserve_all_tensors=True)
     tensors = postprocess_tensors(interpreter)
     results = []
     for image in images:

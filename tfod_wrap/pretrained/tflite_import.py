@@ -45,6 +45,7 @@ from tfod_wrap.files import (
     read_json_object,
 )
 from tfod_wrap.pretrained import objectron
+from tfod_wrap.tflite import interpreter as tflite_interpreter
 
 IMPORT_KIND = "tfod-wrap pretrained import-tflite"
 OUTPUT_KIND = "pretrained import-tflite"  # the ownership marker's kind (tfod_wrap.files.claim_output)
@@ -449,10 +450,7 @@ def verify_import(output_dir: str | Path, images: Mapping[str, np.ndarray] | Non
     model = build_model(pipeline)
     tf.train.Checkpoint(model=model).restore(str(folder / CHECKPOINT)).assert_consumed()
     names = {class_id: name for name, class_id in read_label_map(folder / "label_map.pbtxt").items()}
-    interpreter = tf.lite.Interpreter(
-        model_path=str(folder / TFLITE_FILE), experimental_preserve_all_tensors=True, num_threads=2
-    )
-    interpreter.allocate_tensors()
+    interpreter = tflite_interpreter(folder / TFLITE_FILE, num_threads=2, preserve_all_tensors=True)
     box_index, score_index, converted = raw_output_tensors(interpreter)
     results = {}
     for name, image in (images if images is not None else sample_photos()).items():
