@@ -49,8 +49,8 @@ def test_voc_layout_with_separate_image_folder(tmp_path):
 
 
 def test_coco_ids_crowd_and_negatives(tmp_path):
-    for name in ("a.jpg", "b.jpg", "empty.jpg"):
-        photo(40, 30).save(tmp_path / name)
+    for seed, name in enumerate(("a.jpg", "b.jpg", "empty.jpg")):
+        photo(40, 30, seed=seed).save(tmp_path / name)  # distinct: identical bytes are written once
     images = [
         {"id": 7, "file_name": "a.jpg", "width": 40, "height": 30},
         {"id": 9, "file_name": "b.jpg", "width": 40, "height": 30},

@@ -36,6 +36,7 @@ def _tfrecords(args: argparse.Namespace) -> int:
         strict=args.strict,
         workers=args.workers,
         progress=True,
+        allow_outside_images=args.allow_outside_images,
     )
     print(data.summary_table(report))
     print(f"wrote {report['images_written']} images to {args.output} (details: {args.output}/report.json)")
@@ -301,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     tfrecords.add_argument("--shards", type=int, default=1, help="files per split (default 1)")
     tfrecords.add_argument("--strict", action="store_true", help="stop at the first problem, write nothing")
     tfrecords.add_argument("--workers", type=int, help="encoding processes (default: one per core)")
+    tfrecords.add_argument(
+        "--allow-outside-images",
+        action="store_true",
+        help="read images that resolve outside their image folder (../, absolute paths, symlinks leading out); "
+        "refused by default. Devices and FIFOs are refused always",
+    )
     tfrecords.set_defaults(run=_tfrecords)
 
     pretrained = commands.add_parser(

@@ -38,6 +38,7 @@ from tfod_wrap.data.annotations import (
 )
 from tfod_wrap.data.encode import Chunk, Encoded, encode_chunk
 from tfod_wrap.data.labelmap import label_map_from_names, read_label_map, write_label_map
+from tfod_wrap.data.sources import check_sources
 from tfod_wrap.data.split import parse_split, stratified_split
 from tfod_wrap.errors import UserError
 from tfod_wrap.files import atomic_write_json, check_output, claim_output, is_inside
@@ -73,11 +74,13 @@ def convert(
     strict: bool = False,
     workers: int | None = None,
     progress: bool = False,
+    allow_outside_images: bool = False,
 ) -> dict:
     """Convert annotations to TFRecords; returns the report (also written to OUTDIR/report.json).
 
     Lenient by default: bad images are skipped and bad boxes clipped or dropped, each with a reason
     in the report. With `strict`, the first problem raises DataError naming the file and the problem.
+    Images are read only inside their image folder (see `sources`) unless `allow_outside_images`.
     """
     input_path, output_dir = Path(input_path), Path(output_dir)
     images_dir = Path(images_dir) if images_dir else None
@@ -92,7 +95,8 @@ def convert(
         dataset = _read(input_path, fmt, images_dir, imap)
         class_ids = read_label_map(Path(label_map)) if label_map else label_map_from_names(dataset.class_names)
         images, problems = _drop_duplicates(dataset.images)
-        problems = dataset.problems + problems
+        images, source_problems = check_sources(images, allow_outside_images, imap)
+        problems = dataset.problems + problems + source_problems
         if strict and problems:
             raise _strict_error(problems[0])
         keys = _split_keys(images, input_path if input_path.is_dir() else input_path.parent)

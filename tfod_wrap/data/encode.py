@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tfod_wrap.data.annotations import Box, ImageAnnotation, Problem
+from tfod_wrap.data.annotations import Box, ImageAnnotation, Problem, describe
 from tfod_wrap.data.example import build_example, frame_record
 
 PASS_THROUGH_MODES = {"JPEG": ("RGB", "L"), "PNG": ("RGB", "L")}
@@ -28,6 +31,7 @@ START_OF_FRAME = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0x
 JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}
 SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
 JPEG_QUALITY = 95
+MAX_IMAGE_BYTES = 1 << 30  # a regular file larger than this is no training image; never read it into memory
 
 
 class ImageProblem(Exception):
@@ -84,43 +88,94 @@ def encode(
     annotation: ImageAnnotation, split: str, class_ids: dict[str, int], check_labels: bool
 ) -> tuple[bytes | None, Encoded]:
     """Read, fix and check one image and its boxes: (framed record or None if skipped, summary).
-    Never raises for bad input: problems are returned."""
+    Never raises for bad input: this is the one place where an exception of any type, from reading,
+    decoding, converting or encoding one image, becomes a skip with a reason."""
     where = str(annotation.image_path)
     try:
         image = prepare_image(annotation)
-    except ImageProblem as problem:
-        return None, Encoded(split, False, problems=[Problem(where, problem.kind, problem.reason)])
-    boxes, problems = check_boxes(annotation.boxes, image.width, image.height, class_ids, check_labels)
+        boxes, problems = check_boxes(annotation.boxes, image.width, image.height, class_ids, check_labels)
+        record = frame_record(_example(annotation, image, boxes, class_ids))
+    except Exception as error:  # any type: one bad image must not end a lenient run
+        kind, reason = image_problem(error)
+        return None, Encoded(split, False, problems=[Problem(where, kind, reason)])
     problems = [Problem(where, kind, reason) for kind, reason in problems]
-    record = frame_record(_example(annotation, image, boxes, class_ids))
     return record, Encoded(split, True, image.action, [box.name for box in boxes], problems)
 
 
-def prepare_image(annotation: ImageAnnotation) -> _Image:
+def image_problem(error: Exception) -> tuple[str, str]:
+    """(kind, reason) for whatever stopped one image."""
+    if isinstance(error, ImageProblem):
+        return error.kind, error.reason
+    if isinstance(error, Image.DecompressionBombError):
+        return "image too large", str(error)
+    if isinstance(error, (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)):
+        return "corrupt image", f"corrupt or unsupported image: {describe(error)}"
+    return "corrupt image", f"cannot read or convert the image: {describe(error)}"
+
+
+def read_image_file(path: Path, annotation_file: str) -> bytes:
+    """The bytes of a regular file. Opened without blocking (a FIFO would wait for a writer forever)
+    and checked with fstat after opening, so a device (/dev/zero never ends) is never read."""
     try:
-        data = annotation.image_path.read_bytes()
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise ImageProblem("missing image", f"image not found (annotated in {annotation.annotation_file})") from None
+        raise ImageProblem("missing image", f"image not found (annotated in {annotation_file})") from None
     except OSError as error:
         raise ImageProblem("missing image", f"cannot read image: {error.strerror}") from None
+    with os.fdopen(handle, "rb") as stream:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageProblem("not a regular file", f"{path}: not a regular file (a device, FIFO or folder)")
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise ImageProblem("image too large", f"{info.st_size:,} bytes, more than {MAX_IMAGE_BYTES:,}")
+        return stream.read(info.st_size + 1)  # (+1 notices a file that grows while read)
+
+
+def prepare_image(annotation: ImageAnnotation) -> _Image:
+    data = read_image_file(annotation.image_path, annotation.annotation_file)
+    if data[:2] == JPEG_START:
+        # Most datasets are JPEGs that pass through: read what we need from the header segments
+        # (a tenth of the cost of PIL's parser) and open PIL only to convert.
+        image, fmt, transparent = None, "JPEG", False
+        (width, height), mode, orientation = jpeg_header(data)
+        _check_pixels(width, height)
+        check_jpeg_decodes(data, mode)
+    else:
+        image = Image.open(io.BytesIO(data))
+        fmt, (width, height), mode = image.format, image.size, image.mode
+        _check_pixels(width, height)
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+        transparent = image.info.get("transparency") is not None  # a colour key needs flattening
+        if fmt == "PNG":
+            Image.open(io.BytesIO(data)).verify()  # every chunk's CRC, which libpng checks and Pillow's load does not
+        image.load()  # every pixel, so a short or corrupt stream is found here, not in training
+        if fmt == "PNG" and data[24] != 8:
+            mode = f"{data[24]}-bit {mode}"  # 16 bits a channel (48-bit RGB): TF would not read it as 8-bit
+    rotate = _needs_rotation(annotation, (width, height), orientation)
+    if not rotate and not transparent and mode in PASS_THROUGH_MODES.get(fmt, ()):
+        return _Image(data, fmt.lower(), width, height, "passed through")
+    return _convert(image or Image.open(io.BytesIO(data)), rotate, mode)
+
+
+def _check_pixels(width: int, height: int) -> None:
+    """Pillow's decompression-bomb limit, for the JPEGs we read without Pillow too."""
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    if limit and width * height > limit:
+        raise ImageProblem(
+            "image too large", f"{width}x{height} is {width * height:,} pixels, more than the limit of {limit:,}"
+        )
+
+
+def check_jpeg_decodes(data: bytes, mode: str) -> None:
+    """Entropy-decode every block, treating libjpeg's warnings as errors. The end-of-image marker
+    check in `jpeg_header` cannot see a truncated file with FF D9 appended: TensorFlow decodes that
+    without an error, the missing part grey. DCT scaling to 1/8 and one grey channel skip most of
+    the work after the entropy decoding, which is what finds such damage."""
+    colorspace = "CMYK" if mode == "CMYK" else "GRAY"
     try:
-        if data[:2] == JPEG_START:
-            # Most datasets are JPEGs that pass through: read what we need from the header segments
-            # (a tenth of the cost of PIL's parser) and open PIL only to convert.
-            image, fmt, transparent = None, "JPEG", False
-            (width, height), mode, orientation = jpeg_header(data)
-        else:
-            image = Image.open(io.BytesIO(data))
-            fmt, (width, height), mode = image.format, image.size, image.mode
-            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
-            transparent = image.info.get("transparency") is not None  # a colour key needs flattening
-            _check_complete(image, data)
-        rotate = _needs_rotation(annotation, (width, height), orientation)
-        if not rotate and not transparent and mode in PASS_THROUGH_MODES.get(fmt, ()):
-            return _Image(data, fmt.lower(), width, height, "passed through")
-        return _convert(image or Image.open(io.BytesIO(data)), rotate)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ImageProblem("corrupt image", f"corrupt or unsupported image: {error}") from None
+        simplejpeg.decode_jpeg(data, colorspace=colorspace, min_factor=8, min_width=1, min_height=1, strict=True)
+    except ValueError as error:
+        raise ImageProblem("corrupt image", f"corrupt JPEG data: {describe(error)}") from None
 
 
 def _needs_rotation(annotation: ImageAnnotation, raw_size: tuple[int, int], orientation: int) -> bool:
@@ -186,20 +241,13 @@ def _exif_orientation(tiff: bytes) -> int:
     return 1
 
 
-def _check_complete(image: Image.Image, data: bytes) -> None:
-    """PNG: PIL checks every chunk's CRC up to IEND without inflating pixels. Other formats are
-    decoded in full, since they are converted anyway."""
-    if image.format == "PNG":
-        Image.open(io.BytesIO(data)).verify()
-    else:
-        image.load()
-
-
-def _convert(image: Image.Image, rotate: bool) -> _Image:
+def _convert(image: Image.Image, rotate: bool, mode: str) -> _Image:
     source_format = image.format
     if rotate:
         image = ImageOps.exif_transpose(image)
     actions = ["EXIF orientation applied"] if rotate else []
+    if mode.startswith("16-bit") and image.mode in ("RGB", "L"):
+        actions.append(f"{mode} PNG converted to 8 bits")  # Pillow reads 16-bit RGB as RGB, high bytes
     if image.mode not in ("RGB", "L") or "transparency" in image.info:
         actions.append(f"{image.mode} converted to RGB")
         image = _to_rgb(image)
