@@ -287,6 +287,12 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.log or status >= 400:
             self.log_message('"%s" %s', self.requestline, str(code))
 
+    def log_error(self, format: str, *args) -> None:  # noqa: A002  (http.server's signature)
+        # A connection closed after IDLE_TIMEOUT_S is routine (browsers keep idle keep-alive connections open):
+        # quiet unless asked, as successful requests are.
+        if self.server.log or not format.startswith("Request timed out"):
+            super().log_error(format, *args)
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002  (http.server's signature)
         print(f"tfod-wrap serve: {(format % args).translate(ESCAPES)}", file=sys.stderr)
 
