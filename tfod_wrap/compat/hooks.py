@@ -1,4 +1,5 @@
-"""Patches applied right after a module is first imported, so `import tfod_wrap` imports nothing heavy.
+"""Patches applied right after a module is first imported, so `import tfod_wrap` imports nothing heavy, and
+imports run with the native log silenced (`quiet_native_startup`).
 
 Each entry of `PATCHES` names a module and a function that fixes it (or a neighbour) once it has loaded:
 - tf-slim 1.1.0 calls `control_flow_ops.case/cond/while_loop/Assert`, removed from that module in TF 2.13;
@@ -9,9 +10,11 @@ Each entry of `PATCHES` names a module and a function that fixes it (or a neighb
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 def patch_control_flow_ops(_module=None) -> None:
@@ -48,32 +51,60 @@ PATCHES: dict[str, Callable] = {
 }
 
 
-class _PatchAfterLoad(importlib.abc.Loader):
-    def __init__(self, loader: importlib.abc.Loader, patch: Callable):
+# Modules whose import prints native (C++) start-up lines that no setting turns off: TensorFlow 2.19 registers
+# its CUDA plugins twice and logs it through absl before absl's log is initialised, even on a CPU-only machine.
+QUIET: set[str] = set()
+
+
+def quiet_native_startup(modules: tuple[str, ...] = ("tensorflow",)) -> None:
+    """Import these modules with file descriptor 2 sent to /dev/null (the command line calls this: its users
+    should see tfod-wrap's messages, not six lines about CUDA factories)."""
+    QUIET.update(modules)
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class _WrappedLoader(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader, patch: Callable | None, quiet: bool):
         self._loader = loader
         self._patch = patch
+        self._quiet = quiet
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        self._loader.exec_module(module)
-        self._patch(module)
+        with _stderr_silenced() if self._quiet else contextlib.nullcontext():
+            self._loader.exec_module(module)
+        if self._patch is not None:
+            self._patch(module)
 
 
 class PostImportFinder(importlib.abc.MetaPathFinder):
-    """Finds the modules of `PATCHES` through the other finders and patches them once loaded."""
+    """Finds the modules of `PATCHES` and `QUIET` through the other finders and wraps their loaders."""
 
     def find_spec(self, fullname, path, target=None):
         patch = PATCHES.get(fullname)
-        if patch is None:
+        if patch is None and fullname not in QUIET:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
-                spec.loader = _PatchAfterLoad(spec.loader, patch)
+                spec.loader = _WrappedLoader(spec.loader, patch, quiet=fullname in QUIET)
                 return spec
         return None
 
