@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,11 +33,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())  # the bytes on disk before the name: a power loss never leaves an empty file
         usual_permissions(Path(temporary))
         os.replace(temporary, path)
+        fsync_directory(path.parent)  # and the rename itself on disk
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def fsync_directory(folder: Path) -> None:
+    """Make a rename or a new entry in `folder` durable (POSIX: fsync the folder; not possible on Windows)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass  # some file systems refuse fsync on folders; nothing more can be done there
+    finally:
+        os.close(handle)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -58,11 +78,45 @@ def replace_folder(staging: Path, target: Path) -> None:
     """
     if not target.exists():
         os.replace(staging, target)
+        fsync_directory(target.parent)
         return
-    retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+    retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-{_owner_tag()}-"))
     os.replace(target, retired / target.name)
     os.replace(staging, target)
+    fsync_directory(target.parent)
     shutil.rmtree(retired)
+
+
+def _owner_tag() -> str:
+    """host and pid of this process, as staging folders carry them: a later run can tell a dead owner's."""
+    host = "".join(char for char in socket.gethostname().split(".")[0] if char.isalnum() or char == "-") or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Delete the staging (`.NAME.partial-HOST-PID-*`) and retired (`.NAME.old-HOST-PID-*`) folders of `target`
+    that a process of this host left behind when it was killed (its pid no longer runs). Folders of live
+    processes, of other hosts (a shared file system) and of unknown owners are left alone."""
+    host, _ = _owner_tag().rsplit("-", 1)
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(partial|old)-{re.escape(host)}-(\d+)-[^/]+")
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in target.parent.iterdir():
+            match = pattern.fullmatch(entry.name)
+            if match and entry.is_dir() and not entry.is_symlink() and not _alive(int(match.group(2))):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
 
 
 @contextmanager
@@ -72,7 +126,8 @@ def staged_folder(target: Path) -> Iterator[Path]:
     Beside, not in /tmp, so the final rename stays on one file system; a failure removes it.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    remove_stale_staging(target)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-{_owner_tag()}-"))
     usual_permissions(staging, directory=True)
     try:
         yield staging

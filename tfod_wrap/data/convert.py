@@ -42,6 +42,7 @@ from tfod_wrap.data.sources import check_sources
 from tfod_wrap.data.split import parse_split, stratified_split
 from tfod_wrap.errors import UserError
 from tfod_wrap.files import atomic_write_json, check_output, claim_output, is_inside
+from tfod_wrap.processes import die_with_parent, terminate_as_interrupt
 
 REPORT = "report.json"
 LABEL_MAP = "label_map.pbtxt"
@@ -177,15 +178,19 @@ def _report_tool(path: Path) -> str | None:
 def _worker_pool(workers: int) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
     """An ordered map over `workers` processes (inline when there is one), taking an optional
     chunksize. A worker that dies (killed for memory, say) fails the run with BrokenProcessPool
-    instead of hanging it."""
-    if workers <= 1:
-        yield lambda function, items, chunksize=1: map(function, items)
-        return
-    executor = ProcessPoolExecutor(workers, mp_context=_process_context())
-    try:
-        yield lambda function, items, chunksize=1: executor.map(function, items, chunksize=chunksize)
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+    instead of hanging it; workers die with this process (kill -9 included), and SIGTERM cleans up
+    as Ctrl-C does (the staging folder is removed)."""
+    with terminate_as_interrupt():
+        if workers <= 1:
+            yield lambda function, items, chunksize=1: map(function, items)
+            return
+        executor = ProcessPoolExecutor(
+            workers, mp_context=_process_context(), initializer=die_with_parent, initargs=(os.getpid(),)
+        )
+        try:
+            yield lambda function, items, chunksize=1: executor.map(function, items, chunksize=chunksize)
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _process_context() -> multiprocessing.context.BaseContext:

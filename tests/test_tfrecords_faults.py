@@ -1,0 +1,139 @@
+"""Fault test of `tfod-wrap tfrecords` (issue 18): SIGKILL or SIGTERM at a few points of a real run, then the same
+command again. The rerun gives the bytes of an uninterrupted run, and no worker process or staging folder is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import REPO, tiny_voc
+
+IMAGES = 600
+WAIT_SECONDS = 60
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return tiny_voc(tmp_path_factory.mktemp("faults") / "voc", IMAGES, classes="abc", size=(480, 360))
+
+
+def command(voc: Path, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tfod_wrap",
+        "tfrecords",
+        "--input",
+        str(voc),
+        "--output",
+        str(out),
+        "--split",
+        "train=0.8,val=0.2",
+        "--shards",
+        "2",
+        "--workers",
+        "2",
+    ]
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def contents(folder: Path) -> dict[str, object]:
+    """Every file's bytes; report.json without its creation time (the one field that differs between runs)."""
+    files: dict[str, object] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name == "report.json":
+            report = json.loads(path.read_text())
+            report.pop("created")
+            files[path.name] = report
+        else:
+            files[path.name] = path.read_bytes()
+    return files
+
+
+def leftovers(out: Path) -> list[str]:
+    return sorted(path.name for path in out.parent.iterdir() if path.name.startswith(f".{out.name}."))
+
+
+def alive(pids: set[int]) -> set[int]:
+    running = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                running.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return running
+
+
+def staging_exists(out: Path) -> Callable[[], bool]:
+    return lambda: any(name.startswith(f".{out.name}.partial-") for name in leftovers(out))
+
+
+def shard_written(out: Path) -> Callable[[], bool]:
+    def written() -> bool:
+        for folder in out.parent.glob(f".{out.name}.partial-*"):
+            if any(path.stat().st_size > 0 for path in folder.glob("*.record-*")):
+                return True
+        return False
+
+    return written
+
+
+def workers_started(process: psutil.Process) -> Callable[[], bool]:
+    return lambda: len(process.children(recursive=True)) >= 2
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory) -> dict[str, object]:
+    out = tmp_path_factory.mktemp("reference") / "out"
+    subprocess.run(command(dataset, out), check=True, capture_output=True, env=environment(), timeout=300)
+    return contents(out)
+
+
+POINTS = {"workers started": workers_started, "staging folder made": staging_exists, "first shard bytes": shard_written}
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_run_leaves_nothing_and_rerun_gives_the_same_bytes(dataset, reference, tmp_path, point, signum):
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        command(dataset, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment()
+    )
+    watched = psutil.Process(process.pid)
+    when = POINTS[point](watched if point == "workers started" else out)
+    deadline = time.monotonic() + WAIT_SECONDS
+    workers: set[int] = set()
+    while not when():
+        assert process.poll() is None, f"the run ended before '{point}': make the dataset larger"
+        assert time.monotonic() < deadline, f"'{point}' never happened"
+        workers |= {child.pid for child in watched.children(recursive=True)}
+        time.sleep(0.005)
+    workers |= {child.pid for child in watched.children(recursive=True)}
+    os.kill(process.pid, signum)
+    stderr = process.communicate(timeout=WAIT_SECONDS)[1].decode()
+    assert process.returncode != 0
+    if signum == signal.SIGTERM:
+        assert "Traceback" not in stderr
+        assert not leftovers(out), "SIGTERM cleans up its own staging folder"
+
+    deadline = time.monotonic() + 10
+    while alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(workers), "workers outlived their parent"
+
+    rerun = subprocess.run(command(dataset, out), capture_output=True, env=environment(), timeout=300)
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    assert not leftovers(out), "the rerun removed the dead run's staging folder"
+    assert contents(out) == reference

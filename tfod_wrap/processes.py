@@ -1,0 +1,67 @@
+"""Worker processes that never outlive their parent, and SIGTERM handled like Ctrl-C.
+
+A pool worker blocks on a pipe to its parent. When the parent is killed (kill -9, the OOM killer) the pipe
+stays open in the other workers and nothing wakes them: they would stay forever. On Linux the kernel sends
+them SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere a thread in each worker watches the
+parent's pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WATCH_SECONDS = 1.0
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: end this process when `parent_pid` ends."""
+    if not _set_death_signal():
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="watch-parent").start()
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+
+
+def _set_death_signal() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(WATCH_SECONDS)
+    os._exit(1)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, the first SIGTERM raises KeyboardInterrupt, so cleanup (`finally`, staging folders,
+    pool shutdown) runs as for Ctrl-C instead of the process vanishing mid-write; later ones are ignored while
+    that cleanup runs. Only in the main thread, where Python delivers signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+
+    def interrupt(signum, frame) -> None:
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
