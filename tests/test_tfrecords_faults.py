@@ -108,9 +108,12 @@ POINTS = {"workers started": workers_started, "staging folder made": staging_exi
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_run_leaves_nothing_and_rerun_gives_the_same_bytes(dataset, reference, tmp_path, point, signum):
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        command(dataset, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment()
-    )
+    # stderr to a file, not a pipe: orphaned workers would hold a pipe open and hide what went wrong
+    log = tmp_path / "stderr.txt"
+    with open(log, "wb") as stderr_file:
+        process = subprocess.Popen(
+            command(dataset, out), stdout=subprocess.DEVNULL, stderr=stderr_file, env=environment()
+        )
     watched = psutil.Process(process.pid)
     when = POINTS[point](watched if point == "workers started" else out)
     deadline = time.monotonic() + WAIT_SECONDS
@@ -122,7 +125,8 @@ def test_killed_run_leaves_nothing_and_rerun_gives_the_same_bytes(dataset, refer
         time.sleep(0.005)
     workers |= {child.pid for child in watched.children(recursive=True)}
     os.kill(process.pid, signum)
-    stderr = process.communicate(timeout=WAIT_SECONDS)[1].decode()
+    process.wait(timeout=WAIT_SECONDS)
+    stderr = log.read_text()
     assert process.returncode != 0
     if signum == signal.SIGTERM:
         assert "Traceback" not in stderr
