@@ -388,3 +388,13 @@ def test_cli_flag_is_documented():
     result = subprocess.run([CLI, "tfrecords", "--help"], capture_output=True, text=True, check=True)
     assert "--allow-outside-images" in result.stdout
     assert sys.executable  # the CLI is the one of this .venv
+
+
+@pytest.mark.parametrize(
+    "content", [bytes(range(256)) * 8, b"[" * 100_000, b"\xef\xbb\xbf{}"], ids=["binary", "deep", "bom"]
+)
+def test_unreadable_coco_json_is_one_error_in_both_modes(tmp_path, content):
+    (tmp_path / "c.json").write_bytes(content)
+    for strict in (False, True):
+        with pytest.raises(DataError, match=r"c\.json: (malformed JSON|not a COCO detection file)"):
+            convert(tmp_path / "c.json", tmp_path / "out", strict=strict, workers=1)

@@ -270,7 +270,7 @@ def read_coco(json_path: Path, images_dir: Path | None) -> Dataset:
 
 def _load_coco(json_path: Path) -> dict:
     try:
-        with open(json_path, encoding="utf-8") as handle:
+        with open(json_path, encoding="utf-8-sig") as handle:  # -sig: a byte-order mark, as Windows tools write
             data = json.load(handle)
     except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
         raise DataError(f"{json_path}: malformed JSON: {describe(error)}") from None
