@@ -115,13 +115,14 @@ def write_annotations(fmt: str, root: Path, laid: list[dict]) -> Path:
         images, annotations = [], []
         for index, item in enumerate(laid, start=1):
             width, height = size_fields(item)
-            images.append({"id": index, "file_name": item["name"], "width": width, "height": height})
+            # Ids of mixed types, as exports write them: "3" and 3 are one image, "1" is category 1.
+            image_id, reference = (str(index), index) if index % 2 else (index, str(index))
+            images.append({"id": image_id, "file_name": item["name"], "width": width, "height": height})
             for name, x0, y0, x1, y1 in item["boxes"]:
-                category = 1 if name == "a" else 2
+                category = (1 if name == "a" else 2) if len(annotations) % 2 else ("1" if name == "a" else "2")
                 box = [x0, y0, x1 - x0, y1 - y0]
-                annotations.append(
-                    {"id": len(annotations) + 1, "image_id": index, "category_id": category, "bbox": box}
-                )
+                annotation = {"id": len(annotations) + 1, "image_id": reference, "category_id": category}
+                annotations.append({**annotation, "bbox": box, "iscrowd": "0"})
         return write_coco(
             data / "instances.json", images, annotations, [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
         )
@@ -182,6 +183,7 @@ def test_written_records_decode_to_the_annotated_boxes_and_skips_have_reasons(da
                 assert boxes.reshape(-1, 4) == pytest.approx(np.array([box for _, box in expected]).reshape(-1, 4))
                 classes = tensors[fields.InputDataFields.groundtruth_classes].tolist()
                 assert classes == [class_ids[name] for name, _ in expected]
+                assert not tensors[fields.InputDataFields.groundtruth_is_crowd].any()
             else:
                 keys = (item["stem"], item["name"])
                 mentions = [p for p in report["skipped"] if any(key in p["file"] + p["reason"] for key in keys)]
