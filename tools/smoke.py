@@ -87,7 +87,8 @@ def main() -> int:
             "--formats", "saved_model,tfjs,tflite", "--verify", cwd=root,
         )  # fmt: skip
         tfod_wrap("detect", "voc/0.jpg", "--model", "run/export/saved_model", "--output", "detections", cwd=root)
-        if not (root / "detections" / "0.jpg").is_file():
+        drawn = list((root / "detections" / "images").glob("*.jpg"))
+        if not drawn or not (root / "detections" / "images.json").is_file():
             sys.exit(f"smoke: detect wrote no image: {sorted(p.name for p in (root / 'detections').iterdir())}")
         check_serve(root / "run" / "export" / "tfjs", cwd=root)
     print(f"smoke: the whole path ran in {time.perf_counter() - began:.0f} s with {sys.executable}")
