@@ -238,3 +238,30 @@ def test_variables_cli_lists_parts_and_totals(records, tmp_path):
         [CLI, "variables", "--pipeline", str(pipeline), "--freeze", "FeatureExtractor"], capture_output=True, text=True
     )
     assert typo.returncode == 2 and "backbone" in typo.stderr and "Traceback" not in typo.stderr
+
+
+def non_finite_variables(checkpoint: str) -> list[str]:
+    """Every float tensor of a checkpoint (model, batch-norm statistics, optimizer slots) that holds NaN or inf."""
+    values = {
+        name: np.asarray(tf.train.load_variable(checkpoint, name)) for name, _ in tf.train.list_variables(checkpoint)
+    }
+    return [name for name, value in values.items() if value.dtype.kind == "f" and not np.all(np.isfinite(value))]
+
+
+@pytest.mark.parametrize("rate", ["1e6", "1e12"])
+def test_no_checkpoint_with_non_finite_variables_is_saved_or_named_good(records, tmp_path, rate):
+    # At these rates the loss stays finite for a step or more while batch-norm moving variances overflow
+    # to inf (the normalised output, and so the loss, stays finite): a loss check alone saved such
+    # checkpoints (at 1e6 the run even finished "successfully"), and --resume diverged from them.
+    pipeline = make_pipeline(
+        records,
+        tmp_path / "pipeline.config",
+        f"{LEARNING_RATE}={{constant_learning_rate {{ learning_rate: {rate} }}}}",
+        steps=6,
+    )
+    with pytest.raises(train.TrainError, match=r"not finite|the loss became (nan|inf)") as error:
+        train.train(pipeline, tmp_path / "model", checkpoint_every=1, log=lambda *_: None)
+    latest = tf.train.latest_checkpoint(str(tmp_path / "model"))
+    assert f"last good checkpoint ({latest})" in str(error.value)
+    for index in tf.train.get_checkpoint_state(str(tmp_path / "model")).all_model_checkpoint_paths:
+        assert non_finite_variables(index) == [], index

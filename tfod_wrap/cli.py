@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from tfod_wrap import __version__, config, data  # noqa: E402  (the variable must be set before TF loads)
 from tfod_wrap.errors import UserError  # noqa: E402
+from tfod_wrap.textfiles import read_text  # noqa: E402
 
 CONFIG_USAGE = """tfod-wrap config MODEL_OR_FILE --output FILE [--data DIR] [--checkpoint PREFIX] [--set PATH=VALUE ...]
                         [--steps N] [--batch-size N] [--no-lr-scaling] [--no-check]
@@ -71,7 +72,7 @@ def _labelmap_build(args: argparse.Namespace) -> int:
 
 
 def _labelmap_check(args: argparse.Namespace) -> int:
-    problems = data.check_label_map(args.file)
+    problems = data.check_label_map(args.file)  # a file that is no text at all raises: exit 2, not 1
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
@@ -114,8 +115,17 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_pipeline(path: Path) -> None:
+    """train, variables, eval and export hand the file to TFOD's config_util, which fails on a folder, a binary
+    file or an empty config with a traceback (and blocks on a FIFO): parse it here first, naming the file."""
+    read_text(path, "pipeline.config")  # not a regular file, too large or not text: refused before parsing
+    config.meta_architecture(config.load(path))  # an empty file parses as a config with no model
+
+
 def _train(args: argparse.Namespace) -> int:
     from tfod_wrap import train  # TensorFlow loads only for the commands that need it
+
+    _check_pipeline(args.pipeline)
 
     result = train.train(
         args.pipeline,
@@ -139,6 +149,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _variables(args: argparse.Namespace) -> int:
     from tfod_wrap import train
+
+    _check_pipeline(args.pipeline)
 
     infos, frozen = train.list_variables(args.pipeline, args.freeze, args.train_only)
     print(train.variables_table(infos, frozen, verbose=not args.totals))
@@ -176,6 +188,7 @@ def _eval(args: argparse.Namespace) -> int:
             "eval needs --pipeline FILE --model-dir DIR, or --saved-model DIR (or --detections DIR) "
             "--data RECORDS --label-map FILE"
         )
+    _check_pipeline(args.pipeline)
     options = {"output_dir": args.output, "score_threshold": args.threshold, "progress": True}
     if args.watch:
         results = evaluate.watch(args.pipeline, args.model_dir, timeout=args.timeout, **options)
@@ -189,6 +202,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from tfod_wrap import export
+
+    _check_pipeline(args.pipeline)
 
     formats = tuple(name.strip() for name in args.formats.split(",") if name.strip())
     report = export.export(
@@ -235,6 +250,8 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    if args.label_map:  # read up front: a bad label map is an error, not ignored for want of --preview
+        data.read_label_map(args.label_map)
     stats = data.record_stats(args.records)
     if args.json:
         print(json.dumps(stats, indent=2))
@@ -592,14 +609,25 @@ def quiet_library_logs() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="keras")
 
 
+def _fail(message: str) -> int:
+    """One line on stderr, whatever the message holds (a list of problems, a tool's own output): exit 2."""
+    print("error: " + "; ".join(line.strip() for line in message.splitlines() if line.strip()), file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_library_logs()
     try:
         return args.run(args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _fail(str(error))
+    except OSError as error:
+        # An OS refusal on a path the user named (a folder where a file goes, a full disk, no permission) is
+        # theirs to fix. Without a file name it is no such refusal, and the traceback stays.
+        if error.filename is None:
+            raise
+        return _fail(f"{error.filename}: {error.strerror or error}")
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130

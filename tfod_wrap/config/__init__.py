@@ -19,11 +19,12 @@ from tfod_wrap.config.pipeline import (
     templates,
     to_text,
 )
-from tfod_wrap.config.schedule import set_batch_size, set_steps
+from tfod_wrap.config.schedule import check_learning_rates, schedule_end, set_batch_size, set_steps
 
 __all__ = [
     "PIPELINES",
     "ConfigError",
+    "check_learning_rates",
     "configure",
     "diff",
     "flatten",
@@ -33,6 +34,7 @@ __all__ = [
     "meta_architecture",
     "override",
     "save",
+    "schedule_end",
     "set_batch_size",
     "set_checkpoint",
     "set_data",
@@ -90,6 +92,7 @@ def configure(
     if steps is not None:
         notes += set_steps(config, steps)
     notes += [f"set {path}" for path in override(config, list(overrides))]
+    check_learning_rates(config)  # cheap, so even with --no-check
     if check:
         validate(config)
     if output is not None:

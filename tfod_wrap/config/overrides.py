@@ -12,8 +12,10 @@ Unknown fields name the closest valid ones; type errors say the expected type.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
+from collections.abc import Iterator
 
 from google.protobuf import descriptor, message, text_format
 
@@ -131,8 +133,10 @@ def _assign(parent: message.Message, field, index: int | None, value: str, path:
                 f"set items by index, e.g. {field.name}[0], or clear it with []"
             )
         items = _list_items(value, path)
-        del container[:]
-        container.extend(_scalar(field, item, path) for item in items)
+        converted = [_scalar(field, item, path) for item in items]
+        with _range_checked(path):
+            del container[:]
+            container.extend(converted)
         return
     if field.type == _F.TYPE_MESSAGE:
         target = _child(parent, field, index, path, []) if repeated else getattr(parent, field.name)
@@ -153,12 +157,24 @@ def _assign(parent: message.Message, field, index: int | None, value: str, path:
         container = getattr(parent, field.name)
         if index > len(container):
             raise ConfigError(f"{path}: {field.name} has {len(container)} items; index {index} is out of range")
-        if index == len(container):
-            container.append(converted)
-        else:
-            container[index] = converted
+        with _range_checked(path):
+            if index == len(container):
+                container.append(converted)
+            else:
+                container[index] = converted
     else:
-        setattr(parent, field.name, converted)
+        with _range_checked(path):
+            setattr(parent, field.name, converted)
+
+
+@contextlib.contextmanager
+def _range_checked(path: str) -> Iterator[None]:
+    """Protobuf checks the value against the field's type on assignment (an int32 takes at most 2**31 - 1) and
+    raises ValueError or TypeError: the user's value, so a ConfigError naming the path."""
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def _list_items(value: str, path: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -10,6 +9,7 @@ from google.protobuf import text_format
 from tfod_wrap.config.overrides import ConfigError, apply_override, parse_assignment
 from tfod_wrap.files import atomic_write_text
 from tfod_wrap.resources import package_file
+from tfod_wrap.textfiles import read_json, read_text
 
 # The templates ship in the package; the checkout's top-level pipelines/ is a link to this folder.
 PIPELINES = package_file("pipelines")
@@ -48,9 +48,11 @@ def load(model_or_file: str | Path):
     path = resolve(model_or_file)
     config = _pipeline_pb2().TrainEvalPipelineConfig()
     try:
-        text_format.Parse(path.read_text(encoding="utf-8"), config)
+        text_format.Parse(read_text(path, "pipeline.config"), config)
     except text_format.ParseError as error:
         raise ConfigError(f"{path}:{error}") from None
+    if config.model.WhichOneof("model") is None:  # an empty file parses, as a config of nothing
+        raise ConfigError(f"{path}: no model {{ ... }} in it; not a pipeline.config")
     return config
 
 
@@ -63,6 +65,8 @@ def save(config, output: str | Path, *, source: str | Path | None = None) -> Pat
     output = Path(output)
     if source is not None and Path(source).is_file() and output.resolve() == Path(source).resolve():
         raise ConfigError(f"{output}: refusing to overwrite the input config in place; choose another --output")
+    if output.is_dir():
+        raise ConfigError(f"{output}: is a folder; --output takes the pipeline.config file to write")
     atomic_write_text(output, to_text(config))
     return output
 
@@ -89,14 +93,16 @@ def set_data(config, records_dir: str | Path) -> list[str]:
     """Point the config at a `tfod-wrap tfrecords` output folder: num_classes, inputs, label maps."""
     from tfod_wrap.data import read_label_map
 
+    if not Path(records_dir).is_dir():  # checked before resolve(), which raises on a symlink loop
+        raise ConfigError(f"{records_dir}: not a folder; --data takes the output folder of `tfod-wrap tfrecords`")
     records_dir = Path(records_dir).resolve()
     report_path = records_dir / "report.json"
     if not report_path.is_file():
         raise ConfigError(f"{records_dir}: no report.json; --data takes the output folder of `tfod-wrap tfrecords`")
-    report = json.loads(report_path.read_text(encoding="utf-8"))
+    report = read_json(report_path, "report.json of `tfod-wrap tfrecords`")
+    splits = _report_splits(report, report_path)
     label_map = records_dir / report.get("label_map", "label_map.pbtxt")
     num_classes = max(read_label_map(label_map).values())
-    splits = report["splits"]
     train_split = "train" if "train" in splits else next(iter(splits))
     eval_split = next((name for name in ("val", "validation", "eval", "test") if name in splits), train_split)
 
@@ -112,6 +118,20 @@ def set_data(config, records_dir: str | Path) -> list[str]:
     if eval_split == train_split:
         notes.append(f"warning: no val/test split in {records_dir}; evaluating on the training split")
     return notes
+
+
+def _report_splits(report, path: Path) -> dict:
+    """The splits of a report.json, checked for the shape `tfod-wrap tfrecords` writes."""
+    splits = report.get("splits") if isinstance(report, dict) else None
+    label_map = report.get("label_map", "label_map.pbtxt") if isinstance(report, dict) else None
+    if (
+        not isinstance(splits, dict)
+        or not splits
+        or not isinstance(label_map, str)
+        or not all(isinstance(split, dict) and isinstance(split.get("pattern"), str) for split in splits.values())
+    ):
+        raise ConfigError(f"{path}: not a report.json of `tfod-wrap tfrecords` (no splits with record patterns)")
+    return splits
 
 
 def set_checkpoint(config, prefix: str | Path, checkpoint_type: str = "detection") -> list[str]:

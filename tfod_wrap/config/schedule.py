@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+
 from tfod_wrap.config.overrides import ConfigError
 
 
@@ -85,3 +88,33 @@ def _schedule_length(schedule) -> int:
     if schedule.DESCRIPTOR.name == "CosineDecayLearningRate":
         return schedule.total_steps
     return 0
+
+
+def check_learning_rates(config) -> None:
+    """Every learning rate of the optimizer (base, warmup, schedule steps, ...) must be a finite number >= 0: a
+    NaN trains nothing and a negative rate climbs the loss, yet the TFOD model builder accepts both."""
+    optimizer = config.train_config.optimizer
+    for path, value in _rates(optimizer, "train_config.optimizer"):
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{path} is {value:g}; a learning rate must be a finite number >= 0")
+
+
+def _rates(message, path: str) -> Iterator[tuple[str, float]]:
+    """(path, value) of every float field named like a learning rate, in every set sub-message."""
+    for field, value in message.ListFields():
+        where = f"{path}.{field.name}"
+        if field.type == field.TYPE_MESSAGE:
+            items = value if field.label == field.LABEL_REPEATED else [value]
+            for index, item in enumerate(items):
+                yield from _rates(item, f"{where}[{index}]" if field.label == field.LABEL_REPEATED else where)
+        elif field.cpp_type in (field.CPPTYPE_FLOAT, field.CPPTYPE_DOUBLE) and "learning_rate" in field.name:
+            yield where, value
+
+
+def schedule_end(config) -> int | None:
+    """The last step at which the schedule gives a rate above 0 (cosine decay returns 0 past total_steps); None
+    for schedules that hold their last rate."""
+    schedule = _learning_rate(config)
+    if schedule is not None and schedule.DESCRIPTOR.name == "CosineDecayLearningRate" and schedule.total_steps:
+        return schedule.total_steps
+    return None

@@ -41,10 +41,24 @@ def expand_record_paths(paths: list[str]) -> list[str]:
 
 
 def _examples(files: list[str]):
-    import tensorflow as tf
+    for _, example in read_examples(files):
+        yield example
 
-    for record in tf.data.TFRecordDataset(files):
-        yield tf.train.Example.FromString(record.numpy())
+
+def read_examples(files: list[str]):
+    """(file, tf.train.Example) of every record. A file that is not a TFRecord file (binary junk, text, a
+    truncated write) or holds something other than tf.train.Example is a DataError naming it."""
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    for file in files:
+        try:
+            for record in tf.data.TFRecordDataset([file]):
+                yield file, tf.train.Example.FromString(record.numpy())
+        except tf.errors.DataLossError:
+            raise DataError(f"{file}: not a TFRecord file, or a truncated one (corrupted record)") from None
+        except DecodeError:
+            raise DataError(f"{file}: its records are not tf.train.Example protos") from None
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -82,6 +96,8 @@ def record_stats(paths: list[str]) -> dict:
             aspects.append(box_width / box_height if box_height > 0 else math.inf)
             area = box_width * box_height
             coco_sizes["small" if area < 32**2 else "medium" if area < 96**2 else "large"] += 1
+    if not images:  # statistics of nothing: an empty file is a failed or misdirected write, not a data set
+        raise DataError(f"{', '.join(files)}: no records in {'it' if len(files) == 1 else 'them'}")
     return {
         "files": files,
         "images": images,

@@ -7,7 +7,9 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from tfod_wrap.data.annotations import DataError
+from tfod_wrap.errors import UserError
 from tfod_wrap.files import atomic_write_text
+from tfod_wrap.textfiles import read_text
 
 
 def _proto_module():
@@ -17,11 +19,12 @@ def _proto_module():
 
 
 def check_label_map(path: Path) -> list[str]:
-    """Every problem of a label map file, as messages; an empty list means it is valid for TFOD."""
+    """Every problem of a label map file, as messages; an empty list means it is valid for TFOD. A file that
+    cannot be read as text at all (missing, a folder or device, binary) raises DataError instead."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as error:
-        return [f"{path}: cannot read: {error.strerror}"]
+        text = read_text(path, "label map")
+    except UserError as error:
+        raise DataError(str(error)) from None
     label_map = _proto_module().StringIntLabelMap()
     try:
         text_format.Parse(text, label_map)
@@ -59,7 +62,7 @@ def read_label_map(path: Path) -> dict[str, int]:
     if problems:
         raise DataError("\n".join(problems))
     label_map = _proto_module().StringIntLabelMap()
-    text_format.Parse(Path(path).read_text(encoding="utf-8"), label_map)
+    text_format.Parse(read_text(path, "label map"), label_map)
     return {item.name or item.display_name: item.id for item in label_map.item}
 
 

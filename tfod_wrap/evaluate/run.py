@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfod_wrap.data import expand_record_paths, read_label_map
+from tfod_wrap.data.inspect import read_examples
 from tfod_wrap.errors import UserError
 from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES, evaluate_detections
 from tfod_wrap.evaluate.plots import draw_examples, plot_confusion, plot_pr_curves
@@ -32,18 +33,23 @@ Detector = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
 def checkpoint_detector(pipeline: str | Path, checkpoint: str) -> Detector:
-    """A function image -> detections from a training checkpoint, built the way TFOD's exporter does."""
+    """A function image -> detections from a training checkpoint, built the way TFOD's exporter does. It traces
+    the model once, for any image size (`tracing_count()` says how often it did)."""
     from object_detection.builders import model_builder
     from object_detection.utils import config_util
 
     configs = config_util.get_configs_from_pipeline_file(str(pipeline))
     model = model_builder.build(configs["model"], is_training=False)
-    tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
 
-    @tf.function
+    # One signature for every size, as the exporter's: without it each new image size retraced the whole
+    # model (about 17 s an image on mixed-size records). The model's own preprocess resizes to its input.
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
     def detect(image):
         images, shapes = model.preprocess(tf.cast(image[tf.newaxis], tf.float32))
         return model.postprocess(model.predict(images, shapes), shapes)
+
+    detect(tf.zeros([32, 32, 3], tf.uint8))  # creates the variables, so the restore below is checked now
+    _restore_for_eval(model, checkpoint)
 
     def run(image: np.ndarray) -> dict[str, np.ndarray]:
         output = detect(tf.constant(image))
@@ -55,7 +61,18 @@ def checkpoint_detector(pipeline: str | Path, checkpoint: str) -> Detector:
             "count": int(output["num_detections"][0]),
         }
 
+    run.tracing_count = detect.experimental_get_tracing_count
     return run
+
+
+def _restore_for_eval(model, checkpoint: str) -> None:
+    """A truncated checkpoint, one whose files are gone (a stale `checkpoint` state file) or one of another
+    model (num_classes) is an EvalError naming it, not a TensorFlow traceback."""
+    try:
+        tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
+    except (ValueError, IndexError, tf.errors.OpError) as error:  # IndexError: the reader of a truncated file
+        reason = (error.message if isinstance(error, tf.errors.OpError) else str(error)).strip().splitlines()[0]
+        raise EvalError(f"{checkpoint}: cannot restore it for this pipeline's model: {reason}") from None
 
 
 def saved_model_detector(saved_model: str | Path) -> Detector:
@@ -79,8 +96,14 @@ def saved_model_detector(saved_model: str | Path) -> Detector:
 
 def _records(files: list[str]) -> Iterator[tuple[int, dict]]:
     """(image id, parsed record) in file order; ids are 1-based positions, unique within one eval."""
-    for image_id, record in enumerate(tf.data.TFRecordDataset(files), start=1):
-        yield image_id, tf.train.Example.FromString(record.numpy()).features.feature
+    for image_id, _, feature in _records_with_files(files):
+        yield image_id, feature
+
+
+def _records_with_files(files: list[str]) -> Iterator[tuple[int, str, dict]]:
+    """(image id, file, parsed record): the file names the record in error messages."""
+    for image_id, (file, example) in enumerate(read_examples(files), start=1):
+        yield image_id, file, example.features.feature
 
 
 def _values(feature, key: str) -> list:
@@ -106,17 +129,54 @@ def coco_results(image_id: int, output: dict[str, np.ndarray], width: int, heigh
     ]
 
 
-def _groundtruth(image_id: int, feature, first_annotation_id: int) -> tuple[dict, list[dict]]:
+class LabelSource:
+    """The label map of an eval, with its path for messages."""
+
+    def __init__(self, class_ids: dict[str, int], path: str | Path = "the label map"):
+        self.class_ids = class_ids
+        self.path = str(path)
+
+
+def _class_labels(feature, count: int, labels: LabelSource, where: str) -> list[int]:
+    """Each box's class id. Records name classes twice (class/label and class/text) or, as TFOD's own
+    create_coco_tf_record.py writes them, by text only; TFOD's decoder then maps text through the label map, and
+    so does this. A label that contradicts the text under this label map is an error: per-class results would
+    go under the wrong names."""
+    ids = [int(value) for value in _values(feature, "image/object/class/label")]
+    texts = [value.decode("utf-8", "replace") for value in _values(feature, "image/object/class/text")]
+    if len(ids) < count and len(texts) < count:
+        raise EvalError(
+            f"{where}: {count} boxes but {max(len(ids), len(texts))} class entries (no class for some boxes: "
+            "neither image/object/class/label nor image/object/class/text)"
+        )
+    if len(texts) < count:
+        return ids[:count]
+    result = []
+    for index, text in enumerate(texts[:count]):
+        mapped = labels.class_ids.get(text)
+        if mapped is None:
+            raise EvalError(f"{where}: class {text!r} is not in the label map {labels.path}")
+        if index < len(ids) and ids[index] != mapped:
+            raise EvalError(
+                f"{where}: the record gives class {text!r} id {ids[index]}, but the label map {labels.path} gives "
+                f"it id {mapped}; evaluate with the label map the records were written with"
+            )
+        result.append(mapped)
+    return result
+
+
+def _groundtruth(
+    image_id: int, feature, first_annotation_id: int, labels: LabelSource, file: str = "records"
+) -> tuple[dict, list[dict]]:
     """One record's COCO image entry and annotations (boxes in pixels), ids counting from first_annotation_id."""
     width, height = _values(feature, "image/width")[0], _values(feature, "image/height")[0]
     name = _values(feature, "image/filename")[0].decode()
     image = {"id": image_id, "width": width, "height": height, "file_name": name}
-    corners = zip(*(_values(feature, f"image/object/bbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax")))
+    corners = list(zip(*(_values(feature, f"image/object/bbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax"))))
     crowd = _values(feature, "image/object/is_crowd")
+    class_labels = _class_labels(feature, len(corners), labels, f"{file}, image {name}")
     annotations = []
-    for index, ((xmin, ymin, xmax, ymax), label) in enumerate(
-        zip(corners, _values(feature, "image/object/class/label"))
-    ):
+    for index, ((xmin, ymin, xmax, ymax), label) in enumerate(zip(corners, class_labels)):
         box = [xmin * width, ymin * height, (xmax - xmin) * width, (ymax - ymin) * height]
         annotations.append(
             {
@@ -131,17 +191,29 @@ def _groundtruth(image_id: int, feature, first_annotation_id: int) -> tuple[dict
     return image, annotations
 
 
-def collect(files: list[str], detector: Detector | None, class_ids: dict[str, int], progress: bool = False):
+def collect(
+    files: list[str],
+    detector: Detector | None,
+    class_ids: dict[str, int],
+    progress: bool = False,
+    label_map: str | Path = "the label map",
+):
     """COCO ground truth and COCO results for every record; without a detector, the ground truth only
-    (no image is decoded) and no results."""
+    (no image is decoded) and no results. `label_map` names the label map in errors.
+
+    The ground truth is read in a pass of its own first (no image decoded): a record that contradicts the label
+    map stops the eval before any inference, and the progress bar knows its total."""
     from tqdm import tqdm
 
+    labels = LabelSource(class_ids, label_map)
     images, annotations, detections = [], [], []
-    for image_id, feature in tqdm(_records(files), desc="evaluating", unit="img", disable=not progress):
-        image, boxes = _groundtruth(image_id, feature, len(annotations) + 1)
+    for image_id, file, feature in _records_with_files(files):
+        image, boxes = _groundtruth(image_id, feature, len(annotations) + 1, labels, file)
         images.append(image)
         annotations += boxes
-        if detector is not None:
+    if detector is not None:
+        records = tqdm(_records(files), total=len(images), desc="evaluating", unit="img", disable=not progress)
+        for (image_id, feature), image in zip(records, images):
             pixels = tf.io.decode_image(_values(feature, "image/encoded")[0], channels=3).numpy()
             detections += coco_results(image_id, detector(pixels), image["width"], image["height"])
     categories = [{"id": class_id, "name": name} for name, class_id in sorted(class_ids.items(), key=lambda i: i[1])]
@@ -171,7 +243,7 @@ def score(
     progress: bool = False,
 ) -> dict:
     """Evaluate, write metrics.json and the plots into output_dir, and return the metrics."""
-    groundtruth, detections = collect(files, detector, read_label_map(Path(label_map)), progress)
+    groundtruth, detections = collect(files, detector, read_label_map(Path(label_map)), progress, label_map)
     return score_collected(files, groundtruth, detections, output_dir, score_threshold=score_threshold)
 
 

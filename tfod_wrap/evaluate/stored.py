@@ -94,6 +94,6 @@ def score_detections(
     entry is an error (scoring it as "nothing found" would be a wrong number).
     """
     path = detections_file(detections)
-    groundtruth, _ = collect(files, None, read_label_map(Path(label_map)))
+    groundtruth, _ = collect(files, None, read_label_map(Path(label_map)), label_map=label_map)
     results = match_detections(path, groundtruth)
     return score_collected(files, groundtruth, results, output_dir, score_threshold=score_threshold)

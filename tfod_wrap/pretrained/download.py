@@ -98,6 +98,8 @@ def _fetch(name: str, destination: Path, log) -> Path:
 
 def _unpack(tarball: Path, staging: Path) -> None:
     """Extract the tarball's single top folder into `staging` (the "data" filter refuses links and ../ escapes)."""
+    if not tarball.is_file():  # a device (/dev/zero) reads for ever and a FIFO blocks: never open them
+        raise UserError(f"{tarball}: not a regular file; --archive takes a model-zoo .tar.gz")
     try:
         with tarfile.open(tarball) as archive:
             archive.extractall(staging / ".unpacked", filter="data")

@@ -9,7 +9,8 @@ checkpoint restore, tf.distribute) with these differences:
   a loss history (train_history.csv) and loss-curve PNG in the model dir;
 - `resume` continues from the latest checkpoint with the same step, schedule and optimizer state; a
   model dir that already holds checkpoints is never trained over silently;
-- a non-finite loss stops the run with a clear message, leaving the last good checkpoint as it is;
+- a non-finite loss or gradient stops the run before it is applied, and no checkpoint holding a NaN or inf
+  (batch-norm statistics included) is ever saved: the last good checkpoint stays the latest;
 - `keep_box_head` also restores an SSD's box-regression head from a `detection` fine-tune checkpoint,
   which TFOD discards with the class head although it does not depend on the classes.
 """
@@ -95,6 +96,7 @@ def train(
     total_steps = steps or train_config.num_steps
     if not total_steps:
         raise TrainError(f"{pipeline}: train_config.num_steps is 0; pass --steps N")
+    _check_schedule(pipeline_proto, pipeline, total_steps, log)
     model_dir = Path(model_dir)
     strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
     is_chief = strategy.extended.should_checkpoint
@@ -133,7 +135,7 @@ def train(
         checkpoint = tf.train.Checkpoint(step=global_step, model=model, optimizer=optimizer)
         manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=keep_checkpoints)
         if latest:
-            checkpoint.restore(latest).expect_partial()
+            _restore_run(checkpoint, latest, pipeline)
             log(f"resumed from {latest} at step {int(global_step.numpy())}")
         else:
             _load_fine_tune_checkpoint(model, train_config, model_dir, log)
@@ -158,17 +160,14 @@ def train(
         last_saved = start
         for _ in range(start, total_steps):
             began = time.perf_counter()
-            losses = {key: float(value) for key, value in step_fn(iterator).items()}
+            reduced, applied = step_fn(iterator)
+            losses = {key: float(value) for key, value in reduced.items()}
             step = int(global_step.numpy())
             rates.append(1.0 / max(time.perf_counter() - began, 1e-9))
             losses["learning_rate"] = float(learning_rate() if callable(learning_rate) else learning_rate)
-            if not math.isfinite(losses["Loss/total_loss"]):
+            if not bool(applied) or not math.isfinite(losses["Loss/total_loss"]):
                 history.flush()
-                kept = manager.latest_checkpoint or "none yet"
-                raise TrainError(
-                    f"the loss became {losses['Loss/total_loss']} at step {step}; stopped without saving. The last "
-                    f"good checkpoint ({kept}) is kept. Lower the learning rate or check the data (tfod-wrap inspect)."
-                )
+                raise TrainError(_not_applied_message(losses["Loss/total_loss"], step + 1, manager))
             for key, value in losses.items():
                 tf.summary.scalar(key, value, step=step)
             tf.summary.scalar("steps_per_sec", rates[-1], step=step)
@@ -176,6 +175,7 @@ def train(
             bar.update(1)
             bar.set_postfix(_postfix(losses, rates), refresh=False)
             if step - last_saved >= checkpoint_every or step == total_steps:
+                _check_finite(model, optimizer, step, manager, history)
                 manager.save(checkpoint_number=step)
                 history.flush()
                 if is_chief:
@@ -191,6 +191,39 @@ def train(
         trainable=len(variables),
         history=history.rows,
     )
+
+
+def _check_schedule(pipeline_proto, pipeline, total_steps: int, log) -> None:
+    """Refuse learning rates that cannot train; warn when the run outlasts its schedule (rate 0 after the end)."""
+    from tfod_wrap.config import ConfigError, check_learning_rates, schedule_end
+
+    try:
+        check_learning_rates(pipeline_proto)
+    except ConfigError as error:
+        raise TrainError(f"{pipeline}: {error}") from None
+    end = schedule_end(pipeline_proto)
+    if end is not None and total_steps > end:
+        log(
+            f"warning: training to step {total_steps} runs past the end of its learning-rate schedule (cosine decay, "
+            f"total_steps {end}): steps {end + 1}..{total_steps} train at rate 0. Stretch the schedule with "
+            f"`tfod-wrap config {pipeline} --steps {total_steps} --output FILE`"
+        )
+
+
+def _restore_run(checkpoint, latest: str, pipeline):
+    """Restore the run's own checkpoint for --resume; one that does not fit this pipeline's model (another
+    num_classes, another architecture) or cannot be read (truncated, files missing) is a TrainError."""
+    try:
+        return checkpoint.restore(latest).expect_partial()
+    except ValueError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise TrainError(
+            f"--resume: {latest} does not fit the model of {pipeline} ({reason}); was it trained with another "
+            "pipeline (e.g. another num_classes)? Resume with that pipeline, or train into a new --model-dir"
+        ) from None
+    except (tf.errors.OpError, IndexError) as error:  # IndexError: the checkpoint reader on a truncated file
+        reason = (error.message if isinstance(error, tf.errors.OpError) else str(error)).strip().splitlines()[0]
+        raise TrainError(f"--resume: cannot restore {latest}: {reason}") from None
 
 
 def check_input_files(reader, workers: int) -> None:
@@ -245,8 +278,39 @@ def _restore_box_head(model, path: str, log) -> None:
     log(f"restored the box-regression head from {path}")
 
 
+def _not_applied_message(loss: float, step: int, manager) -> str:
+    kept = manager.latest_checkpoint or "none yet"
+    what = f"the loss became {loss}" if not math.isfinite(loss) else f"the gradients are not finite (loss {loss})"
+    return (
+        f"{what} at step {step}; the step was not applied and nothing was saved. The last good checkpoint ({kept}) "
+        "is kept. Lower the learning rate or check the data (tfod-wrap inspect)."
+    )
+
+
+def _check_finite(model, optimizer, step: int, manager, history) -> None:
+    """Refuse to save a checkpoint holding NaN or inf. The loss and gradients can stay finite while batch-norm
+    moving variances overflow to inf (the normalised output hides it), and --resume from such a checkpoint
+    diverges at once; so every variable is checked, not only the loss."""
+    slots = optimizer.variables() if callable(optimizer.variables) else optimizer.variables
+    bad = [
+        variable.name
+        for variable in [*model.variables, *slots]
+        if variable.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(variable)))
+    ]
+    if not bad:
+        return
+    history.flush()
+    kept = manager.latest_checkpoint or "none yet"
+    raise TrainError(
+        f"after step {step}, {len(bad)} variable(s) are not finite ({', '.join(bad[:3])}"
+        f"{', ...' if len(bad) > 3 else ''}); nothing was saved. The last good checkpoint ({kept}) is kept. Lower "
+        "the learning rate or check the data (tfod-wrap inspect)."
+    )
+
+
 def _make_step(model, optimizer, variables, global_step, train_config, strategy):
-    """One distributed step: TFOD's loss computation, gradients for the trainable variables only."""
+    """One distributed step: TFOD's loss computation, gradients for the trainable variables only, applied only
+    when the loss and every gradient are finite (the step returns whether it applied them)."""
     from object_detection import model_lib, model_lib_v2
     from object_detection.core import standard_fields as fields
 
@@ -255,7 +319,9 @@ def _make_step(model, optimizer, variables, global_step, train_config, strategy)
     add_regularization = train_config.add_regularization_loss
     replicas = strategy.num_replicas_in_sync
 
-    def replica_step(features, labels):
+    connected: list[int] = []  # indices of the variables that get a gradient, found when the step is traced
+
+    def compute(features, labels):
         model._is_training = True  # noqa: SLF001 (as model_lib_v2.eager_train_step does)
         tf.keras.backend.set_learning_phase(True)
         with tf.summary.record_if(tf.equal(global_step, 0)):
@@ -269,15 +335,29 @@ def _make_step(model, optimizer, variables, global_step, train_config, strategy)
         gradients = tape.gradient(losses["Loss/total_loss"], variables)
         if clip > 0:
             gradients, _ = tf.clip_by_global_norm(gradients, clip)
-        optimizer.apply_gradients(zip(gradients, variables))
+        connected[:] = [index for index, gradient in enumerate(gradients) if gradient is not None]
+        gradients = [gradients[index] for index in connected]
+        finite = [tf.reduce_all(tf.math.is_finite(gradient)) for gradient in gradients]
+        finite.append(tf.math.is_finite(losses["Loss/total_loss"]))
+        return losses, gradients, tf.cast(tf.logical_not(tf.reduce_all(finite)), tf.float32)
+
+    def apply(gradients):
+        optimizer.apply_gradients(zip(gradients, [variables[index] for index in connected]))
         global_step.assign_add(1)
-        return losses
+
+    def apply_all(gradients):
+        strategy.run(apply, args=(gradients,))
+        return tf.constant(True)
 
     @tf.function
     def step(iterator):
         features, labels = next(iterator)
-        per_replica = strategy.run(replica_step, args=(features, labels))
-        return model_lib_v2.reduce_dict(strategy, per_replica, tf.distribute.ReduceOp.SUM)
+        per_replica, gradients, bad = strategy.run(compute, args=(features, labels))
+        bad = strategy.reduce(tf.distribute.ReduceOp.SUM, bad, axis=None)
+        # The cond is in cross-replica context: a branch that merge_calls (apply_gradients does) must not be
+        # inside a replica function (the pattern of Keras' LossScaleOptimizer).
+        applied = tf.cond(tf.equal(bad, 0.0), lambda: apply_all(gradients), lambda: tf.constant(False))
+        return model_lib_v2.reduce_dict(strategy, per_replica, tf.distribute.ReduceOp.SUM), applied
 
     return step
 
