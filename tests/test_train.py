@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -86,7 +87,10 @@ def frozen_run(records, tmp_path_factory):
     pipeline = make_pipeline(
         records, root / "pipeline.config", f"{LEARNING_RATE}={{constant_learning_rate {{ learning_rate: 0.05 }}}}"
     )
-    result = train.train(pipeline, root / "model", freeze=["backbone"], steps=3, log=lambda *_: None)
+    # Random weights (no checkpoint): only the freezing itself is tested here, so the refusal is waived.
+    result = train.train(
+        pipeline, root / "model", freeze=["backbone"], steps=3, allow_random_frozen=True, log=lambda *_: None
+    )
     infos, frozen = listed(pipeline, "backbone")
     before = variables_at(pipeline, str(root / "model" / "ckpt-0"))
     after = variables_at(pipeline, result.checkpoint)
@@ -121,7 +125,7 @@ def test_frozen_batch_norm_keeps_its_statistics(frozen_run):
 
 def test_config_file_freezing_is_honoured(records, tmp_path):
     pipeline = make_pipeline(records, tmp_path / "pipeline.config", "train_config.freeze_variables=[BoxPredictor]")
-    result = train.train(pipeline, tmp_path / "model", steps=2, log=lambda *_: None)
+    result = train.train(pipeline, tmp_path / "model", steps=2, allow_random_frozen=True, log=lambda *_: None)
     _, frozen = listed(pipeline)
     assert frozen and all("BoxPredictor" in name for name in frozen)
     before = variables_at(pipeline, str(tmp_path / "model" / "ckpt-0"))
@@ -265,3 +269,42 @@ def test_no_checkpoint_with_non_finite_variables_is_saved_or_named_good(records,
     assert f"last good checkpoint ({latest})" in str(error.value)
     for index in tf.train.get_checkpoint_state(str(tmp_path / "model")).all_model_checkpoint_paths:
         assert non_finite_variables(index) == [], index
+
+
+def test_cli_refuses_to_freeze_what_no_checkpoint_restored(records, tmp_path):
+    """Frozen random weights stay random: `train` names the part, in one line, and leaves no run folder."""
+    pipeline = make_pipeline(records, tmp_path / "pipeline.config", steps=1)
+    model_dir = tmp_path / "model"
+    command = [CLI, "train", "--pipeline", str(pipeline), "--model-dir", str(model_dir), "--freeze", "backbone"]
+    refused = subprocess.run(command, capture_output=True, text=True)
+    assert refused.returncode == 2, refused.stderr
+    assert re.search(
+        r"the backbone's \d+ variables were not restored from any checkpoint \(no fine_tune_checkpoint is set\)",
+        refused.stderr,
+    ), refused.stderr
+    assert "--allow-random-frozen" in refused.stderr and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not model_dir.exists()
+
+
+def test_a_checkpoint_covers_only_what_it_restored_and_resume_covers_all(frozen_run, records, tmp_path):
+    # A detection fine-tune checkpoint restores the feature extractor (backbone and SSD extra layers), not the heads.
+    result = frozen_run[0]
+    pipeline = make_pipeline(
+        records,
+        tmp_path / "pipeline.config",
+        f"train_config.fine_tune_checkpoint={result.checkpoint}",
+        "train_config.fine_tune_checkpoint_type=detection",
+        steps=1,
+    )
+    freeze = ["backbone", "box_head"]
+    with pytest.raises(train.TrainError, match=r"refusing to freeze random weights: the box_head's \d+ variables were"):
+        train.train(pipeline, tmp_path / "refused", freeze=freeze, log=lambda *_: None)
+    assert not (tmp_path / "refused").exists()
+    lines: list[str] = []
+    opted = train.train(pipeline, tmp_path / "model", freeze=freeze, allow_random_frozen=True, log=lines.append)
+    assert opted.step == 1
+    notices = [line for line in lines if "allow-random-frozen" in line]
+    assert len(notices) == 1 and "the box_head's" in notices[0] and "backbone" not in notices[0]
+    # On resume the run's own checkpoint restored every variable, the random-start box head included.
+    resumed = train.train(pipeline, tmp_path / "model", freeze=freeze, resume=True, steps=2, log=lambda *_: None)
+    assert resumed.step == 2

@@ -138,6 +138,7 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep,
         keep_box_head=args.keep_box_head,
+        allow_random_frozen=args.allow_random_frozen,
         progress=True,
     )
     losses = ", ".join(f"{key.split('/')[-1]} {value:.4f}" for key, value in result.losses.items())
@@ -433,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="SSD: also restore the box-regression head from the fine-tune checkpoint (class-agnostic; a "
         "detection fine-tune otherwise starts it from random)",
+    )
+    training.add_argument(
+        "--allow-random-frozen",
+        action="store_true",
+        help="freeze variables even where no checkpoint restored them (refused by default: frozen random weights "
+        "stay random); for timing runs and tests",
     )
     training.set_defaults(run=_train)
 

@@ -12,7 +12,9 @@ checkpoint restore, tf.distribute) with these differences:
 - a non-finite loss or gradient stops the run before it is applied, and no checkpoint holding a NaN or inf
   (batch-norm statistics included) is ever saved: the last good checkpoint stays the latest;
 - `keep_box_head` also restores an SSD's box-regression head from a `detection` fine-tune checkpoint,
-  which TFOD discards with the class head although it does not depend on the classes.
+  which TFOD discards with the class head although it does not depend on the classes;
+- freezing a variable that no checkpoint restored (the fine-tune checkpoint, or the run's own one on
+  `resume`) is refused unless `allow_random_frozen`: frozen random weights never learn anything.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def train(
     checkpoint_every: int = 500,
     keep_checkpoints: int = 5,
     keep_box_head: bool = False,
+    allow_random_frozen: bool = False,
     progress: bool = False,
     log=print,
 ) -> TrainResult:
@@ -109,14 +112,14 @@ def train(
             "or choose a new --model-dir"
         )
     check_input_files(configs["train_input_config"], getattr(strategy.extended, "_num_workers", 1))
-    save_dir.mkdir(parents=True, exist_ok=True)
 
     with strategy.scope():
         model = model_builder.build(configs["model"], is_training=True)
         ensure_built(model, pipeline_proto)
         frozen = resolve_frozen(model, pipeline_proto, list(freeze), list(train_only))
         variables = apply_freeze(model, frozen)
-        log(variables_table(describe_variables(model), frozen, verbose=False))
+        infos = describe_variables(model)
+        log(variables_table(infos, frozen, verbose=False))
         global_step = tf.Variable(
             0,
             trainable=False,
@@ -135,13 +138,18 @@ def train(
         checkpoint = tf.train.Checkpoint(step=global_step, model=model, optimizer=optimizer)
         manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=keep_checkpoints)
         if latest:
-            _restore_run(checkpoint, latest, pipeline)
+            restored = _restored(model, _restore_run(checkpoint, latest, pipeline))
             log(f"resumed from {latest} at step {int(global_step.numpy())}")
+            source = f"the run's checkpoint {latest} does not hold them"
         else:
-            _load_fine_tune_checkpoint(model, train_config, model_dir, log)
+            restored = _load_fine_tune_checkpoint(model, train_config, model_dir, log)
             if keep_box_head:
-                _restore_box_head(model, train_config.fine_tune_checkpoint, log)
+                restored |= _restore_box_head(model, train_config.fine_tune_checkpoint, log)
+            source = _fine_tune_source(train_config)
+        _check_frozen_restored(infos, frozen, restored, source, allow_random_frozen, log)
         step_fn = _make_step(model, optimizer, variables, global_step, train_config, strategy)
+    # Only now, when nothing can refuse any more, so that a refused run leaves no folder behind.
+    save_dir.mkdir(parents=True, exist_ok=True)
 
     writer = tf.summary.create_file_writer(str(save_dir / "train"))
     history = _History(save_dir / HISTORY, int(global_step.numpy()))
@@ -240,8 +248,9 @@ def check_input_files(reader, workers: int) -> None:
         )
 
 
-def _load_fine_tune_checkpoint(model, train_config, model_dir: Path, log) -> None:
-    """Restore the config's fine_tune_checkpoint the way model_lib_v2 does (restore_from_objects)."""
+def _load_fine_tune_checkpoint(model, train_config, model_dir: Path, log) -> set[str]:
+    """Restore the config's fine_tune_checkpoint the way model_lib_v2 does (restore_from_objects); returns
+    the names of the variables it restored."""
     from object_detection.utils import variables_helper
 
     path = train_config.fine_tune_checkpoint
@@ -250,17 +259,53 @@ def _load_fine_tune_checkpoint(model, train_config, model_dir: Path, log) -> Non
             "no fine_tune_checkpoint set: training from random initialisation "
             "(tfod-wrap config --checkpoint PREFIX to fine-tune)"
         )
-        return
+        return set()
     if not tf.io.gfile.exists(f"{path}.index"):
         raise TrainError(f"fine_tune_checkpoint {path} does not exist (expected {path}.index)")
     kind = train_config.fine_tune_checkpoint_type or "detection"
     variables_helper.ensure_checkpoint_supported(path, kind, str(model_dir))
     restore_map = model.restore_from_objects(fine_tune_checkpoint_type=kind)
-    tf.train.Checkpoint(**restore_map).restore(path).expect_partial().assert_existing_objects_matched()
+    status = tf.train.Checkpoint(**restore_map).restore(path).expect_partial().assert_existing_objects_matched()
     log(f"restored {kind} checkpoint {path}")
+    return _restored(model, status)
 
 
-def _restore_box_head(model, path: str, log) -> None:
+def _restored(model, status) -> set[str]:
+    """Names of the model's variables that a checkpoint restore gave a value. TensorFlow keeps the objects it
+    matched to the checkpoint's object graph; every variable among them was assigned the stored value."""
+    matched = {id(item) for item in status._checkpoint.object_by_proto_id.values()}  # noqa: SLF001
+    return {variable.name for variable in model.variables if id(variable) in matched}
+
+
+def _fine_tune_source(train_config) -> str:
+    """Why variables that no restore covered are random, for the refusal message."""
+    path = train_config.fine_tune_checkpoint
+    if not path or path.startswith(PLACEHOLDER):
+        return "no fine_tune_checkpoint is set"
+    kind = train_config.fine_tune_checkpoint_type or "detection"
+    return f"the {kind} fine_tune_checkpoint {path} does not restore them"
+
+
+def _check_frozen_restored(infos, frozen: set[str], restored: set[str], source: str, allowed: bool, log) -> None:
+    """Refuse to freeze random weights (frozen, they stay random for the whole run) unless allowed."""
+    random = [info for info in infos if info.name in frozen and info.name not in restored]
+    if not random:
+        return
+    counts: dict[str, int] = {}
+    for info in random:
+        counts[info.part] = counts.get(info.part, 0) + 1
+    parts = " and ".join(f"the {part}'s {count} variable{'s' if count > 1 else ''}" for part, count in counts.items())
+    verb = "were" if len(random) > 1 else "was"
+    if allowed:
+        log(f"freezing random weights, as --allow-random-frozen allows: {parts} {verb} not restored ({source})")
+        return
+    raise TrainError(
+        f"refusing to freeze random weights: {parts} {verb} not restored from any checkpoint ({source}). Start "
+        "from pretrained weights (tfod-wrap config --checkpoint PREFIX), freeze less, or pass --allow-random-frozen"
+    )
+
+
+def _restore_box_head(model, path: str, log) -> set[str]:
     """Restore an SSD's box-regression head (its layers per feature map) from the fine-tune checkpoint. The box
     encodings are class-agnostic, so they carry over whenever the anchors per location and the feature depths
     are the same; a different shape fails the restore with both shapes named."""
@@ -272,10 +317,11 @@ def _restore_box_head(model, path: str, log) -> None:
     head = tf.train.Checkpoint(box_encodings=heads["box_encodings"])
     view = tf.train.Checkpoint(model=tf.train.Checkpoint(_box_predictor=tf.train.Checkpoint(_prediction_heads=head)))
     try:
-        view.restore(path).expect_partial().assert_existing_objects_matched()
+        status = view.restore(path).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError) as error:
         raise TrainError(f"--keep-box-head: {path} has no box head that fits this model ({error})") from None
     log(f"restored the box-regression head from {path}")
+    return _restored(model, status)
 
 
 def _not_applied_message(loss: float, step: int, manager) -> str:
