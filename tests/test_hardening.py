@@ -59,6 +59,13 @@ def test_config_set_int32_overflow(capsys, tmp_path):
     assert not (tmp_path / "p.config").exists()
 
 
+@pytest.mark.parametrize("option", ["--steps", "--batch-size"])
+def test_config_steps_or_batch_size_overflow(capsys, tmp_path, option):
+    argv = ["config", "ssd_mobilenet_v2", "--checkpoint", "none", "--no-check", "--output", tmp_path / "p.config"]
+    one_line_error(capsys, [*argv, option, "99999999999"], option, "out of range")
+    assert not (tmp_path / "p.config").exists()
+
+
 def test_config_output_is_a_folder(capsys, tmp_path):
     (tmp_path / "folder").mkdir()
     argv = ["config", "ssd_mobilenet_v2", "--checkpoint", "none", "--no-check", "--output", tmp_path / "folder"]

@@ -26,7 +26,7 @@ def set_batch_size(config, batch_size: int, scale_learning_rate: bool = True) ->
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     train = config.train_config
     old = train.batch_size or 1
-    train.batch_size = batch_size
+    _set_count(train, "batch_size", batch_size, "--batch-size")
     notes = [f"batch_size {old} -> {batch_size}"]
     schedule = _learning_rate(config)
     if not scale_learning_rate or schedule is None or batch_size == old:
@@ -45,6 +45,14 @@ def set_batch_size(config, batch_size: int, scale_learning_rate: bool = True) ->
     return notes
 
 
+def _set_count(message, field: str, value: int, option: str) -> None:
+    """Protobuf refuses a value its field cannot hold (uint32: at most 4294967295) with a ValueError."""
+    try:
+        setattr(message, field, value)
+    except ValueError:
+        raise ConfigError(f"{option} {value} is out of range for train_config.{field}") from None
+
+
 def set_steps(config, steps: int) -> list[str]:
     """Set train_config.num_steps and stretch or shrink the schedule to the new length, so warmup and
     decay keep their proportions and warmup never outlasts training."""
@@ -53,7 +61,7 @@ def set_steps(config, steps: int) -> list[str]:
     train = config.train_config
     schedule = _learning_rate(config)
     old = train.num_steps or _schedule_length(schedule) or steps
-    train.num_steps = steps
+    _set_count(train, "num_steps", steps, "--steps")
     notes = [f"num_steps {old} -> {steps}"]
     if schedule is None:
         return notes
