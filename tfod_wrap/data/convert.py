@@ -18,7 +18,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
@@ -339,7 +339,7 @@ def _report(
     return {
         "tool": TOOL,
         "version": tfod_wrap.__version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "input": str(input_path.resolve()),
         "format": fmt,
         "seed": seed,
