@@ -28,18 +28,37 @@ def convert_to_tfjs(saved_model: Path, output_dir: Path, quantize: str = "none")
     from tensorflowjs.converters import tf_saved_model_conversion_v2
 
     # Assert/CheckNumerics have no TF.js kernels; the converter refuses the graph unless they are stripped
-    tf_saved_model_conversion_v2.convert_tf_saved_model(
-        str(saved_model),
-        str(output_dir),
-        quantization_dtype_map=QUANTIZATION[quantize],
-        strip_debug_ops=True,
-        use_structured_outputs_names=True,
-    )
+    try:
+        tf_saved_model_conversion_v2.convert_tf_saved_model(
+            str(saved_model),
+            str(output_dir),
+            quantization_dtype_map=QUANTIZATION[quantize],
+            strip_debug_ops=True,
+            use_structured_outputs_names=True,
+        )
+    except ValueError as error:
+        raise _unsupported_ops(error) from None
     model_json = output_dir / "model.json"
     topology = json.loads(model_json.read_text())
     if repair_float_to_bool_casts(topology):
         atomic_write_json(model_json, topology)
     return model_json
+
+
+def _unsupported_ops(error: ValueError) -> Exception:
+    """The converter's "Unsupported Ops" refusal as one line naming the ops; any other error as it was.
+
+    CenterNet ResNet50 v2 ends up here: a pre-activation batch norm follows no convolution, so it cannot be
+    folded, and TensorFlow's graph optimizer fuses it with its ReLU into _FusedBatchNormEx, which TF.js lacks.
+    """
+    text = str(error)
+    if "Unsupported Ops" not in text:
+        return error
+    ops = ", ".join(line.strip() for line in text.splitlines()[1:] if line.strip()) or "unnamed"
+    return UserError(
+        f"TF.js cannot run this model: after TensorFlow's graph optimisation it keeps ops TF.js has no kernels "
+        f"for ({ops}); export --formats saved_model (or tflite for an SSD) instead"
+    )
 
 
 def output_shapes(model_json: Path, outputs: dict[str, str]) -> dict[str, list[int]]:
