@@ -34,6 +34,7 @@ from tfod_wrap.export.tflite import (
     run_tflite,
 )
 from tfod_wrap.files import atomic_write_json, check_output, claim_output, read_json_object
+from tfod_wrap.processes import terminate_as_interrupt
 from tfod_wrap.tflite import interpreter as tflite_interpreter
 from tfod_wrap.train import find_checkpoints
 
@@ -79,7 +80,8 @@ def export(
     output = Path(output)
     check_output(output, KIND, legacy=_earlier_output)
     report = {"pipeline": str(Path(pipeline).resolve()), "checkpoint": str(Path(prefix).resolve()), "formats": {}}
-    with claim_output(output, KIND, legacy=_earlier_output) as staging:
+    # SIGTERM as Ctrl-C: the staging folder (as large as the model) is removed on the way out, not left behind
+    with terminate_as_interrupt(), claim_output(output, KIND, legacy=_earlier_output) as staging:
         started = time.perf_counter()
         saved_model = export_saved_model(pipeline_config, prefix, staging, input_type)
         shutil.copyfile(label_map, staging / "label_map.pbtxt")

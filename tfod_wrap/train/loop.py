@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,7 @@ def train(
         step_fn = _make_step(model, optimizer, variables, global_step, train_config, strategy)
     # Only now, when nothing can refuse any more, so that a refused run leaves no folder behind.
     save_dir.mkdir(parents=True, exist_ok=True)
+    _remove_partial_saves(save_dir)
 
     writer = tf.summary.create_file_writer(str(save_dir / "train"))
     history = _History(save_dir / HISTORY, int(global_step.numpy()))
@@ -199,6 +201,16 @@ def train(
         trainable=len(variables),
         history=history.rows,
     )
+
+
+def _remove_partial_saves(save_dir: Path) -> None:
+    """Delete the `ckpt-N_temp/` folders of saves that a kill interrupted. TF writes a save there and merges it
+    into ckpt-N.index/.data before the `checkpoint` file names it, so such a folder is never a checkpoint; but a
+    later save of the same number does not clear what the killed one wrote, and the partial shards (as large as
+    the checkpoint) would stay. Only this run writes into `save_dir` (a second one refuses without --resume)."""
+    for folder in save_dir.glob("ckpt-*_temp"):
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_schedule(pipeline_proto, pipeline, total_steps: int, log) -> None:
