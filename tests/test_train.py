@@ -39,6 +39,7 @@ def make_pipeline(records: Path, path: Path, *overrides: str, steps: int = 3) ->
         "ssd_mobilenet_v2",
         path,
         data=records,
+        checkpoint="none",
         batch_size=2,
         steps=steps,
         overrides=[

@@ -15,6 +15,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from tfod_wrap import __version__, config, data  # noqa: E402  (the variable must be set before TF loads)
+from tfod_wrap.compat.hooks import quiet_native_startup  # noqa: E402
 from tfod_wrap.errors import UserError  # noqa: E402
 from tfod_wrap.textfiles import read_text  # noqa: E402
 
@@ -624,6 +625,7 @@ def _fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_native_startup()
     quiet_library_logs()
     try:
         return args.run(args)

@@ -135,7 +135,16 @@ def prepare(workdir: Path, images: int, steps: int) -> Path:
         raise SystemExit(f"convert wrote {report['images_written']} of {images} images; see {records}/report.json")
     pipeline = workdir / "pipeline.config"
     overrides = ['train_config.fine_tune_checkpoint=""']  # random init; TFOD's loop would try to load it
-    config.configure(TEMPLATE, pipeline, data=records, batch_size=BATCH, steps=steps, overrides=overrides, check=False)
+    config.configure(
+        TEMPLATE,
+        pipeline,
+        data=records,
+        checkpoint="none",
+        batch_size=BATCH,
+        steps=steps,
+        overrides=overrides,
+        check=False,
+    )
     return pipeline
 
 

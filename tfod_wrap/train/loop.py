@@ -278,7 +278,9 @@ def _load_fine_tune_checkpoint(model, train_config, model_dir: Path, log) -> set
     variables_helper.ensure_checkpoint_supported(path, kind, str(model_dir))
     restore_map = model.restore_from_objects(fine_tune_checkpoint_type=kind)
     status = tf.train.Checkpoint(**restore_map).restore(path).expect_partial().assert_existing_objects_matched()
-    log(f"restored {kind} checkpoint {path}")
+    from tfod_wrap.pretrained import checkpoint_origin
+
+    log(f"restored {kind} checkpoint {path} ({checkpoint_origin(path)})")
     return _restored(model, status)
 
 
