@@ -186,8 +186,10 @@ def train(
             bar.set_postfix(_postfix(losses, rates), refresh=False)
             if step - last_saved >= checkpoint_every or step == total_steps:
                 _check_finite(model, optimizer, step, manager, history)
-                manager.save(checkpoint_number=step)
+                # history first: a kill between the two must not leave a checkpoint whose steps have no rows
+                # (--resume keeps the rows up to the restored step and drops any later ones)
                 history.flush()
+                manager.save(checkpoint_number=step)
                 if is_chief:
                     history.plot(save_dir / LOSS_CURVE)
                 last_saved = step
