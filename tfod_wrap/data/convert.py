@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import multiprocessing
 import os
@@ -41,7 +40,7 @@ from tfod_wrap.data.labelmap import label_map_from_names, read_label_map, write_
 from tfod_wrap.data.sources import check_sources
 from tfod_wrap.data.split import parse_split, stratified_split
 from tfod_wrap.errors import UserError
-from tfod_wrap.files import atomic_write_json, check_output, claim_output, is_inside
+from tfod_wrap.files import atomic_write_json, check_output, claim_output, is_inside, read_json_object
 from tfod_wrap.processes import die_with_parent, terminate_as_interrupt
 
 REPORT = "report.json"
@@ -168,10 +167,7 @@ def _earlier_output(folder: Path) -> bool:
 
 
 def _report_tool(path: Path) -> str | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("tool")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return (read_json_object(path) or {}).get("tool")
 
 
 @contextlib.contextmanager

@@ -8,11 +8,11 @@ possible the config stops and names the options: nobody gets a silent random sta
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from tfod_wrap.errors import UserError
+from tfod_wrap.files import read_json_object
 from tfod_wrap.pretrained.download import MATCH_FILE, TEMPLATE_TARBALLS, cache_dir, download
 
 OBJECTRON_TEMPLATE = "ssd_mobilenet_v2"  # the architecture of the TFLite model @mediapipe/objectron bundles
@@ -56,7 +56,7 @@ def checkpoint_origin(prefix: str | Path) -> str:
     """Where a fine_tune_checkpoint's weights come from, read from the files tfod-wrap wrote beside it."""
     prefix = Path(prefix)
     folder = prefix.parent.parent if prefix.parent.name == "checkpoint" else prefix.parent
-    report = _read_json(folder / "report.json")
+    report = read_json_object(folder / "report.json") or {}
     if report.get("kind") == "tfod-wrap pretrained import-tflite":
         source = report.get("source", {})
         return (
@@ -74,14 +74,6 @@ def _start(folder: Path) -> PretrainedStart:
 
 def _has_checkpoint(folder: Path) -> bool:
     return (folder / "checkpoint" / "ckpt-0.index").is_file()
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
 
 
 def _options(template: str) -> str:
