@@ -23,11 +23,11 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from tfod_wrap import detect, evaluate
+from tfod_wrap.core.files import OWNER_FILE
 from tfod_wrap.data import expand_record_paths, read_label_map
 from tfod_wrap.detect import draw
 from tfod_wrap.detect.models import load_model
 from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES
-from tfod_wrap.files import OWNER_FILE
 
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
 QUIET = {"log": lambda *_: None}

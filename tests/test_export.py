@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from tfod_wrap import config, export
+from tfod_wrap.core.files import OWNER_FILE
 from tfod_wrap.export import parity
 from tfod_wrap.export.tfjs import repair_float_to_bool_casts
 from tfod_wrap.export.tflite import box_scales, check_supported, run_tflite
-from tfod_wrap.files import OWNER_FILE
 
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
 

@@ -1,4 +1,4 @@
-"""One ownership rule for every command that replaces an output folder whole (`tfod_wrap.files.claim_output`): it
+"""One ownership rule for every command that replaces an output folder whole (`tfod_wrap.core.files.claim_output`): it
 marks what it writes with `.tfod-wrap-output.json` and replaces nothing else. Here the rule itself, and the commands
 that are cheap to run for real: tfrecords, the sample-data generator and pretrained download. detect, export and
 pretrained import-tflite have theirs beside their other tests."""
@@ -18,9 +18,9 @@ from conftest import REPO, snapshot, tiny_voc
 
 import tfod_wrap
 from tfod_wrap import config
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import OWNER_FILE, check_output, claim_output
 from tfod_wrap.data import convert
-from tfod_wrap.errors import UserError
-from tfod_wrap.files import OWNER_FILE, check_output, claim_output
 from tfod_wrap.pretrained.download import MATCH_FILE, download
 
 sys.path.insert(0, str(REPO / "tools"))

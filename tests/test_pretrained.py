@@ -18,9 +18,9 @@ import tensorflow as tf
 from conftest import tiny_voc
 
 from tfod_wrap import config, train
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import OWNER_FILE, check_output
 from tfod_wrap.data import convert, read_label_map
-from tfod_wrap.errors import UserError
-from tfod_wrap.files import OWNER_FILE, check_output
 from tfod_wrap.pretrained import objectron
 from tfod_wrap.pretrained.tflite_import import (
     CHECKPOINT,

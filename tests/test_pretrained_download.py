@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tfod_wrap import config
-from tfod_wrap.errors import UserError
+from tfod_wrap.core.errors import UserError
 from tfod_wrap.pretrained.download import MATCH_FILE, download, tarball_name
 
 CLI = str(Path(sys.executable).parent / "tfod-wrap")

@@ -13,9 +13,9 @@ from conftest import REPO
 from lxml import etree
 from PIL import Image
 
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import OWNER_FILE
 from tfod_wrap.data import convert
-from tfod_wrap.errors import UserError
-from tfod_wrap.files import OWNER_FILE
 
 sys.path.insert(0, str(REPO / "tools"))
 import sample_data  # noqa: E402

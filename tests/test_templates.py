@@ -19,8 +19,8 @@ import tensorflow as tf
 from conftest import tiny_voc
 
 from tfod_wrap import config, export, train
+from tfod_wrap.core.errors import UserError
 from tfod_wrap.data import convert
-from tfod_wrap.errors import UserError
 from tfod_wrap.export.tflite import MAX_DETECTIONS, postprocess_tensors
 
 CLI = str(Path(sys.executable).parent / "tfod-wrap")

@@ -21,8 +21,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tfod_wrap import cli
-from tfod_wrap.errors import UserError
-from tfod_wrap.nodejs import node_modules
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.nodejs import node_modules
 from tfod_wrap.web import make_clip, make_server, run_page, serving
 from tfod_wrap.web.serve import IDLE_TIMEOUT_S, page_url
 

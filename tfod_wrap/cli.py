@@ -16,8 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from tfod_wrap import __version__, config, data  # noqa: E402  (the variable must be set before TF loads)
 from tfod_wrap.compat.hooks import quiet_native_startup  # noqa: E402
-from tfod_wrap.errors import UserError  # noqa: E402
-from tfod_wrap.textfiles import read_text  # noqa: E402
+from tfod_wrap.core.errors import UserError  # noqa: E402
+from tfod_wrap.core.textfiles import read_text  # noqa: E402
 
 CONFIG_USAGE = """tfod-wrap config MODEL_OR_FILE --output FILE [--data DIR] [--checkpoint PREFIX] [--set PATH=VALUE ...]
                         [--steps N] [--batch-size N] [--no-lr-scaling] [--no-check]
@@ -289,7 +289,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _install_web(args: argparse.Namespace) -> int:
-    from tfod_wrap.nodejs import install_packages
+    from tfod_wrap.core.nodejs import install_packages
 
     folder = install_packages(args.prefix)
     print(f"npm packages in {folder}")

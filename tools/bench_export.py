@@ -61,7 +61,7 @@ from bench_tfrecords import write_sample  # 640x480 JPEG + VOC XML, 3 classes
 from PIL import Image
 
 import tfod_wrap  # noqa: F401  (must come before any object_detection import)
-from tfod_wrap.tflite import interpreter as tflite_interpreter
+from tfod_wrap.core.tflite import interpreter as tflite_interpreter
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {

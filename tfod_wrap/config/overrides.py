@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 from google.protobuf import descriptor, message, text_format
 
-from tfod_wrap.errors import UserError
+from tfod_wrap.core.errors import UserError
 
 _F = descriptor.FieldDescriptor
 _STEP = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?$")

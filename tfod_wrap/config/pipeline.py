@@ -7,9 +7,9 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from tfod_wrap.config.overrides import ConfigError, apply_override, parse_assignment
-from tfod_wrap.files import atomic_write_text
-from tfod_wrap.resources import package_file
-from tfod_wrap.textfiles import read_json, read_text
+from tfod_wrap.core.files import atomic_write_text
+from tfod_wrap.core.resources import package_file
+from tfod_wrap.core.textfiles import read_json, read_text
 
 # The templates ship in the package; the checkout's top-level pipelines/ is a link to this folder.
 PIPELINES = package_file("pipelines")

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from lxml import etree
 
-from tfod_wrap.errors import UserError
+from tfod_wrap.core.errors import UserError
 
 FORMATS = ("voc", "coco", "csv")
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")

@@ -24,6 +24,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 import tfod_wrap
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import atomic_write_json, check_output, claim_output, is_inside, read_json_object
+from tfod_wrap.core.processes import die_with_parent, terminate_as_interrupt
 from tfod_wrap.data.annotations import (
     DataError,
     Dataset,
@@ -39,14 +42,11 @@ from tfod_wrap.data.encode import Chunk, Encoded, encode_chunk
 from tfod_wrap.data.labelmap import label_map_from_names, read_label_map, write_label_map
 from tfod_wrap.data.sources import check_sources
 from tfod_wrap.data.split import parse_split, stratified_split
-from tfod_wrap.errors import UserError
-from tfod_wrap.files import atomic_write_json, check_output, claim_output, is_inside, read_json_object
-from tfod_wrap.processes import die_with_parent, terminate_as_interrupt
 
 REPORT = "report.json"
 LABEL_MAP = "label_map.pbtxt"
 TOOL = "tfod-wrap"
-KIND = "tfrecords"  # the ownership marker's kind (tfod_wrap.files.claim_output)
+KIND = "tfrecords"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
 
 
 def record_files(split: str, shards: int) -> list[str]:

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from tfod_wrap.core.files import atomic_write_bytes
 from tfod_wrap.data.annotations import DataError
 from tfod_wrap.data.labelmap import read_label_map
-from tfod_wrap.files import atomic_write_bytes
 
 CELL = 320  # preview thumbnail size in pixels
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]

@@ -6,10 +6,10 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import atomic_write_text
+from tfod_wrap.core.textfiles import read_text
 from tfod_wrap.data.annotations import DataError
-from tfod_wrap.errors import UserError
-from tfod_wrap.files import atomic_write_text
-from tfod_wrap.textfiles import read_text
 
 
 def _proto_module():

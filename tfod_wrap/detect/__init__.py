@@ -16,11 +16,11 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from tfod_wrap.core.files import atomic_write_json, claim_output, read_json_object
 from tfod_wrap.detect import inputs as sources
 from tfod_wrap.detect.models import DetectError, Model, load_model, model_name
 from tfod_wrap.detect.outputs import DETECTIONS, IMAGES, Outputs
 from tfod_wrap.detect.pipeline import run
-from tfod_wrap.files import atomic_write_json, claim_output, read_json_object
 
 SUMMARY = "summary.json"
 # With one model, two calls at once. On this project's 2-core machine (idle), an SSD MobileNet V2 320 SavedModel ran
@@ -30,7 +30,7 @@ SUMMARY = "summary.json"
 CONCURRENT_CALLS = 2
 # names a model cannot take: with several models, each gets a folder of its name beside these
 RESERVED = {"images", "videos", SUMMARY, DETECTIONS, IMAGES}
-KIND = "detect"  # the ownership marker's kind (tfod_wrap.files.claim_output)
+KIND = "detect"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
 
 __all__ = ["DetectError", "Model", "detect", "load_model", "split_cores", "summary_table"]
 

@@ -17,10 +17,10 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import check_output as owned_output
+from tfod_wrap.core.files import is_inside
 from tfod_wrap.detect.models import DetectError
-from tfod_wrap.errors import UserError
-from tfod_wrap.files import check_output as owned_output
-from tfod_wrap.files import is_inside
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
@@ -96,7 +96,7 @@ def _unique_name(name: str, folder: str, taken: set[str]) -> str:
 
 def check_output(output: Path, inputs: list[Path], kind: str, legacy: Callable[[Path], bool]) -> None:
     """Refuse an output that would write into an input folder, replace an input, or replace a folder that is not
-    an earlier detect output (tfod_wrap.files.check_output: its marker of `kind`, or `legacy` recognises it)."""
+    an earlier detect output (tfod_wrap.core.files.check_output: its marker of `kind`, or `legacy` recognises it)."""
     for path in inputs:
         if path.is_dir() and is_inside(output, path):
             raise DetectError(f"{output}: inside the input folder {path}; detect never writes into its inputs")

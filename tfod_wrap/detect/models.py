@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfod_wrap.core.errors import UserError
 from tfod_wrap.data import check_label_map
-from tfod_wrap.errors import UserError
 
 OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 LABEL_MAP = "label_map.pbtxt"

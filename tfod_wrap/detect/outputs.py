@@ -21,11 +21,11 @@ import cv2
 import numpy as np
 from PIL import GifImagePlugin, Image
 
+from tfod_wrap.core.files import atomic_write_bytes
 from tfod_wrap.detect import draw
 from tfod_wrap.detect.inputs import IMAGE_SUFFIXES, Frame, Skipped, VideoEnd
 from tfod_wrap.detect.models import DetectError, Model
 from tfod_wrap.evaluate import coco_results
-from tfod_wrap.files import atomic_write_bytes
 
 DETECTIONS = "detections.json"
 IMAGES = "images.json"

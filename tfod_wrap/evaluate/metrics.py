@@ -19,7 +19,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from tfod_wrap.errors import UserError
+from tfod_wrap.core.errors import UserError
 
 COCO_METRIC_NAMES: tuple[str, ...] = (
     "DetectionBoxes_Precision/mAP",

@@ -15,7 +15,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from tfod_wrap.files import atomic_write_bytes
+from tfod_wrap.core.files import atomic_write_bytes
 
 DPI = 100
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfod_wrap.core.checkpoints import find_checkpoints
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import atomic_write_json
 from tfod_wrap.data import expand_record_paths, read_label_map
 from tfod_wrap.data.inspect import read_examples
-from tfod_wrap.errors import UserError
 from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES, evaluate_detections
 from tfod_wrap.evaluate.plots import draw_examples, plot_confusion, plot_pr_curves
-from tfod_wrap.files import atomic_write_json
-from tfod_wrap.train import find_checkpoints
 
 PER_CLASS_PREFIX = "DetectionBoxes_PerformanceByCategory"
 

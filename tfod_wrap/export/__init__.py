@@ -20,8 +20,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfod_wrap import config as configs
+from tfod_wrap.core.checkpoints import find_checkpoints
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import atomic_write_json, check_output, claim_output, read_json_object
+from tfod_wrap.core.processes import terminate_as_interrupt
+from tfod_wrap.core.tflite import interpreter as tflite_interpreter
 from tfod_wrap.data import expand_record_paths, read_label_map
-from tfod_wrap.errors import UserError
 from tfod_wrap.export import verify as parity
 from tfod_wrap.export.savedmodel import INPUT_TYPES, PIXEL_INPUT_TYPES, export_saved_model, signature_outputs
 from tfod_wrap.export.tfjs import OUTPUT_DESCRIPTIONS, convert_to_tfjs, output_shapes, tfjs_metadata
@@ -33,15 +37,11 @@ from tfod_wrap.export.tflite import (
     postprocess_tensors,
     run_tflite,
 )
-from tfod_wrap.files import atomic_write_json, check_output, claim_output, read_json_object
-from tfod_wrap.processes import terminate_as_interrupt
-from tfod_wrap.tflite import interpreter as tflite_interpreter
-from tfod_wrap.train import find_checkpoints
 
 FORMATS = ("saved_model", "tfjs", "tflite")
 QUANTIZE = ("none", "float16", "uint8")
 REPORT = "export.json"
-KIND = "export"  # the ownership marker's kind (tfod_wrap.files.claim_output)
+KIND = "export"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
 
 __all__ = ["FORMATS", "INPUT_TYPES", "QUANTIZE", "ExportError", "export", "parity", "verify_table"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tfod_wrap.errors import UserError
-from tfod_wrap.files import atomic_write_json
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import atomic_write_json
 
 # what each exported output is; the page and user code look outputs up by these names, never by position
 OUTPUT_DESCRIPTIONS = {

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfod_wrap.errors import UserError
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.tflite import interpreter as tflite_interpreter
 from tfod_wrap.export.savedmodel import checkpoint_folder
-from tfod_wrap.tflite import interpreter as tflite_interpreter
 
 MAX_DETECTIONS = 100
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"

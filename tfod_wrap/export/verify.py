@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from tfod_wrap.nodejs import node_modules, run_node
+from tfod_wrap.core.nodejs import node_modules, run_node
 
 CONFIDENT = 0.3
 # Largest allowed difference per format and quantisation (scores are 0..1, boxes normalised).

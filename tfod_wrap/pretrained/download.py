@@ -14,8 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tfod_wrap.errors import UserError
-from tfod_wrap.files import atomic_write_text, check_output, claim_output
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import atomic_write_text, check_output, claim_output
 
 ZOO_URL = "http://download.tensorflow.org/models/object_detection/tf2/20200711/"
 # Our templates and the zoo tarball each was taken from (the TF2 Detection Model Zoo table).
@@ -31,7 +31,7 @@ TEMPLATE_TARBALLS = {
 }
 CONNECT_TIMEOUT_S = 10
 MATCH_FILE = "template_match.txt"
-KIND = "pretrained download"  # the ownership marker's kind (tfod_wrap.files.claim_output)
+KIND = "pretrained download"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
 
 
 def cache_dir() -> Path:

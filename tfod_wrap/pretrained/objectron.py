@@ -22,8 +22,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfod_wrap.errors import UserError
-from tfod_wrap.files import claim_output
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import claim_output
 
 PACKAGE = "@mediapipe/objectron"
 VERSION = "0.4.1675468480"
@@ -65,7 +65,7 @@ class ObjectronModel:
 
 def locate_package(*, fetch: bool = True, log=print) -> Path:
     """The @mediapipe/objectron folder: the project's node_modules, else the cache, else `npm pack` into the cache."""
-    from tfod_wrap import nodejs
+    from tfod_wrap.core import nodejs
 
     try:
         candidates = [nodejs.node_modules() / PACKAGE]

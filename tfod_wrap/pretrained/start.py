@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfod_wrap.errors import UserError
-from tfod_wrap.files import read_json_object
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import read_json_object
 from tfod_wrap.pretrained.download import MATCH_FILE, TEMPLATE_TARBALLS, cache_dir, download
 
 OBJECTRON_TEMPLATE = "ssd_mobilenet_v2"  # the architecture of the TFLite model @mediapipe/objectron bundles

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfod_wrap.errors import UserError
-from tfod_wrap.files import (
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
@@ -44,11 +44,11 @@ from tfod_wrap.files import (
     claim_output,
     read_json_object,
 )
+from tfod_wrap.core.tflite import interpreter as tflite_interpreter
 from tfod_wrap.pretrained import objectron
-from tfod_wrap.tflite import interpreter as tflite_interpreter
 
 IMPORT_KIND = "tfod-wrap pretrained import-tflite"
-OUTPUT_KIND = "pretrained import-tflite"  # the ownership marker's kind (tfod_wrap.files.claim_output)
+OUTPUT_KIND = "pretrained import-tflite"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
 TEMPLATE = "ssd_mobilenet_v2"
 TFLITE_FILE = "objectron_ssd_mobilenetv2_oidv4_fp16.tflite"
 CHECKPOINT = "checkpoint/ckpt-0"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tfod_wrap.train.checkpoints import find_checkpoints
 from tfod_wrap.train.freeze import (
     PRESETS,
     FreezeError,
@@ -27,7 +26,6 @@ __all__ = [
     "apply_freeze",
     "describe_variables",
     "ensure_built",
-    "find_checkpoints",
     "list_variables",
     "make_strategy",
     "resolve_frozen",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from tfod_wrap.files import atomic_write_bytes
+from tfod_wrap.core.files import atomic_write_bytes
 
 
 def loss_curve(rows: list[dict], output: Path) -> Path:

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from tfod_wrap.config import meta_architecture
-from tfod_wrap.errors import UserError
+from tfod_wrap.core.errors import UserError
 
 PRESETS = ("backbone", "backbone:N", "fpn", "box_head", "class_head", "all-but-heads")
 PARTS = ("backbone", "fpn", "box_head", "class_head", "other")

@@ -30,8 +30,8 @@ from pathlib import Path
 import tensorflow as tf
 from tqdm import tqdm
 
-from tfod_wrap.errors import UserError
-from tfod_wrap.files import atomic_write_text
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import atomic_write_text
 from tfod_wrap.train.freeze import apply_freeze, describe_variables, ensure_built, resolve_frozen, variables_table
 
 PLACEHOLDER = "PATH_TO_BE_CONFIGURED"

@@ -15,9 +15,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tfod_wrap.errors import UserError
-from tfod_wrap.nodejs import node_modules, run_node
-from tfod_wrap.resources import package_file
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.nodejs import node_modules, run_node
+from tfod_wrap.core.resources import package_file
 
 RUN_PAGE = package_file("web", "run_page.cjs")
 

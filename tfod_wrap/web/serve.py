@@ -32,8 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from tfod_wrap.errors import UserError
-from tfod_wrap.nodejs import node_modules
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.nodejs import node_modules
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE_FILES = ("index.html", "app.js", "style.css")

@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tfod_wrap.errors import UserError
-from tfod_wrap.resources import package_file
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.resources import package_file
 
 REQUIRED = ("@tensorflow/tfjs", "@tensorflow/tfjs-backend-wasm")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfod_wrap.errors import UserError
+from tfod_wrap.core.errors import UserError
 
 
 def find_checkpoints(model_dir: str | Path, which: str = "latest") -> list[str]:

@@ -8,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-from tfod_wrap.errors import UserError
+from tfod_wrap.core.errors import UserError
 
 # Far above any real config, label map or report (COCO's 90-class label map is 4 KiB); a bigger file is not one.
 MAX_TEXT_BYTES = 64 * 2**20

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tfod_wrap.errors import UserError
+from tfod_wrap.core.errors import UserError
 
 
 def _umask() -> int:
