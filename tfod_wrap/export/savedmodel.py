@@ -10,10 +10,6 @@ from pathlib import Path
 
 import tensorflow as tf
 
-# exporter_lib_v2's input signatures: the first two take pixels (the only ones a browser can feed)
-INPUT_TYPES = ("image_tensor", "float_image_tensor", "encoded_image_string_tensor", "tf_example")
-PIXEL_INPUT_TYPES = INPUT_TYPES[:2]
-
 
 @contextmanager
 def checkpoint_folder(checkpoint: str) -> Iterator[str]:
