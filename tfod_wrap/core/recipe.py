@@ -1,0 +1,231 @@
+"""A training run's recipe as data: everything `tfod-wrap train` takes beyond the pipeline.config, as one typed
+object. `train` saves it as recipe.json in the run folder next to the pipeline.config it trained, so a run can be
+repeated (`train --recipe RUN/recipe.json`) and `--resume` continues with the same settings. Named recipes (the
+demo's) are registered here, not in the Makefile. No TensorFlow here: the command line builds its `train` options
+from these fields (each carries its flag and help), and `tfod-wrap --help` stays fast."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import atomic_write_json
+from tfod_wrap.core.textfiles import read_json
+
+RECIPE_FILE = "recipe.json"
+KIND = "tfod-wrap train recipe"
+STRATEGIES = ("default", "mirrored", "multi_worker")
+PRESETS = ("backbone", "backbone:N", "fpn", "box_head", "class_head", "all-but-heads")
+FREEZE_HELP = (
+    f"a preset ({', '.join(PRESETS)}) or a regular expression searched in variable names (see `tfod-wrap variables`)"
+)
+
+
+class RecipeError(UserError):
+    """A recipe that cannot be read or holds a value that cannot train; the message names the file and field."""
+
+
+def option(help: str, flag: str | None = None, **argparse: Any) -> dict[str, Any]:
+    """A field's command-line face: its help, its flag when not --FIELD-NAME, and extra argparse keywords."""
+    return {"help": help, "flag": flag, "argparse": argparse}
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """Freezing, the pipeline edits made before training (in this order: batch size, num_steps, rates, then
+    `overrides`), and the loop's own settings. None: the pipeline's value."""
+
+    freeze: tuple[str, ...] = field(default=(), metadata=option(f"freeze variables: {FREEZE_HELP}", metavar="SPEC"))
+    train_only: tuple[str, ...] = field(
+        default=(), metadata=option("train only the variables these specs match (as --freeze)", metavar="SPEC")
+    )
+    keep_box_head: bool = field(
+        default=False,
+        metadata=option(
+            "SSD: also restore the box-regression head from the fine-tune checkpoint (class-agnostic; a detection "
+            "fine-tune otherwise starts it from random)"
+        ),
+    )
+    allow_random_frozen: bool = field(
+        default=False,
+        metadata=option(
+            "freeze variables even where no checkpoint restored them (refused by default: frozen random weights "
+            "stay random); for timing runs and tests"
+        ),
+    )
+    batch_size: int | None = field(
+        default=None,
+        metadata=option(
+            "set train_config.batch_size; the learning rates scale linearly with it (as config does)", metavar="N"
+        ),
+    )
+    num_steps: int | None = field(
+        default=None,
+        metadata=option(
+            "set train_config.num_steps and stretch the learning-rate schedule to it (as `config --steps` does)",
+            metavar="N",
+        ),
+    )
+    learning_rate: float | None = field(
+        default=None,
+        metadata=option(
+            "the schedule's base rate (cosine learning_rate_base, constant learning_rate, exponential or manual "
+            "initial_learning_rate), set after the batch-size scaling",
+            metavar="RATE",
+        ),
+    )
+    warmup_rate: float | None = field(
+        default=None,
+        metadata=option(
+            "the schedule's warm-up rate (cosine warmup_learning_rate, exponential burnin_learning_rate)",
+            metavar="RATE",
+        ),
+    )
+    overrides: tuple[str, ...] = field(
+        default=(),
+        metadata=option(
+            "override a pipeline field after the settings above, as `config --set`", "--set", metavar="PATH=VALUE"
+        ),
+    )
+    steps: int | None = field(
+        default=None,
+        metadata=option(
+            "train to this step (default: train_config.num_steps); the schedule stays as it is (see --num-steps)",
+            metavar="N",
+        ),
+    )
+    checkpoint_every: int = field(default=500, metadata=option("steps between checkpoints (500)", metavar="N"))
+    keep_checkpoints: int = field(default=5, metadata=option("checkpoints to keep (5)", "--keep", metavar="N"))
+    strategy: str = field(
+        default="default",
+        metadata=option(
+            "tf.distribute strategy: one device, all local GPUs, or the TF_CONFIG cluster", choices=STRATEGIES
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        for name, hint in _hints().items():
+            object.__setattr__(self, name, _checked(name, hint, getattr(self, name)))
+        for name in ("batch_size", "num_steps", "steps", "checkpoint_every", "keep_checkpoints"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise RecipeError(f"{name} must be at least 1, got {value}")
+        for name in ("learning_rate", "warmup_rate"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise RecipeError(f"{name} is {value:g}; a learning rate must be a finite number >= 0")
+        if self.strategy not in STRATEGIES:
+            raise RecipeError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
+
+    def replace(self, **changes: Any) -> TrainRecipe:
+        """A copy with these fields changed (checked like a new recipe)."""
+        unknown = sorted(set(changes) - set(_hints()))
+        if unknown:
+            raise RecipeError(f"no recipe field {', '.join(unknown)}; fields: {', '.join(_hints())}")
+        return dataclasses.replace(self, **changes)
+
+    def pipeline_changes(self) -> bool:
+        """Whether the recipe edits the pipeline before training."""
+        edits = (self.batch_size, self.num_steps, self.learning_rate, self.warmup_rate)
+        return any(value is not None for value in edits) or bool(self.overrides)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": KIND} | {name: _plain(getattr(self, name)) for name in _hints()}
+
+    def save(self, folder: Path) -> Path:
+        path = Path(folder) / RECIPE_FILE
+        atomic_write_json(path, self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> TrainRecipe:
+        """Read a recipe.json; anything but a recipe object of known fields is a RecipeError naming the file."""
+        data = read_json(path, "recipe")
+        if not isinstance(data, dict) or data.pop("kind", None) != KIND:
+            raise RecipeError(f'{path}: not a tfod-wrap recipe (no "kind": "{KIND}")')
+        try:
+            return cls().replace(**{name: _from_json(value) for name, value in data.items()})
+        except RecipeError as error:
+            raise RecipeError(f"{path}: {error}") from None
+
+
+def _hints() -> dict[str, Any]:
+    return {item.name: get_type_hints(TrainRecipe)[item.name] for item in dataclasses.fields(TrainRecipe)}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _from_json(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _checked(name: str, hint: Any, value: Any) -> Any:
+    """The value in the field's type (a list becomes a tuple, an int a float), or a RecipeError naming both."""
+    if value is None and type(None) in getattr(hint, "__args__", ()):
+        return None
+    kind = field_type(hint)
+    if kind is str and isinstance(value, str):
+        return value
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is tuple and isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    wanted = "a list of strings" if kind is tuple else f"{'an' if kind is int else 'a'} {kind.__name__}"
+    raise RecipeError(f"{name} must be {wanted}, got {value!r}")
+
+
+def field_type(hint: Any) -> type:
+    """The one type a field holds: int for `int | None`, tuple for `tuple[str, ...]`."""
+    if getattr(hint, "__origin__", None) is tuple:
+        return tuple
+    for kind in (bool, int, float, str):
+        if hint is kind or kind in getattr(hint, "__args__", ()):
+            return kind
+    raise TypeError(f"unsupported recipe field type {hint}")
+
+
+RECIPES: dict[str, TrainRecipe] = {
+    # The whole-path demo (`make demo`): the imported pretrained SSD MobileNet V2 on the sample data.
+    "demo": TrainRecipe(
+        # The stem and the first 10 of MobileNet V2's 17 blocks stay as pretrained; blocks 10-16, the extra layers
+        # and the new heads train. Freezing the whole backbone leaves only 1x1 heads on fixed features and plateaus
+        # at mAP@0.5 0.80; backbone:12 steps faster but ends lower (docs/BENCHMARKS.md, "demo").
+        freeze=("backbone:10",),
+        # 1300 steps keep training under 15 minutes on the 2-core CPU.
+        num_steps=1300,
+        batch_size=8,
+        # Momentum with cosine decay (the imported pipeline's schedule) from 0.01: the template's rate scaled to
+        # batch 8 (0.00125) barely moves the new heads, and 0.04 diverges once backbone blocks train (with
+        # nothing frozen, 0.01 can diverge too).
+        learning_rate=0.01,
+        warmup_rate=0.0025,
+    ),
+}
+
+
+def find_recipe(name_or_file: str | Path) -> TrainRecipe:
+    """A registered recipe by name, or a recipe.json file (a run folder's, to repeat that run)."""
+    if str(name_or_file) in RECIPES:
+        return RECIPES[str(name_or_file)]
+    path = Path(name_or_file)
+    if path.is_dir():
+        path = path / RECIPE_FILE
+    if path.is_file() or path.suffix == ".json":
+        return TrainRecipe.load(path)
+    raise RecipeError(f"unknown recipe {name_or_file!r}: neither a registered recipe ({', '.join(RECIPES)}) nor a file")
+
+
+def saved_recipe(run: Path) -> TrainRecipe | None:
+    """The recipe a run folder was trained with, or None for a run without one."""
+    path = Path(run) / RECIPE_FILE
+    return TrainRecipe.load(path) if path.exists() else None
