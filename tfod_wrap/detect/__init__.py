@@ -16,13 +16,14 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfod_wrap.core.files import atomic_write_json, claim_output, read_json_object
+from tfod_wrap.core.files import claim_output, read_json_object
+from tfod_wrap.core.manifests import DetectSummary
 from tfod_wrap.detect import inputs as sources
 from tfod_wrap.detect.models import DetectError, Model, load_model, model_name
 from tfod_wrap.detect.outputs import DETECTIONS, IMAGES, Outputs
 from tfod_wrap.detect.pipeline import run
 
-SUMMARY = "summary.json"
+SUMMARY = DetectSummary.FILE
 # With one model, two calls at once. On this project's 2-core machine (idle), an SSD MobileNet V2 320 SavedModel ran
 # 23-26 frames a second one call at a time with TensorFlow's default threads (every operation on both cores: 1.7
 # cores busy), 24-31 with two calls at once, and 33-39 with two calls at once of one thread per operation
@@ -89,8 +90,8 @@ def detect(
         seconds = time.perf_counter() - started
         options = {"min_score": min_score, "batch": batch, "concurrent_calls": calls}
         summary = _summary(output, loaded, latencies, outputs, seconds, **options)
-        atomic_write_json(staging / SUMMARY, summary)
-    return summary
+        summary.write(staging)
+    return summary.to_json()
 
 
 def split_cores(calls: int) -> bool:
@@ -183,12 +184,14 @@ def _latency(timings: list[tuple[float, int]]) -> dict[str, float]:
     }
 
 
-def _summary(output: Path, models: list[Model], latencies: dict, outputs: Outputs, seconds: float, **options) -> dict:
+def _summary(
+    output: Path, models: list[Model], latencies: dict, outputs: Outputs, seconds: float, **options
+) -> DetectSummary:
     files = outputs.files()
     frames = sum(images for _, images in next(iter(latencies.values()), []))
-    return {
-        "output": str(output),
-        "models": [
+    return DetectSummary(
+        output=str(output),
+        models=[
             {
                 "name": model.name,
                 "source": model.source,
@@ -202,15 +205,15 @@ def _summary(output: Path, models: list[Model], latencies: dict, outputs: Output
             }
             for model in models
         ],
-        "frames": frames,
-        "seconds": round(seconds, 3),
-        "fps": frames / seconds if seconds else 0.0,
-        "images": outputs.images_written,
-        "videos": outputs.videos,
-        "skipped": outputs.skipped,
+        frames=frames,
+        seconds=round(seconds, 3),
+        fps=frames / seconds if seconds else 0.0,
+        images=outputs.images_written,
+        videos=outputs.videos,
+        skipped=outputs.skipped,
         **options,
-        "tensorflow_threads": {  # 0: TensorFlow's default (all cores)
+        tensorflow_threads={  # 0: TensorFlow's default (all cores)
             "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
         },
-    }
+    )
