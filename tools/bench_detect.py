@@ -52,6 +52,7 @@ from bench_export import QUIET_CORES, Measured, QuietWait, prepare_data, progres
 from PIL import Image, ImageDraw
 
 import tfod_wrap  # noqa: F401  (must come before any object_detection import)
+from tfod_wrap.core.manifests import DetectFolder, DetectSummary
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = Path(sys.executable).parent / "tfod-wrap"
@@ -119,12 +120,12 @@ def baseline(saved_model: Path, video: Path, output: Path, min_score: float) -> 
     return frames, time.perf_counter() - started
 
 
-def with_detect(export: Path, video: Path, output: Path, min_score: float) -> dict:
+def with_detect(export: Path, video: Path, output: Path, min_score: float) -> DetectSummary:
     """`tfod-wrap detect` on the video, as a user runs it: its summary.json (`seconds` is timed after its model
     is loaded)."""
     command = [str(CLI), "detect", "--model", str(export), str(video), "--output", str(output)]
     subprocess.run([*command, "--min-score", str(min_score)], check=True, capture_output=True, text=True)
-    return json.loads((output / "summary.json").read_text())
+    return DetectFolder(output).summary
 
 
 def drawn_per_frame(export: Path, video: Path, min_score: float) -> float:
@@ -149,7 +150,7 @@ def one_run(kind: str, export: Path, video: Path, output: Path, min_score: float
     if kind == "detect":
         summary = with_detect(export, video, output, min_score)
         keys = ("frames", "seconds", "concurrent_calls", "tensorflow_threads")
-        return {key: summary[key] for key in keys} | {"latency_ms": summary["models"][0]["latency_ms"]}
+        return {key: getattr(summary, key) for key in keys} | {"latency_ms": summary.models[0]["latency_ms"]}
     arguments = [str(export / "saved_model"), str(video), str(output.with_suffix(".mp4")), str(min_score)]
     done = subprocess.run(
         [sys.executable, __file__, "--run-baseline", *arguments], check=True, capture_output=True, text=True
