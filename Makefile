@@ -101,7 +101,7 @@ serve: install
 	$(CLI) serve --model $(TFJS) --port $(PORT) --host $(HOST)
 
 demo: install
-	test -f $(DEMO_DATA)/README.txt || $(PY) tools/sample_data.py --output $(DEMO_DATA) --count $(DEMO_COUNT)
+	test -f $(DEMO_DATA)/README.txt || $(CLI) sample --output $(DEMO_DATA) --count $(DEMO_COUNT)
 	$(CLI) tfrecords --input $(DEMO_DATA)/annotations --images $(DEMO_DATA)/images --output $(DEMO_DATA)-records \
 		--split train=0.8,val=0.2 --seed 0
 	test -f $(PRETRAINED)/checkpoint/ckpt-0.index || $(CLI) pretrained import-tflite --output $(PRETRAINED)

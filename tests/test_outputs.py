@@ -17,14 +17,11 @@ import tensorflow as tf
 from conftest import REPO, snapshot, tiny_voc
 
 import tfod_wrap
-from tfod_wrap import config
+from tfod_wrap import config, sample
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import OWNER_FILE, check_output, claim_output
 from tfod_wrap.data import convert
 from tfod_wrap.pretrained.download import MATCH_FILE, download
-
-sys.path.insert(0, str(REPO / "tools"))
-import sample_data  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
 
@@ -137,17 +134,17 @@ def test_tfrecords_still_replaces_an_output_of_the_previous_version(tmp_path):
 
 def test_sample_data_refuses_a_user_folder_and_replaces_its_own_output(tmp_path):
     out = tmp_path / "sample"
-    sample_data.generate(out, count=2)
+    sample.generate(out, count=2)
     assert marker(out) == {**marker(out), "kind": "sample data", "entries": ["README.txt", "annotations", "images"]}
-    sample_data.generate(out, count=1)
+    sample.generate(out, count=1)
     assert len(list((out / "images").iterdir())) == 1
 
     # the previous version's marker (README.txt's first line) is still recognised, but not with the user's files
-    old = user_folder(tmp_path / "old", **{"README.txt": sample_data.MARKER + "\n"})
+    old = user_folder(tmp_path / "old", **{"README.txt": sample.MARKER + "\n"})
     (old / "images").mkdir()
-    sample_data.generate(old, count=1)
+    sample.generate(old, count=1)
     assert marker(old)["kind"] == "sample data"
-    legacy_with_notes = user_folder(tmp_path / "notes", **{"README.txt": sample_data.MARKER, "notes.txt": "mine"})
+    legacy_with_notes = user_folder(tmp_path / "notes", **{"README.txt": sample.MARKER, "notes.txt": "mine"})
     command = [sys.executable, str(REPO / "tools" / "sample_data.py"), "--count", "1", "--output"]
     done = subprocess.run([*command, str(legacy_with_notes)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -1,7 +1,9 @@
-"""tools/sample_data.py: the sample dataset generated from photos bundled with scikit-image / scikit-learn."""
+"""tfod_wrap.sample (`tfod-wrap sample`, `tools/sample_data.py`): the sample dataset generated from photos bundled
+with scikit-image / scikit-learn."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -13,12 +15,12 @@ from conftest import REPO
 from lxml import etree
 from PIL import Image
 
+from tfod_wrap import cli
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import OWNER_FILE
 from tfod_wrap.data import convert
-
-sys.path.insert(0, str(REPO / "tools"))
-import sample_data  # noqa: E402
+from tfod_wrap.sample import MARKER, drawing, generate, photos, render, scene
+from tfod_wrap.sample.dataset import voc_xml
 
 COUNT = 24
 
@@ -48,7 +50,7 @@ def annotations(folder: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> tuple[Path, dict]:
     output = tmp_path_factory.mktemp("sample") / "data"
-    summary = sample_data.generate(output, count=COUNT, seed=7)
+    summary = generate(output, count=COUNT, seed=7)
     return output, summary
 
 
@@ -65,7 +67,7 @@ def test_layout_counts_and_classes(dataset):
     assert all(len(image["objects"]) <= 3 for image in found)
     assert sum(1 for image in found if not image["objects"]) == summary["empty_images"]
     readme = (output / "README.txt").read_text()
-    assert readme.splitlines()[0] == sample_data.MARKER
+    assert readme.splitlines()[0] == MARKER
     for needle in ("seed=7", "chelsea.png", "coffee.png", "rocket.jpg", "china.jpg", "CC0", "public domain"):
         assert needle in readme
 
@@ -91,13 +93,13 @@ def test_placed_masks_give_exact_boxes_and_truncation(label):
     """A placed object's mask: inside the image it keeps its whole area; cut by the border, its box reaches it."""
     size = (320, 240)
     rng = np.random.default_rng(5)
-    for spec in sample_data.OBJECTS[label]:
-        cut = sample_data.cutout(spec)
+    for spec in photos.OBJECTS[label]:
+        cut = photos.cutout(spec)
         for draw in range(20):
             length = rng.uniform(*spec.scale) * 240
             truncate = draw % 2 == 1
-            _, alpha, area, truncated = sample_data._warp(cut, rng, size, length, truncate)
-            box = sample_data._tight_box(alpha)
+            _, alpha, area, truncated = drawing.warp(cut, rng, size, length, truncate)
+            box = drawing.tight_box(alpha)
             assert box is not None
             xmin, ymin, xmax, ymax = box
             inside = float(alpha.sum()) / area
@@ -114,18 +116,18 @@ def test_placed_masks_give_exact_boxes_and_truncation(label):
 
 def test_rendered_objects_stay_visible():
     for index in range(8):
-        _, objects = sample_data.render(index, 3, (320, 240))
+        _, objects = render(index, 3, (320, 240))
         for obj in objects:
-            assert obj["visible"] >= sample_data.MIN_VISIBLE
+            assert obj["visible"] >= scene.MIN_VISIBLE
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(dataset, tmp_path):
     output, _ = dataset
     again = tmp_path / "again"
-    sample_data.generate(again, count=COUNT, seed=7)
+    generate(again, count=COUNT, seed=7)
     assert read_folder(again) == read_folder(output)
     other = tmp_path / "other"
-    sample_data.generate(other, count=COUNT, seed=8)
+    generate(other, count=COUNT, seed=8)
     first, second = read_folder(output), read_folder(other)
     assert first.keys() == second.keys()
     assert all(first[name] != second[name] for name in first if name.startswith("images/"))
@@ -135,15 +137,15 @@ def test_images_depend_only_on_seed_and_index(dataset, tmp_path):
     """A shorter run is a prefix of a longer one, so worker count and --count do not change an image."""
     output, _ = dataset
     short = tmp_path / "short"
-    sample_data.generate(short, count=5, seed=7)
+    generate(short, count=5, seed=7)
     for name in ("images/sample_00004.jpg", "annotations/sample_00004.xml"):
         assert (short / name).read_bytes() == (output / name).read_bytes()
 
 
 def test_worker_processes_give_the_same_bytes(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    sample_data.generate(one, count=6, seed=11, workers=1)
-    sample_data.generate(two, count=6, seed=11, workers=2)
+    generate(one, count=6, seed=11, workers=1)
+    generate(two, count=6, seed=11, workers=2)
     assert read_folder(one) == read_folder(two)
 
 
@@ -168,31 +170,29 @@ def test_refuses_to_overwrite_a_folder_it_did_not_create(tmp_path):
     foreign.mkdir()
     (foreign / "notes.txt").write_text("precious")
     with pytest.raises(UserError, match=f"^{foreign}: a non-empty folder not written by tfod-wrap"):
-        sample_data.generate(foreign, count=2)
+        generate(foreign, count=2)
     assert read_folder(foreign) == {"notes.txt": b"precious"}
     (foreign / "README.txt").write_text("some other README\n")
     with pytest.raises(UserError, match="not written by tfod-wrap"):
-        sample_data.generate(foreign, count=2)
+        generate(foreign, count=2)
     assert sorted(read_folder(foreign)) == ["README.txt", "notes.txt"]
 
 
 def test_replaces_its_own_output_and_fills_an_empty_folder(tmp_path):
     target = tmp_path / "sample"
     target.mkdir()  # empty: fine
-    sample_data.generate(target, count=3, seed=1)
+    generate(target, count=3, seed=1)
     (target / "images" / "stray.jpg").write_bytes(b"left over")
-    sample_data.generate(target, count=2, seed=1)  # its own output: replaced whole
+    generate(target, count=2, seed=1)  # its own output: replaced whole
     assert sorted(path.name for path in (target / "images").iterdir()) == ["sample_00000.jpg", "sample_00001.jpg"]
     assert [path.name for path in tmp_path.iterdir()] == ["sample"]  # no staging folder left behind
 
 
-def test_command_line(tmp_path):
+def test_command_line(tmp_path, capsys):
     output, preview = tmp_path / "cli", tmp_path / "preview.png"
-    command = [sys.executable, str(REPO / "tools" / "sample_data.py"), "--output", str(output), "--count", "4"]
-    extra = ["--seed", "2", "--size", "160x120", "--preview", str(preview)]
-    done = subprocess.run([*command, *extra], capture_output=True, timeout=120)
-    assert done.returncode == 0, done.stderr.decode()
-    summary = json.loads(done.stdout)
+    command = ["sample", "--output", str(output), "--count", "4"]
+    assert cli.main([*command, "--seed", "2", "--size", "160x120", "--preview", str(preview)]) == 0
+    summary = json.loads(capsys.readouterr().out)
     assert summary["images"] == 4 and summary["size"] == "160x120"
     with Image.open(output / "images" / "sample_00000.jpg") as image:
         assert image.size == (160, 120)
@@ -200,8 +200,70 @@ def test_command_line(tmp_path):
         assert image.format == "PNG" and image.size == (4 * (160 + 4) - 4, 120)  # one row of 4
     (output / OWNER_FILE).unlink()
     (output / "README.txt").unlink()
-    refused = subprocess.run(command, capture_output=True, timeout=120)
-    assert refused.returncode == 2 and b"not written by tfod-wrap" in refused.stderr
+    assert cli.main(command) == 2
+    assert "not written by tfod-wrap" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--output", str(output), "--size", "320"])
+    assert "expected WIDTHxHEIGHT such as 320x240, got '320'" in capsys.readouterr().err
+
+
+def test_tools_script_is_the_sample_command(tmp_path):
+    """`python tools/sample_data.py` (the README's demo step 1) runs `tfod-wrap sample`: the same files."""
+    script, command = tmp_path / "script", ["--count", "2", "--seed", "4", "--size", "96x64"]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "sample_data.py"), "--output", str(script), *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["images"] == 2
+    generate(tmp_path / "library", count=2, seed=4, size=(96, 64))
+    assert read_folder(script) == read_folder(tmp_path / "library")
+
+
+# sha256 of files written by tools/sample_data.py before it moved into tfod_wrap.sample (commit 1e2a61e):
+# `make demo`'s data (seed 0, 320x240) must stay byte-identical, or docs/BENCHMARKS.md's demo numbers would
+# no longer be reproducible. (seed, index, size) -> (JPEG, VOC XML).
+EARLIER_FILES = {
+    (0, 0, (320, 240)): (
+        "b72c6201a0d1a2c67043436b10dbd4183bfa869ce2f421a62c64f9b69de93b9f",
+        "6ece0bb6b5e6b2cf5e16c93ef5d5b342ae47e917b4547a6b89a73c6e80c6a161",
+    ),
+    (0, 1, (320, 240)): (
+        "9ed0802787c1e0a7689616ee901f5e561685f2e76390ec7df2ed3cb59c5c2a91",
+        "6c74af49f65270fda2f5c9fc82e04fb50b9b53da470684a9beef173636bc897b",
+    ),
+    (0, 57, (320, 240)): (
+        "c5268bc38cb42a0de15a83561c3614f231264c18a43549b28f9b337724649116",
+        "b09f09a8066566b8a712a5cef116a88aa95d7f0d16a79b9df260cae3532f4dcc",
+    ),
+    (0, 299, (320, 240)): (
+        "87a4f7698faa8d39e1d978860178478097a91a726fa81375837b35e9cf568c65",
+        "eb07859e1dec7a919473cefbcc85429c3090cf554915dd7ed8f86ba8895f236c",
+    ),
+    (3, 2, (160, 120)): (
+        "d882780f450e71fb2363a11a2dc70a596f311b9fe25049e5e1312bfa9030b7ea",
+        "358b6c65a8765b1de9f6d6bb4c15148bbb8f0b794542aeb4f3840dd6abc90f7e",
+    ),
+}
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_files_are_those_of_the_earlier_generator(tmp_path):
+    written = tmp_path / "demo"
+    generate(written, count=2, seed=0)  # through the writer: images/ and annotations/ as make demo gets them
+    for index in (0, 1):
+        jpeg, xml = EARLIER_FILES[(0, index, (320, 240))]
+        assert sha256((written / "images" / f"sample_{index:05d}.jpg").read_bytes()) == jpeg, index
+        assert sha256((written / "annotations" / f"sample_{index:05d}.xml").read_bytes()) == xml, index
+    for (seed, index, size), (jpeg, xml) in EARLIER_FILES.items():
+        image, objects = render(index, seed, size)
+        assert sha256(image) == jpeg, (seed, index, size)
+        assert sha256(voc_xml(f"sample_{index:05d}.jpg", size, objects).encode()) == xml, (seed, index)
 
 
 def test_pixels_are_realistic_photos_not_flat_colour(dataset):

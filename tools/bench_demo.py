@@ -73,7 +73,7 @@ def prepare(work: Path, pretrained: Path) -> Path:
     """Sample data -> records, and the imported checkpoint (both reused when present)."""
     data = work / "sample"
     if not (data / "README.txt").is_file():
-        run([sys.executable, str(REPO / "tools" / "sample_data.py"), "--output", str(data)])
+        run([CLI, "sample", "--output", str(data)])
     records = work / "records"
     if not (records / "report.json").is_file():
         run(
