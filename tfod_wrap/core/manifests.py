@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -141,7 +142,7 @@ class RecordsFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    @property
+    @cached_property
     def manifest(self) -> RecordsManifest:
         return RecordsManifest.read(self.path)
 
@@ -174,7 +175,7 @@ class RunFolder:
     def recipe(self) -> Path:
         return self.path / self.RECIPE
 
-    def checkpoints(self, which: str = "all") -> list[str]:
+    def checkpoints(self, which: str = "latest") -> list[str]:
         """Checkpoint prefixes of the run (see core.checkpoints.find_checkpoints for `which`)."""
         from tfod_wrap.core.checkpoints import find_checkpoints  # TensorFlow reads the state file
 
@@ -235,7 +236,7 @@ class ExportFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    @property
+    @cached_property
     def manifest(self) -> ExportManifest:
         return ExportManifest.read(self.path)
 
@@ -284,6 +285,6 @@ class DetectFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    @property
+    @cached_property
     def summary(self) -> DetectSummary:
         return DetectSummary.read(self.path)
