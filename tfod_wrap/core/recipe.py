@@ -14,9 +14,9 @@ from typing import Any, get_type_hints
 
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_json
+from tfod_wrap.core.manifests import RunFolder
 from tfod_wrap.core.textfiles import read_json
 
-RECIPE_FILE = "recipe.json"
 KIND = "tfod-wrap train recipe"
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRESETS = ("backbone", "backbone:N", "fpn", "box_head", "class_head", "all-but-heads")
@@ -29,9 +29,9 @@ class RecipeError(UserError):
     """A recipe that cannot be read or holds a value that cannot train; the message names the file and field."""
 
 
-def option(help: str, flag: str | None = None, **argparse: Any) -> dict[str, Any]:
-    """A field's command-line face: its help, its flag when not --FIELD-NAME, and extra argparse keywords."""
-    return {"help": help, "flag": flag, "argparse": argparse}
+def option(text: str, flag: str | None = None, **keywords: Any) -> dict[str, Any]:
+    """A field's command-line face: its help text, its flag when not --FIELD-NAME, and more argparse keywords."""
+    return {"help": text, "flag": flag, "argparse": keywords}
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class TrainRecipe:
         return {"kind": KIND} | {name: _plain(getattr(self, name)) for name in _hints()}
 
     def save(self, folder: Path) -> Path:
-        path = Path(folder) / RECIPE_FILE
+        path = RunFolder(folder).recipe
         atomic_write_json(path, self.to_json())
         return path
 
@@ -219,7 +219,7 @@ def find_recipe(name_or_file: str | Path) -> TrainRecipe:
         return RECIPES[str(name_or_file)]
     path = Path(name_or_file)
     if path.is_dir():
-        path = path / RECIPE_FILE
+        path = RunFolder(path).recipe
     if path.is_file() or path.suffix == ".json":
         return TrainRecipe.load(path)
     raise RecipeError(f"unknown recipe {name_or_file!r}: neither a registered recipe ({', '.join(RECIPES)}) nor a file")
@@ -227,5 +227,5 @@ def find_recipe(name_or_file: str | Path) -> TrainRecipe:
 
 def saved_recipe(run: Path) -> TrainRecipe | None:
     """The recipe a run folder was trained with, or None for a run without one."""
-    path = Path(run) / RECIPE_FILE
+    path = RunFolder(run).recipe
     return TrainRecipe.load(path) if path.exists() else None
