@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,7 @@ import tensorflow as tf
 from conftest import REPO, tiny_voc
 from google.protobuf import text_format
 
-from tfod_wrap import config
+from tfod_wrap import cli, config
 from tfod_wrap.data import convert
 
 REFERENCE = REPO.parent / "shared" / "reference" / "tfod-configs"
@@ -212,13 +210,13 @@ def test_diff_lists_known_changes(tmp_path):
     assert config.format_diff(changes).splitlines()[0].startswith("- eval_input_reader[0]")
 
 
-def test_cli_config_show_diff_and_refusals(tmp_path, records):
-    cli = str(Path(sys.executable).parent / "tfod-wrap")
+def test_cli_config_show_diff_and_refusals(tmp_path, records, capsys):
     output = tmp_path / "p.config"
 
     def run(*args, expect=0):
-        result = subprocess.run([cli, "config", *args], capture_output=True, text=True, timeout=300)
-        assert result.returncode == expect, result.stderr
+        code = cli.main(["config", *args])
+        result = capsys.readouterr()
+        assert code == expect, result.err
         return result
 
     made = run(
@@ -234,9 +232,9 @@ def test_cli_config_show_diff_and_refusals(tmp_path, records):
         "--checkpoint",
         "none",
     )
-    assert "learning_rate_base 0.08 -> 0.000625" in made.stdout and "checked" in made.stdout
-    assert "num_classes: 3" in run("show", str(output)).stdout
-    assert "~ train_config.batch_size: 512 -> 4" in run("diff", "ssd_mobilenet_v2", str(output)).stdout
+    assert "learning_rate_base 0.08 -> 0.000625" in made.out and "checked" in made.out
+    assert "num_classes: 3" in run("show", str(output)).out
+    assert "~ train_config.batch_size: 512 -> 4" in run("diff", "ssd_mobilenet_v2", str(output)).out
     typo = run(
         "ssd_mobilenet_v2",
         "--output",
@@ -247,6 +245,6 @@ def test_cli_config_show_diff_and_refusals(tmp_path, records):
         "none",
         expect=2,
     )
-    assert "did you mean num_classes?" in typo.stderr and not (tmp_path / "x.config").exists()
+    assert "did you mean num_classes?" in typo.err and not (tmp_path / "x.config").exists()
     same = run(str(output), "--output", str(output), "--no-check", expect=2)
-    assert "refusing to overwrite the input config" in same.stderr
+    assert "refusing to overwrite the input config" in same.err
