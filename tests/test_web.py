@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import shutil
 import socket
 import struct
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from tfod_wrap import cli
+from tfod_wrap import cli, web
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.nodejs import node_modules
 from tfod_wrap.web import make_clip, make_server, run_page, serving
@@ -92,8 +93,9 @@ def assert_isolation_headers(headers: dict[str, str]) -> None:
     ("path", "content_type", "marker"),
     [
         ("/", "text/html", b"/vendor/tfjs/tf.min.js"),
-        ("/index.html", "text/html", b"/app.js"),
-        ("/app.js", "text/javascript", b"executeAsync"),
+        ("/index.html", "text/html", b'<script type="module" src="/main.js">'),
+        ("/main.js", "text/javascript", b'from "./model.js"'),
+        ("/model.js", "text/javascript", b"executeAsync"),
         ("/style.css", "text/css", b".stage"),
         ("/vendor/tfjs/tf.min.js", "text/javascript", b"loadGraphModel"),
         ("/vendor/tfjs-backend-wasm/tf-backend-wasm.min.js", "text/javascript", b"setWasmPaths"),
@@ -109,6 +111,22 @@ def test_serves_the_page_and_tfjs(server, path, content_type, marker):
     assert int(headers["content-length"]) == len(body)
     assert marker in body
     assert_isolation_headers(headers)
+
+
+def test_serves_every_module_of_the_page_as_javascript(server):
+    """The page is ES modules with no build step: every module main.js imports, and theirs, is served with a
+    JavaScript MIME type (a browser refuses a module script of any other type), and no .js file is left out."""
+    static = Path(web.__file__).parent / "static"
+    seen, pending = set(), ["main.js"]
+    while pending:
+        name = pending.pop()
+        seen.add(name)
+        status, headers, body = fetch(server, f"/{name}")
+        assert (status, headers["content-type"]) == (200, "text/javascript; charset=utf-8"), name
+        assert body == (static / name).read_bytes()
+        pending += set(re.findall(r'from "\./([\w-]+\.js)"', body.decode())) - seen - set(pending)
+    assert seen == {path.name for path in static.glob("*.js")}
+    assert {"model.js", "camera.js", "drawing.js", "controls.js", "state.js"} <= seen
 
 
 def test_serves_the_model_files_byte_for_byte(server, model_folder):
@@ -148,7 +166,8 @@ def test_vendor_files_are_the_installed_tfjs(server):
         "/vendor/tfjs/missing.js",
         "/vendor/other/x.js",
         "/vendor/tfjs-backend-wasm/tf-backend-wasm.min.js/x",
-        "/static/app.js",
+        "/app.js",  # the page before its ES modules
+        "/static/main.js",
         "/serve.py",
         "/etc/passwd",
         "/model/%252e%252e/secret.txt",  # decoded once only: a file literally named %2e%2e
@@ -336,7 +355,7 @@ def test_cli_port_out_of_range_is_one_clear_line(model_folder, port):
 def test_client_disconnects_print_no_traceback(server, model_folder, capsys):
     """Clients that go away (a closed tab mid-download, a reset keep-alive connection) are not errors."""
     (model_folder / "big.bin").write_bytes(bytes(32 << 20))
-    for request in (b"GET /model/big.bin HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n", b"GET /app.js HTTP/1.1\r\n"):
+    for request in (b"GET /model/big.bin HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n", b"GET /main.js HTTP/1.1\r\n"):
         client = socket.create_connection(server.server_address[:2], timeout=10)
         client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
         client.sendall(request.replace(b"{port}", str(server.server_address[1]).encode()))

@@ -2,7 +2,8 @@
 
 Routes (everything else is 404):
 
-    /, /index.html, /app.js, /style.css    the page (tfod_wrap/web/static/)
+    /, /FILE                               the page: files directly inside tfod_wrap/web/static/ (index.html,
+                                           style.css, main.js and the ES modules it imports)
     /model/FILE                            files directly inside the model folder (model.json, shards, metadata.json)
     /vendor/tfjs/FILE                      node_modules/@tensorflow/tfjs/dist/FILE
     /vendor/tfjs-backend-wasm/FILE         node_modules/@tensorflow/tfjs-backend-wasm/dist/FILE
@@ -36,7 +37,6 @@ from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.nodejs import node_modules
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGE_FILES = ("index.html", "app.js", "style.css")
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -206,7 +206,7 @@ class WebServer(ThreadingHTTPServer):
         if segments == [""]:
             return self.static / "index.html"
         if len(segments) == 1:
-            return self.static / segments[0] if segments[0] in PAGE_FILES else None
+            return _inside(self.static, segments[0])
         prefix, name = "/".join(segments[:-1]), segments[-1]
         folder = self.routes.get(prefix)
         return None if folder is None else _inside(folder, name)

@@ -1,0 +1,163 @@
+// tfod-wrap live detection page: a TF.js graph model exported by `tfod-wrap export`, on the webcam or on an image.
+// ES modules, no build step: model.js (the detector), camera.js, drawing.js, controls.js (the page's elements),
+// state.js (window.tfodWrap) and this file, which runs the page. TF.js comes from /vendor/tfjs/, the model and its
+// metadata.json from /model/.
+//
+// URL parameters: ?backend=webgl|wasm|cpu forces a backend (default: WebGL when it runs the model, else wasm, else
+// cpu); ?threshold=0.3 sets the initial score threshold; ?log=N logs a state line every N frames (default 30).
+
+import { Camera, FpsMeter, cameraError, nextFrame } from "./camera.js";
+import { clearError, setStatus, setupControls, showBackend, showError, showModel, showSpeed, ui } from "./controls.js";
+import { drawDetections, listDetections } from "./drawing.js";
+import { loadModel } from "./model.js";
+import { describe, log, params, state } from "./state.js";
+
+const logEvery = Math.max(1, parseInt(params.get("log") || "30", 10) || 30);
+const camera = new Camera(ui.video);
+const meter = new FpsMeter();
+// What is shown ("camera" or "image"); the camera loop that may run (a new mode bumps it, and an older loop stops);
+// the last detections before the score threshold.
+const view = { mode: "camera", loop: 0, detections: [] };
+let detector = null;
+
+function redraw() {
+  drawDetections(ui.overlay, view.mode === "image" ? ui.image : ui.video, state.lastDetections);
+}
+
+function applyThreshold() {
+  state.lastDetections = view.detections.filter((d) => d.score >= state.threshold);
+  redraw();
+  listDetections(ui.detections, state.lastDetections, state.threshold);
+}
+
+async function detect(source) {
+  const { detections, inferenceMs } = await detector.detect(source);
+  state.inferenceMs = inferenceMs;
+  state.numTensors = tf.memory().numTensors;
+  return detections;
+}
+
+function show(detections, source) {
+  state.source = source;
+  view.detections = detections;
+  applyThreshold();
+  showSpeed(view.mode === "camera");
+}
+
+function logFrame() {
+  log({ frames: state.frames, fps: Number(state.fps.toFixed(2)), inferenceMs: Number(state.inferenceMs.toFixed(1)),
+    backend: state.backend, numTensors: state.numTensors, detections: state.lastDetections.slice(0, 10) });
+}
+
+async function cameraLoop(loop) {
+  const current = () => loop === view.loop && view.mode === "camera";
+  while (current()) {
+    if (camera.hasFrame) {
+      let detections;
+      try {
+        detections = await detect(ui.video);
+      } catch (error) {
+        showError(`Detection failed on the ${state.backend} backend: ${describe(error)}`);
+        return;
+      }
+      if (!current()) return;
+      const fps = meter.tick(performance.now());
+      if (fps !== null) state.fps = fps;
+      state.frames += 1;
+      show(detections, "camera");
+      if (state.frames % logEvery === 0) logFrame();
+    }
+    await nextFrame();
+  }
+}
+
+async function toCamera() {
+  view.mode = "camera";
+  const loop = ++view.loop;
+  ui.image.hidden = true;
+  ui.video.hidden = false;
+  ui.camera.disabled = true;
+  view.detections = [];
+  applyThreshold();
+  meter.reset();
+  setStatus("Starting the camera…");
+  try {
+    await camera.start();
+  } catch (error) {
+    showError(cameraError(error));
+    setStatus("No camera: drop an image or choose a file to run the detector.");
+    ui.camera.disabled = false;
+    return;
+  }
+  if (loop !== view.loop) return;
+  clearError();
+  setStatus(`Detecting on the camera (${ui.video.videoWidth}×${ui.video.videoHeight}).`);
+  cameraLoop(loop);
+}
+
+// Decode the file into the <img>; false (with the error shown) when the browser cannot.
+async function showImage(file) {
+  const url = URL.createObjectURL(file);
+  try {
+    ui.image.src = url;
+    await ui.image.decode();
+  } catch (error) {
+    showError(`${file.name}: the browser could not decode this image`);
+    return false;
+  } finally {
+    setTimeout(() => URL.revokeObjectURL(url), 0);
+  }
+  ui.video.hidden = true;
+  ui.image.hidden = false;
+  ui.camera.disabled = false;
+  return true;
+}
+
+async function toImage(file) {
+  if (!state.ready || !file) return;
+  if (file.type && !file.type.startsWith("image/")) {
+    showError(`${file.name}: not an image (${file.type})`);
+    return;
+  }
+  view.mode = "image";
+  view.loop += 1;
+  if (!(await showImage(file))) return;
+  let detections;
+  try {
+    detections = await detect(ui.image);
+  } catch (error) {
+    showError(`Detection failed on the ${state.backend} backend: ${describe(error)}`);
+    return;
+  }
+  clearError();
+  state.images += 1;
+  show(detections, "image");
+  setStatus(`Detections on ${file.name} (${ui.image.naturalWidth}×${ui.image.naturalHeight}).`);
+  log({ event: "image", file: file.name, inferenceMs: Number(state.inferenceMs.toFixed(1)),
+    detections: state.lastDetections.slice(0, 10) });
+}
+
+async function start() {
+  try {
+    detector = await loadModel((text) => {
+      setStatus(text);
+      showModel();
+    });
+  } catch (error) {
+    showModel();
+    showBackend();
+    setStatus("The page cannot run the detector.");
+    showError(describe(error));
+    return;
+  }
+  showModel();
+  showBackend();
+  state.numTensors = tf.memory().numTensors;
+  state.ready = true;
+  log({ event: "ready", backend: state.backend, wasm: state.wasm, model: state.model,
+    crossOriginIsolated: window.crossOriginIsolated, backendErrors: state.backendErrors });
+  await toCamera();
+}
+
+setupControls({ thresholdChanged: applyThreshold, imageChosen: toImage, cameraAsked: toCamera, resized: redraw });
+start();

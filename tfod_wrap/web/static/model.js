@@ -1,0 +1,222 @@
+// The detector: /model/metadata.json checked, the TF.js graph model (/model/model.json) loaded on the first
+// backend that runs it, and detect(pixels) -> detections. TF.js itself is the global `tf` (/vendor/tfjs/).
+
+import { describe, log, params, state } from "./state.js";
+
+const OUTPUTS = ["detection_boxes", "detection_classes", "detection_scores", "num_detections"];
+const BACKENDS = ["webgl", "wasm", "cpu"];
+
+async function fetchJson(url) {
+  let response;
+  try {
+    response = await fetch(url, { cache: "no-cache" });
+  } catch (error) {
+    throw new Error(`${url}: the server did not answer (${describe(error)})`);
+  }
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status} ${response.statusText}`);
+  try {
+    return await response.json();
+  } catch (error) {
+    throw new Error(`${url}: not valid JSON (${describe(error)})`);
+  }
+}
+
+function checkMetadata(data) {
+  const problems = [];
+  if (!data || typeof data !== "object") throw new Error("/model/metadata.json: not a JSON object");
+  if (!data.input || typeof data.input.name !== "string") problems.push("input.name");
+  if (!data.outputs) problems.push("outputs");
+  for (const name of OUTPUTS) {
+    if (!data.outputs || !data.outputs[name] || typeof data.outputs[name].tensor !== "string") {
+      problems.push(`outputs.${name}.tensor`);
+    }
+  }
+  if (!Array.isArray(data.classes)) problems.push("classes");
+  const resize = data.input && data.input.resize_to;
+  if (resize != null && !(Array.isArray(resize) && resize.length === 2)) problems.push("input.resize_to");
+  if (problems.length) throw new Error(`/model/metadata.json lacks or has a bad ${problems.join(", ")}`);
+}
+
+// The WebGL renderer's name when it is a software one (SwiftShader, llvmpipe): slower than wasm, so the automatic
+// choice skips it; ?backend=webgl still uses it.
+function softwareWebGL() {
+  try {
+    const canvas = document.createElement("canvas");
+    const gl = canvas.getContext("webgl2") || canvas.getContext("webgl");
+    if (!gl) return null;
+    const info = gl.getExtension("WEBGL_debug_renderer_info");
+    const renderer = String(gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER) || "");
+    const lose = gl.getExtension("WEBGL_lose_context");
+    if (lose) lose.loseContext();
+    return /swiftshader|llvmpipe|softpipe|software/i.test(renderer) ? renderer : null;
+  } catch (error) {
+    return null;
+  }
+}
+
+async function startBackend(name) {
+  if (!tf.findBackendFactory(name)) {
+    throw new Error(name === "wasm" ? "tf-backend-wasm.min.js did not load" : "not in this TF.js build");
+  }
+  let ok;
+  try {
+    ok = await tf.setBackend(name);
+  } catch (error) {
+    throw new Error(`did not start (${describe(error)})`);
+  }
+  if (!ok) throw new Error("did not start (not supported by this browser?)");
+  await tf.ready();
+}
+
+function describeModel(metadata) {
+  const names = metadata.classes.map((entry) => entry.name);
+  return `${metadata.name || metadata.architecture || "detector"}, ${names.length} classes` +
+    (names.length <= 6 ? ` (${names.join(", ")})` : "");
+}
+
+class Detector {
+  constructor(metadata) {
+    this.metadata = metadata;
+    this.input = metadata.input;
+    this.tensorNames = OUTPUTS.map((name) => metadata.outputs[name].tensor);
+    this.classNames = new Map(metadata.classes.map((entry) => [Number(entry.id), String(entry.name)]));
+    this.graph = null;
+  }
+
+  // The graph model on a backend, run once: a backend that starts but cannot run the graph fails here.
+  async loadOn(name, artifacts) {
+    await startBackend(name);
+    const graph = await tf.loadGraphModel(tf.io.fromMemory(artifacts));
+    const resize = this.input.resize_to;
+    const shape = resize ? [1, resize[0], resize[1], 3] : [1, 240, 320, 3];
+    const input = tf.zeros(shape, this.input.dtype === "float32" ? "float32" : "int32");
+    let outputs = null;
+    try {
+      outputs = await graph.executeAsync({ [this.input.name]: input }, this.tensorNames);
+      await Promise.all(outputs.map((tensor) => tensor.data()));
+    } catch (error) {
+      graph.dispose();
+      throw new Error(`could not run the model (${describe(error)})`);
+    } finally {
+      tf.dispose(input);
+      if (outputs) tf.dispose(outputs);
+    }
+    this.graph = graph;
+  }
+
+  // Pixels -> [1, h, w, 3] in the dtype of the model's input (fromPixels gives int32 RGB and drops alpha).
+  preprocess(source) {
+    return tf.tidy(() => {
+      let pixels = tf.browser.fromPixels(source);
+      const resize = this.input.resize_to;
+      if (resize) pixels = tf.image.resizeBilinear(pixels, [resize[0], resize[1]]);
+      if (this.input.dtype === "float32") {
+        pixels = pixels.toFloat();
+      } else if (pixels.dtype !== "int32") {
+        pixels = tf.round(pixels).toInt();
+      }
+      return pixels.expandDims(0);
+    });
+  }
+
+  // {detections: [{classId, name, score, box: [ymin, xmin, ymax, xmax] normalised}], inferenceMs}: every
+  // detection the model returns; the page applies the score threshold.
+  async detect(source) {
+    const start = performance.now();
+    const batch = this.preprocess(source);
+    let outputs = null;
+    let values;
+    try {
+      outputs = await this.graph.executeAsync({ [this.input.name]: batch }, this.tensorNames);
+      values = await Promise.all(outputs.map((tensor) => tensor.data()));
+    } finally {
+      tf.dispose(batch);
+      if (outputs) tf.dispose(outputs);
+    }
+    const inferenceMs = performance.now() - start;
+    const [boxes, classes, scores, count] = values;
+    const valid = Math.min(Math.round(count[0]), scores.length);
+    const detections = [];
+    for (let i = 0; i < valid; i++) {
+      const classId = Math.round(classes[i]);
+      detections.push({
+        classId,
+        name: this.classNames.has(classId) ? this.classNames.get(classId) : `class ${classId}`,
+        score: scores[i],
+        box: [boxes[4 * i], boxes[4 * i + 1], boxes[4 * i + 2], boxes[4 * i + 3]],
+      });
+    }
+    return { detections, inferenceMs };
+  }
+}
+
+async function loadArtifacts() {
+  try {
+    return await tf.io.http("/model/model.json").load();
+  } catch (error) {
+    throw new Error(`Could not load the model from /model/model.json: ${describe(error)}`);
+  }
+}
+
+// The backends to try: ?backend=NAME alone, else each in BACKENDS order.
+function backendsToTry() {
+  const forced = params.get("backend");
+  if (forced && !BACKENDS.includes(forced)) {
+    throw new Error(`?backend=${forced}: unknown backend; use one of ${BACKENDS.join(", ")}`);
+  }
+  return { forced: Boolean(forced), names: forced ? [forced] : BACKENDS };
+}
+
+async function wasmFeatures() {
+  return {
+    threads: Boolean(await tf.env().getAsync("WASM_HAS_MULTITHREAD_SUPPORT")),
+    simd: Boolean(await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT")),
+  };
+}
+
+// The detector on the first backend that runs it; records model, backend, backendErrors and wasm in the state.
+// `progress(text)` is told what is being loaded.
+export async function loadModel(progress) {
+  if (typeof tf === "undefined") {
+    throw new Error("TF.js did not load from /vendor/tfjs/tf.min.js: is the server `tfod-wrap serve`?");
+  }
+  if (tf.wasm) tf.wasm.setWasmPaths("/vendor/tfjs-backend-wasm/");
+
+  progress("Loading the model…");
+  let metadata;
+  try {
+    metadata = await fetchJson("/model/metadata.json");
+  } catch (error) {
+    throw new Error(`Could not load the model: ${describe(error)}`);
+  }
+  checkMetadata(metadata);
+  const detector = new Detector(metadata);
+  state.model = describeModel(metadata);
+  progress("Loading the model's weights…");
+  const artifacts = await loadArtifacts();
+
+  const { forced, names } = backendsToTry();
+  for (const name of names) {
+    const software = !forced && name === "webgl" ? softwareWebGL() : null;
+    if (software) {
+      state.backendErrors.webgl = `software renderer (${software}), slower than wasm; force it with ?backend=webgl`;
+      log({ event: "backend-skipped", backend: name, reason: state.backendErrors.webgl });
+      continue;
+    }
+    progress(`Starting the ${name} backend…`);
+    try {
+      await detector.loadOn(name, artifacts);
+      state.backend = tf.getBackend();
+      break;
+    } catch (error) {
+      state.backendErrors[name] = describe(error);
+      log({ event: "backend-failed", backend: name, error: state.backendErrors[name] });
+    }
+  }
+  if (!detector.graph) {
+    const reasons = Object.entries(state.backendErrors).map(([name, why]) => `${name}: ${why}`).join("\n");
+    throw new Error(`No TF.js backend could run the model:\n${reasons}`);
+  }
+  if (state.backend === "wasm") state.wasm = await wasmFeatures();
+  return detector;
+}
