@@ -17,13 +17,11 @@ import tensorflow as tf
 from conftest import REPO, snapshot, tiny_voc
 
 import tfod_wrap
-from tfod_wrap import config, sample
+from tfod_wrap import cli, config, sample
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import OWNER_FILE, check_output, claim_output
 from tfod_wrap.data import convert
 from tfod_wrap.pretrained.download import MATCH_FILE, download
-
-CLI = str(Path(sys.executable).parent / "tfod-wrap")
 
 
 def user_folder(path: Path, **files: str) -> Path:
@@ -96,7 +94,7 @@ def test_claim_output_checks_again_before_the_swap(tmp_path):
 # ---- tfrecords ------------------------------------------------------------------------------------------------
 
 
-def test_tfrecords_refuses_a_user_folder_and_replaces_its_own_output(tmp_path):
+def test_tfrecords_refuses_a_user_folder_and_replaces_its_own_output(tmp_path, capsys):
     voc = tiny_voc(tmp_path / "voc", 2)
     out = tmp_path / "records"
     convert(voc, out, workers=1)
@@ -107,10 +105,10 @@ def test_tfrecords_refuses_a_user_folder_and_replaces_its_own_output(tmp_path):
 
     # a report.json that names tfod-wrap, beside the user's own file: not an output to replace whole
     mine = user_folder(tmp_path / "mine", **{"report.json": '{"tool": "tfod-wrap"}', "notes.txt": "keep me"})
-    command = [CLI, "tfrecords", "--input", str(voc), "--output", str(mine)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [
+    code = cli.main(["tfrecords", "--input", str(voc), "--output", str(mine)])
+    refused = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in refused
+    assert refused.strip().splitlines() == [
         f"error: {mine}: a non-empty folder not written by tfod-wrap (no {OWNER_FILE}); refusing to replace it: "
         "choose a new or empty output folder, or remove it yourself"
     ]

@@ -4,8 +4,6 @@ and its config compared with our template. (The real download needs the internet
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -13,11 +11,9 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from tfod_wrap import config
+from tfod_wrap import cli, config
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.pretrained.download import MATCH_FILE, download, tarball_name
-
-CLI = str(Path(sys.executable).parent / "tfod-wrap")
 
 
 def zoo_tarball(folder: Path, pipeline_text: str) -> Path:
@@ -76,16 +72,11 @@ def test_a_differing_config_is_reported_field_by_field(tmp_path, monkeypatch):
     assert "differs from pipelines/ssd_mobilenet_v2.config in 1 fields" in note and "num_classes: 90 -> 7" in note
 
 
-def test_cli_reports_a_broken_archive(tmp_path):
+def test_cli_reports_a_broken_archive(tmp_path, monkeypatch, capsys):
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(b"not a tarball")
-    env = {"TFOD_WRAP_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [CLI, "pretrained", "download", "ssd_mobilenet_v2", "--archive", str(broken)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 2 and "not a readable model-zoo tarball" in done.stderr
+    monkeypatch.setenv("TFOD_WRAP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    code = cli.main(["pretrained", "download", "ssd_mobilenet_v2", "--archive", str(broken)])
+    assert code == 2 and "not a readable model-zoo tarball" in capsys.readouterr().err
     assert not list((tmp_path / "cache" / "models").iterdir())

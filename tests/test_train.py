@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_voc
 
-from tfod_wrap import config, train
+from tfod_wrap import cli, config, train
 from tfod_wrap.data import convert
 from tfod_wrap.train.loop import check_input_files
 
@@ -229,20 +229,18 @@ def test_two_workers_train_in_lockstep(records, tmp_path):
     assert any(not np.array_equal(chief[name], start[name]) for name in trainable)
 
 
-def test_variables_cli_lists_parts_and_totals(records, tmp_path):
+def test_variables_cli_lists_parts_and_totals(records, tmp_path, capsys):
     pipeline = make_pipeline(records, tmp_path / "pipeline.config")
-    result = subprocess.run(
-        [CLI, "variables", "--pipeline", str(pipeline), "--freeze", "backbone:4"], capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    code = cli.main(["variables", "--pipeline", str(pipeline), "--freeze", "backbone:4"])
+    result = capsys.readouterr()
+    assert code == 0, result.err
+    lines = result.out.splitlines()
     assert any(line.startswith("Conv1/kernel:0") and "backbone" in line and "frozen" in line for line in lines)
     assert any(line.startswith("block_5_expand/kernel:0") and "trainable" in line for line in lines)
     assert any(line.startswith("total") for line in lines)
-    typo = subprocess.run(
-        [CLI, "variables", "--pipeline", str(pipeline), "--freeze", "FeatureExtractor"], capture_output=True, text=True
-    )
-    assert typo.returncode == 2 and "backbone" in typo.stderr and "Traceback" not in typo.stderr
+    code = cli.main(["variables", "--pipeline", str(pipeline), "--freeze", "FeatureExtractor"])
+    typo = capsys.readouterr().err
+    assert code == 2 and "backbone" in typo and "Traceback" not in typo
 
 
 def non_finite_variables(checkpoint: str) -> list[str]:
@@ -272,19 +270,19 @@ def test_no_checkpoint_with_non_finite_variables_is_saved_or_named_good(records,
         assert non_finite_variables(index) == [], index
 
 
-def test_cli_refuses_to_freeze_what_no_checkpoint_restored(records, tmp_path):
+def test_cli_refuses_to_freeze_what_no_checkpoint_restored(records, tmp_path, capsys):
     """Frozen random weights stay random: `train` names the part, in one line, and leaves no run folder."""
     pipeline = make_pipeline(records, tmp_path / "pipeline.config", steps=1)
     model_dir = tmp_path / "model"
-    command = [CLI, "train", "--pipeline", str(pipeline), "--model-dir", str(model_dir), "--freeze", "backbone"]
-    refused = subprocess.run(command, capture_output=True, text=True)
-    assert refused.returncode == 2, refused.stderr
+    code = cli.main(["train", "--pipeline", str(pipeline), "--model-dir", str(model_dir), "--freeze", "backbone"])
+    refused = capsys.readouterr().err
+    assert code == 2, refused
     assert re.search(
         r"the backbone's \d+ variables were not restored from any checkpoint \(no fine_tune_checkpoint is set\)",
-        refused.stderr,
-    ), refused.stderr
-    assert "--allow-random-frozen" in refused.stderr and "Traceback" not in refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1 and not model_dir.exists()
+        refused,
+    ), refused
+    assert "--allow-random-frozen" in refused and "Traceback" not in refused
+    assert len(refused.strip().splitlines()) == 1 and not model_dir.exists()
 
 
 def test_a_checkpoint_covers_only_what_it_restored_and_resume_covers_all(frozen_run, records, tmp_path):
