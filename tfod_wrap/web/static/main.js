@@ -30,11 +30,17 @@ function applyThreshold() {
   listDetections(ui.detections, state.lastDetections, state.threshold);
 }
 
+// The detections on `source`, or null when the detector failed (the error is shown).
 async function detect(source) {
-  const { detections, inferenceMs } = await detector.detect(source);
-  state.inferenceMs = inferenceMs;
-  state.numTensors = tf.memory().numTensors;
-  return detections;
+  try {
+    const { detections, inferenceMs } = await detector.detect(source);
+    state.inferenceMs = inferenceMs;
+    state.numTensors = tf.memory().numTensors;
+    return detections;
+  } catch (error) {
+    showError(`Detection failed on the ${state.backend} backend: ${describe(error)}`);
+    return null;
+  }
 }
 
 function show(detections, source) {
@@ -53,14 +59,8 @@ async function cameraLoop(loop) {
   const current = () => loop === view.loop && view.mode === "camera";
   while (current()) {
     if (camera.hasFrame) {
-      let detections;
-      try {
-        detections = await detect(ui.video);
-      } catch (error) {
-        showError(`Detection failed on the ${state.backend} backend: ${describe(error)}`);
-        return;
-      }
-      if (!current()) return;
+      const detections = await detect(ui.video);
+      if (!detections || !current()) return;
       const fps = meter.tick(performance.now());
       if (fps !== null) state.fps = fps;
       state.frames += 1;
@@ -122,13 +122,8 @@ async function toImage(file) {
   view.mode = "image";
   view.loop += 1;
   if (!(await showImage(file))) return;
-  let detections;
-  try {
-    detections = await detect(ui.image);
-  } catch (error) {
-    showError(`Detection failed on the ${state.backend} backend: ${describe(error)}`);
-    return;
-  }
+  const detections = await detect(ui.image);
+  if (!detections) return;
   clearError();
   state.images += 1;
   show(detections, "image");
