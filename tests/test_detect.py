@@ -22,7 +22,7 @@ from conftest import photo, snapshot
 from PIL import Image
 from pycocotools.coco import COCO
 
-from tfod_wrap import detect, evaluate
+from tfod_wrap import cli, detect, evaluate
 from tfod_wrap.core.files import OWNER_FILE
 from tfod_wrap.data import expand_record_paths, read_label_map
 from tfod_wrap.detect import draw
@@ -31,7 +31,6 @@ from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES
 
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
 QUIET = {"log": lambda *_: None}
-TEXT = {"capture_output": True, "text": True, "check": False}
 
 
 def iou(a: list[float], b: list[float]) -> float:
@@ -235,18 +234,13 @@ def test_coco_models_get_coco_names(tmp_path):
     assert sorted(model.class_names.values()) == sorted(ast.literal_eval(listed))
 
 
-def test_eval_scores_detect_output_like_the_saved_model(trained_detector, tmp_path):
+def test_eval_scores_detect_output_like_the_saved_model(trained_detector, tmp_path, capsys):
     """detect over the images of the records, then `eval --detections`: the same numbers as `eval --saved-model`."""
     records = expand_record_paths([str(trained_detector.export_dir.parent / "records" / "train.record")])
     label_map = trained_detector.export_dir.parent / "records" / "label_map.pbtxt"
     detect.detect([trained_detector.export_dir], [trained_detector.image.parent], tmp_path / "out", **QUIET)
-    done = subprocess.run(
-        [CLI, "eval", "--detections", str(tmp_path / "out"), "--data", *records, "--label-map", str(label_map)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    code = cli.main(["eval", "--detections", str(tmp_path / "out"), "--data", *records, "--label-map", str(label_map)])
+    assert code == 0, capsys.readouterr().err
     stored = json.loads((tmp_path / "out" / "eval" / "metrics.json").read_text())
     direct = evaluate.score(
         records, evaluate.saved_model_detector(trained_detector.export_dir / "saved_model"), label_map, tmp_path / "e"
@@ -324,7 +318,7 @@ def test_never_writes_into_or_over_inputs(trained_detector, photos, tmp_path):
     assert not (photos / "out").exists() and not (tmp_path / "out").exists()
 
 
-def test_refuses_a_user_folder_with_a_summary_json_and_replaces_its_own_output(tmp_path):
+def test_refuses_a_user_folder_with_a_summary_json_and_replaces_its_own_output(tmp_path, capsys):
     """Issue 18.7: a folder of the user's that happens to hold a summary.json is not an earlier output."""
     model = coco_model(tmp_path / "zoo")
     image = tmp_path / "x.jpg"
@@ -333,9 +327,10 @@ def test_refuses_a_user_folder_with_a_summary_json_and_replaces_its_own_output(t
     mine.mkdir()
     (mine / "summary.json").write_text('{"my": "results"}')
     (mine / "thesis.tex").write_text("keep me")
-    done = subprocess.run([CLI, "detect", str(image), "--model", str(model), "--output", str(mine)], **TEXT)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert [line for line in done.stderr.splitlines() if "error" in line.lower()] == [  # TensorFlow's log aside
+    code = cli.main(["detect", str(image), "--model", str(model), "--output", str(mine)])
+    refused = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in refused
+    assert [line for line in refused.splitlines() if "error" in line.lower()] == [  # TensorFlow's log aside
         f"error: {mine}: a non-empty folder not written by tfod-wrap (no {OWNER_FILE}); refusing to replace it: "
         "choose a new or empty output folder, or remove it yourself"
     ]
@@ -391,10 +386,17 @@ def test_cli_end_to_end_with_a_gif(trained_detector, clip, tmp_path):
     assert (out / "images" / "0.png").is_file()
 
 
-def test_help_is_complete():
-    detect_help = subprocess.run([CLI, "detect", "--help"], capture_output=True, text=True, check=True).stdout
+def help_text(capsys, command: str) -> str:
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_is_complete(capsys):
+    detect_help = help_text(capsys, "detect")
     for option in ("--model", "--output", "--min-score", "--label-map", "--batch", "--video-fps", "--gif"):
         assert option in detect_help
     for word in ("detections.json", "images.json", "summary.json", "TFOD_WRAP_HUB_URL", "GIF", "MP4"):
         assert word in detect_help
-    assert "--detections" in subprocess.run([CLI, "eval", "--help"], capture_output=True, text=True).stdout
+    assert "--detections" in help_text(capsys, "eval")
