@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,6 +20,48 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tfod_wrap  # noqa: E402,F401  (applies the compat fixes before any object_detection import)
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that `build` fills once per test run: under pytest-xdist every worker has its own session, so the
+    first worker to ask builds it under a lock in the run's shared temp folder and the others wait, then reuse it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' base folders sit side by side in one folder of this run
+    root = root / "built-once"
+    root.mkdir(exist_ok=True)
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a failed build in another worker left
+            build(folder)
+            done.touch()
+    return folder
+
+
+# Module fixtures cheap enough to make on each xdist worker (a few tiny images): their tests spread over the workers.
+CHEAP_MODULE_FIXTURES = {"records", "valid_inputs", "configs"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest-xdist workers with --dist loadgroup. A fixture is made once per worker, so the
+    tests that share an expensive one go to one worker: the session detector's users together, and the tests of a
+    module that share a module fixture (a training run, an export) together. The rest spread one by one."""
+    for item in items:
+        if "trained_detector" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("trained_detector"))
+            continue
+        info = getattr(item, "_fixtureinfo", None)  # pytest's own record of the fixtures a test function uses
+        definitions = info.name2fixturedefs if info else {}
+        shared = [
+            name
+            for name in item.fixturenames
+            if name not in CHEAP_MODULE_FIXTURES and any(d.scope == "module" for d in definitions.get(name, ()))
+        ]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 def photo(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -150,12 +195,22 @@ def shapes_voc(folder: Path, count: int, size=(320, 240), seed: int = 0) -> list
 
 @pytest.fixture(scope="session")
 def trained_detector(tmp_path_factory) -> TrainedDetector:
-    """300 steps of Adam without augmentation: enough to detect its own training shapes at scores above 0.9."""
+    """300 steps of Adam without augmentation: enough to detect its own training shapes at scores above 0.9.
+    Built once per test run (all xdist workers share it); the tests only read it."""
+    root = built_once(tmp_path_factory, "detector", build_detector)
+    file, name, box = json.loads((root / "first-shape.json").read_text())
+    report = json.loads((root / "export-report.json").read_text())
+    return TrainedDetector(
+        root / "pipeline.config", root / "model", root / "export", report, root / "voc" / file, name, box
+    )
+
+
+def build_detector(root: Path) -> None:
     from tfod_wrap import config, export, train
     from tfod_wrap.data import convert
 
-    root = tmp_path_factory.mktemp("detector")
     shapes = shapes_voc(root / "voc", 16)
+    (root / "first-shape.json").write_text(json.dumps(shapes[0]))
     convert(root / "voc", root / "records", workers=1)
     pipeline = root / "pipeline.config"
     config.configure(
@@ -182,5 +237,48 @@ def trained_detector(tmp_path_factory) -> TrainedDetector:
         verify=True,
         log=lambda *_: None,
     )
-    file, name, box = shapes[0]
-    return TrainedDetector(pipeline, root / "model", root / "export", report, root / "voc" / file, name, box)
+    (root / "export-report.json").write_text(json.dumps(report))
+
+
+@pytest.fixture(scope="session")
+def objectron_import(tmp_path_factory) -> Path:
+    """@mediapipe/objectron's SSD MobileNet V2 imported once as a checkpoint (what `pretrained import-tflite`
+    writes), for the tests that read or start from it; none of them writes into it."""
+    from tfod_wrap.pretrained.tflite_import import import_objectron
+
+    def build(folder: Path) -> None:
+        import_objectron(folder, photos=("chelsea",), log=lambda *_: None)  # one photo checked: the import's cost
+
+    return built_once(tmp_path_factory, "objectron", build)
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """Two training steps of a 2-class SSD MobileNet V2 at 160x160 from random weights on 4 train and 4 val images
+    (records/, pipeline.config, model/ with ckpt-0 and ckpt-2) and its SavedModel (export/): the run the eval and
+    hardening tests read. Built once per test run; a test that writes into the run works on a copy."""
+    return built_once(tmp_path_factory, "small-run", build_small_run)
+
+
+def build_small_run(root: Path) -> None:
+    from object_detection import exporter_lib_v2
+
+    from tfod_wrap import config, train
+    from tfod_wrap.data import convert
+
+    convert(tiny_voc(root / "voc", 8), root / "records", split="train=0.5,val=0.5", workers=1)
+    pipeline = root / "pipeline.config"
+    size = [f"model.image_resizer.fixed_shape_resizer.{side}=160" for side in ("height", "width")]
+    config.configure(
+        "ssd_mobilenet_v2",
+        pipeline,
+        data=root / "records",
+        checkpoint="none",
+        batch_size=2,
+        steps=2,
+        overrides=size,
+        check=False,
+    )
+    train.train(pipeline, root / "model", log=lambda *_: None)
+    proto = config.load(pipeline)
+    exporter_lib_v2.export_inference_graph("image_tensor", proto, str(root / "model"), str(root / "export"))

@@ -49,10 +49,8 @@ BACKBONE = "model/_feature_extractor/classification_backbone/"
 
 
 @pytest.fixture(scope="module")
-def imported(tmp_path_factory):
-    output = tmp_path_factory.mktemp("pretrained") / "objectron"
-    report = import_objectron(output, photos=("chelsea",), log=lambda *_: None)
-    return output, report
+def imported(objectron_import):
+    return objectron_import, json.loads((objectron_import / "report.json").read_text())
 
 
 @pytest.fixture(scope="module")
