@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tfod_wrap.data import check_label_map, preview_grid, record_stats
+from tfod_wrap.core.labelmap import check_label_map
+from tfod_wrap.data import preview_grid, record_stats
 
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
 BOXES = [

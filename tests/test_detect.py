@@ -23,8 +23,10 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from tfod_wrap import cli, detect, evaluate
+from tfod_wrap.core.detector import SavedModelDetector
 from tfod_wrap.core.files import OWNER_FILE
-from tfod_wrap.data import expand_record_paths, read_label_map
+from tfod_wrap.core.labelmap import read_label_map
+from tfod_wrap.core.records import expand_record_paths
 from tfod_wrap.detect import draw
 from tfod_wrap.detect.models import load_model
 from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES
@@ -243,7 +245,7 @@ def test_eval_scores_detect_output_like_the_saved_model(trained_detector, tmp_pa
     assert code == 0, capsys.readouterr().err
     stored = json.loads((tmp_path / "out" / "eval" / "metrics.json").read_text())
     direct = evaluate.score(
-        records, evaluate.saved_model_detector(trained_detector.export_dir / "saved_model"), label_map, tmp_path / "e"
+        records, SavedModelDetector(trained_detector.export_dir / "saved_model"), label_map, tmp_path / "e"
     )
     assert stored["images"] == direct["images"] == 16
     for name in COCO_METRIC_NAMES:
@@ -283,8 +285,7 @@ def test_batches_when_the_model_takes_them(float_export, photos, tmp_path):
     model = load_model(float_export)
     for image in json.loads((tmp_path / "out" / "images.json").read_text()):
         rgb = cv2.cvtColor(cv2.imread(str(photos / image["file_name"])), cv2.COLOR_BGR2RGB)
-        [alone] = model(rgb[np.newaxis])
-        one_by_one = evaluate.coco_results(image["id"], alone, image["width"], image["height"])
+        one_by_one = model(rgb).to_coco(image["id"], image["width"], image["height"])
         assert len([r for r in batched if r["image_id"] == image["id"]]) == len(one_by_one)
         # the same best detection either way (lower down, near-equal scores may swap places)
         label, box, score = top_detection(batched, image)

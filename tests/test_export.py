@@ -10,42 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tfod_wrap import config, export
+from tfod_wrap.core.detections import Detections
 from tfod_wrap.core.files import OWNER_FILE
 from tfod_wrap.export import parity
 from tfod_wrap.export.tfjs import repair_float_to_bool_casts
-from tfod_wrap.export.tflite import box_scales, check_supported, run_tflite
+from tfod_wrap.export.tflite import check_supported
 
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
-
-
-def iou(a, b) -> float:
-    height = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    width = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    overlap = height * width
-    return overlap / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - overlap)
-
-
-def best_match(detections: dict, class_id: int, box: list[float]) -> tuple[float, float]:
-    """(score, IoU) of the best detection of `class_id` over `box`."""
-    count = int(detections["num_detections"])
-    candidates = [
-        (float(score), iou(found, box))
-        for found, label, score in zip(
-            detections["detection_boxes"][:count],
-            detections["detection_classes"][:count],
-            detections["detection_scores"][:count],
-        )
-        if int(label) == class_id
-    ]
-    return max(candidates, key=lambda pair: pair[1], default=(0.0, 0.0))
-
-
-def class_id(trained_detector) -> int:
-    metadata = json.loads((trained_detector.export_dir / "tfjs" / "metadata.json").read_text())
-    return next(item["id"] for item in metadata["classes"] if item["name"] == trained_detector.class_name)
 
 
 def test_every_format_is_written_and_matches_the_checkpoint(trained_detector):
@@ -97,25 +70,6 @@ def test_tfjs_metadata_names_every_output_by_tensor(trained_detector):
     casts = [n for n in model["modelTopology"]["node"] if n["op"] == "Cast"]
     to_bool = [n for n in casts if n["attr"].get("DstT", {}).get("type") == "DT_BOOL"]
     assert to_bool and all(n["input"][0].endswith("/tfod_wrap_sign") for n in to_bool)
-
-
-def test_every_format_finds_the_known_object(trained_detector):
-    """The same photo through SavedModel, TF.js (wasm and cpu backends) and TFLite: the rectangle, where it is."""
-    image = np.asarray(Image.open(trained_detector.image).convert("RGB"))
-    wanted = class_id(trained_detector)
-    folder = trained_detector.export_dir
-    results = {"saved_model": parity.run_saved_model(folder / "saved_model", [image], "image_tensor")[0]}
-    for backend in ("wasm", "cpu"):
-        run = parity.run_tfjs(folder / "tfjs", [image], backend=backend)
-        assert run["backend"] == backend and run["tfjs"] == "4.22.0"
-        results[f"tfjs-{backend}"] = run["results"][0]["outputs"]
-    reference = parity.Reference(config.load(trained_detector.pipeline), str(trained_detector.model_dir / "ckpt-300"))
-    pipeline = config.load(trained_detector.pipeline)
-    preprocessed = [reference(image)["preprocessed"]]
-    results["tflite"] = run_tflite(folder / "tflite" / "model.tflite", preprocessed, box_scales(pipeline))[0]
-    for name, detections in results.items():
-        score, overlap = best_match(detections, wanted, trained_detector.box)
-        assert score > 0.5 and overlap > 0.6, (name, score, overlap)
 
 
 def test_tflite_metadata_gives_the_preprocessing(trained_detector):
@@ -233,10 +187,10 @@ def test_tflite_reference_keeps_one_class_per_anchor():
 
     boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.5, 0.52], [0.6, 0.6, 0.9, 0.9]], np.float32)
     scores = np.array([[0.0, 0.9, 0.6], [0.0, 0.1, 0.8], [0.0, 0.7, 0.2]], np.float32)  # column 0: background
-    reference = {"raw_detection_boxes": boxes, "raw_detection_scores": scores}
+    reference = Detections(np.zeros([0, 4]), [], [], {"raw_detection_boxes": boxes, "raw_detection_scores": scores})
     nms = SimpleNamespace(iou_threshold=0.6, score_threshold=0.01)
     expected = parity.one_class_per_anchor(reference, nms, max_detections=10)
-    assert expected["num_detections"] == 2
-    assert expected["detection_classes"].tolist() == [1, 1]
-    np.testing.assert_allclose(expected["detection_scores"], [0.9, 0.7])
-    np.testing.assert_allclose(expected["detection_boxes"], boxes[[0, 2]])
+    assert len(expected) == 2
+    assert expected.classes.tolist() == [1, 1]
+    np.testing.assert_allclose(expected.scores, [0.9, 0.7])
+    np.testing.assert_allclose(expected.boxes, boxes[[0, 2]])

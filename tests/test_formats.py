@@ -7,7 +7,8 @@ import json
 import pytest
 from conftest import feature, photo, read_examples, write_coco, write_csv
 
-from tfod_wrap.data import convert, read_label_map
+from tfod_wrap.core.labelmap import read_label_map
+from tfod_wrap.data import convert
 
 
 def test_voc_fields_and_tag_order(voc_dataset, tmp_path):

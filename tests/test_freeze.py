@@ -13,12 +13,12 @@ import pytest
 import tensorflow as tf
 
 from tfod_wrap import config
+from tfod_wrap.core.model import ensure_built
 from tfod_wrap.train.freeze import (
     PARTS,
     FreezeError,
     apply_freeze,
     describe_variables,
-    ensure_built,
     resolve_frozen,
     variables_table,
 )

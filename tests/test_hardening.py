@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
-from conftest import photo, tiny_voc, voc_xml
+from conftest import photo, voc_xml
 
 from tfod_wrap import cli, config, evaluate, train
-from tfod_wrap.data import convert, write_label_map
+from tfod_wrap.core.detector import CheckpointDetector
+from tfod_wrap.core.labelmap import write_label_map
+from tfod_wrap.data import convert
 from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES
 
-SIZE = ["model.image_resizer.fixed_shape_resizer.height=160", "model.image_resizer.fixed_shape_resizer.width=160"]
 RATE = "train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate.learning_rate_base"
 
 
@@ -32,17 +33,11 @@ def one_line_error(capsys, argv: list[str], *words: str) -> str:
     return err
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """Two training steps of a 2-class SSD at 160x160 on train/val records: checkpoints ckpt-0 and ckpt-2."""
-    root = tmp_path_factory.mktemp("hardening")
-    convert(tiny_voc(root / "voc", 8), root / "records", split="train=0.5,val=0.5", workers=1)
-    pipeline = root / "pipeline.config"
-    config.configure(
-        "ssd_mobilenet_v2", pipeline, data=root / "records", batch_size=2, steps=2, overrides=SIZE, check=False
-    )
-    train.train(pipeline, root / "model", log=lambda *_: None)
-    return root, pipeline
+@pytest.fixture
+def run(small_run):
+    """The session's two training steps of a 2-class SSD at 160x160 on train/val records: ckpt-0 and ckpt-2 (read
+    only: the tests that change the run change a copy)."""
+    return small_run, small_run / "pipeline.config"
 
 
 def copy_model(run, tmp_path: Path) -> Path:
@@ -154,7 +149,7 @@ def test_eval_refuses_label_map_contradicting_records(run, tmp_path):
     root, pipeline = run
     swapped = tmp_path / "swapped.pbtxt"
     write_label_map({"b": 1, "a": 2}, swapped)
-    detector = evaluate.checkpoint_detector(pipeline, str(root / "model" / "ckpt-2"))
+    detector = CheckpointDetector(pipeline, root / "model" / "ckpt-2")
     records = [str(root / "records" / "val.record")]
     with pytest.raises(evaluate.EvalError, match="val.record") as error:
         evaluate.score(records, detector, swapped, tmp_path / "eval")
@@ -163,7 +158,7 @@ def test_eval_refuses_label_map_contradicting_records(run, tmp_path):
 
 def test_eval_reads_class_text_when_records_have_no_label(run, tmp_path):
     root, pipeline = run
-    detector = evaluate.checkpoint_detector(pipeline, str(root / "model" / "ckpt-2"))
+    detector = CheckpointDetector(pipeline, root / "model" / "ckpt-2")
     label_map = root / "records" / "label_map.pbtxt"
     original = evaluate.score([str(root / "records" / "val.record")], detector, label_map, tmp_path / "a")
     text_only = rewrite_records(
@@ -177,7 +172,7 @@ def test_eval_reads_class_text_when_records_have_no_label(run, tmp_path):
 
 def test_eval_refuses_boxes_without_any_class(run, tmp_path):
     root, pipeline = run
-    detector = evaluate.checkpoint_detector(pipeline, str(root / "model" / "ckpt-2"))
+    detector = CheckpointDetector(pipeline, root / "model" / "ckpt-2")
     no_label = rewrite_records(str(root / "records" / "val.record"), tmp_path / "a.record", "image/object/class/label")
     bare = rewrite_records(str(no_label), tmp_path / "b.record", "image/object/class/text")
     with pytest.raises(evaluate.EvalError, match="no class"):
@@ -197,7 +192,7 @@ def mixed_size_records(folder: Path, sizes: list[tuple[int, int]]) -> Path:
 def test_eval_traces_the_model_once_for_mixed_image_sizes(run, tmp_path):
     root, pipeline = run
     records = mixed_size_records(tmp_path / "voc", [(96, 72), (80, 64), (120, 90), (64, 100), (150, 50)])
-    detector = evaluate.checkpoint_detector(pipeline, str(root / "model" / "ckpt-2"))
+    detector = CheckpointDetector(pipeline, root / "model" / "ckpt-2")
     traced = detector.tracing_count()  # at most 2 already: tf.function traces again after creating variables
     metrics = evaluate.score([str(records)], detector, root / "records" / "label_map.pbtxt", tmp_path / "eval")
     assert metrics["images"] == 5
@@ -210,11 +205,5 @@ def test_eval_cli_label_map_contradiction_is_one_line(capsys, run, tmp_path):
     write_label_map({"b": 1, "a": 2}, swapped)
     report = json.loads((root / "records" / "report.json").read_text())
     assert report["splits"]["val"]["images"] == 4
-    export = tmp_path / "export"
-    from object_detection import exporter_lib_v2
-    from object_detection.utils import config_util
-
-    proto = config_util.create_pipeline_proto_from_configs(config_util.get_configs_from_pipeline_file(str(run[1])))
-    exporter_lib_v2.export_inference_graph("image_tensor", proto, str(root / "model"), str(export))
-    argv = ["eval", "--saved-model", export / "saved_model", "--data", root / "records" / "val.record"]
+    argv = ["eval", "--saved-model", root / "export" / "saved_model", "--data", root / "records" / "val.record"]
     one_line_error(capsys, [*argv, "--label-map", swapped, "--output", tmp_path / "e"], str(swapped), "val.record")

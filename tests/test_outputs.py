@@ -20,8 +20,9 @@ import tfod_wrap
 from tfod_wrap import cli, config, sample
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import OWNER_FILE, check_output, claim_output
+from tfod_wrap.core.weights import MATCH_FILE
 from tfod_wrap.data import convert
-from tfod_wrap.pretrained.download import MATCH_FILE, download
+from tfod_wrap.pretrained.download import download
 
 
 def user_folder(path: Path, **files: str) -> Path:

@@ -20,7 +20,8 @@ from conftest import tiny_voc
 from tfod_wrap import config, train
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import OWNER_FILE, check_output
-from tfod_wrap.data import convert, read_label_map
+from tfod_wrap.core.labelmap import read_label_map
+from tfod_wrap.data import convert
 from tfod_wrap.pretrained import objectron
 from tfod_wrap.pretrained.tflite_import import (
     CHECKPOINT,

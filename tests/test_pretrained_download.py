@@ -13,7 +13,8 @@ import tensorflow as tf
 
 from tfod_wrap import cli, config
 from tfod_wrap.core.errors import UserError
-from tfod_wrap.pretrained.download import MATCH_FILE, download, tarball_name
+from tfod_wrap.core.weights import MATCH_FILE
+from tfod_wrap.pretrained.download import download, tarball_name
 
 
 def zoo_tarball(folder: Path, pipeline_text: str) -> Path:

@@ -10,27 +10,24 @@ import pytest
 from conftest import tiny_voc
 
 from tfod_wrap import cli, config
+from tfod_wrap.core.weights import MATCH_FILE, OBJECTRON_FOLDER, TEMPLATE_TARBALLS, default_start
 from tfod_wrap.data import convert
-from tfod_wrap.pretrained import TEMPLATE_TARBALLS, default_start
-from tfod_wrap.pretrained.download import MATCH_FILE
-from tfod_wrap.pretrained.start import OBJECTRON_FOLDER
 
 
 @pytest.fixture(scope="module")
-def offline_cache(tmp_path_factory):
-    """An empty cache and a model zoo that refuses connections at once: this machine offline, in every CI."""
-    cache = tmp_path_factory.mktemp("cache")
+def offline_cache(pretrained_cache):
+    """The session's cache, in which the first default start of ssd_mobilenet_v2 imported the offline model (the
+    import is made once per test run: conftest.pretrained_cache), and a model zoo that refuses connections at once:
+    this machine offline, in every CI."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TFOD_WRAP_CACHE", str(cache))
+        patch.setenv("TFOD_WRAP_CACHE", str(pretrained_cache))
         patch.setenv("TFOD_WRAP_ZOO_URL", "http://127.0.0.1:9/")
-        yield cache
+        yield pretrained_cache
 
 
 @pytest.fixture(scope="module")
 def imported_start(offline_cache):
-    began = time.perf_counter()
-    start = default_start("ssd_mobilenet_v2", log=lambda *_: None)
-    return start, time.perf_counter() - began
+    return default_start("ssd_mobilenet_v2", log=lambda *_: None)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +38,7 @@ def records(tmp_path_factory):
 
 
 def test_ssd_mobilenet_v2_imports_offline_once_into_the_cache(offline_cache, imported_start):
-    start, _ = imported_start
+    start = imported_start
     assert start.folder == offline_cache / "models" / OBJECTRON_FOLDER
     assert (start.folder / "checkpoint" / "ckpt-0.index").is_file() and start.checkpoint_type == "detection"
     assert "@mediapipe/objectron" in start.origin and "imported offline" in start.origin
@@ -51,7 +48,7 @@ def test_ssd_mobilenet_v2_imports_offline_once_into_the_cache(offline_cache, imp
 
 
 def test_config_sets_the_pretrained_start_by_default_and_says_where_from(imported_start, records, tmp_path, capsys):
-    start, _ = imported_start
+    start = imported_start
     output = tmp_path / "pipeline.config"
     assert cli.main(["config", "ssd_mobilenet_v2", "--data", str(records), "--output", str(output)]) == 0
     printed = capsys.readouterr().out
@@ -84,7 +81,7 @@ def test_no_pretrained_weights_stops_with_the_options(offline_cache, records, tm
 
 
 def test_a_cached_zoo_checkpoint_is_preferred(offline_cache, imported_start):
-    start, _ = imported_start
+    start = imported_start
     zoo = offline_cache / "models" / TEMPLATE_TARBALLS["ssd_mobilenet_v2"]
     shutil.copytree(start.folder / "checkpoint", zoo / "checkpoint")
     (zoo / MATCH_FILE).write_text("model section identical to pipelines/ssd_mobilenet_v2.config\n")

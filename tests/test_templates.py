@@ -20,8 +20,10 @@ from conftest import tiny_voc
 
 from tfod_wrap import config, export, train
 from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.model import ensure_built
+from tfod_wrap.core.tflite import postprocess_tensors
 from tfod_wrap.data import convert
-from tfod_wrap.export.tflite import MAX_DETECTIONS, postprocess_tensors
+from tfod_wrap.export.tflite import MAX_DETECTIONS
 
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
 TEMPLATES = config.templates()
@@ -102,7 +104,7 @@ def variables_at(pipeline: Path, checkpoints: list[str]) -> tuple[list, set[str]
     configs = config_util.get_configs_from_pipeline_file(str(pipeline))
     proto = config_util.create_pipeline_proto_from_configs(configs)
     model = model_builder.build(configs["model"], is_training=True)
-    train.ensure_built(model, proto)
+    ensure_built(model, proto)
     infos = train.describe_variables(model)
     frozen = train.resolve_frozen(model, proto, ["backbone"])
     values = []

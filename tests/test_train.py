@@ -18,6 +18,7 @@ import tensorflow as tf
 from conftest import tiny_voc
 
 from tfod_wrap import cli, config, train
+from tfod_wrap.core.model import ensure_built
 from tfod_wrap.data import convert
 from tfod_wrap.train.loop import check_input_files
 
@@ -71,7 +72,7 @@ def variables_at(pipeline: Path, checkpoint: str) -> dict[str, np.ndarray]:
     fresh_names()
     configs = config_util.get_configs_from_pipeline_file(str(pipeline))
     model = model_builder.build(configs["model"], is_training=True)
-    train.ensure_built(model, config_util.create_pipeline_proto_from_configs(configs))
+    ensure_built(model, config_util.create_pipeline_proto_from_configs(configs))
     tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
     return {variable.name: variable.numpy() for variable in model.variables}
 

@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from tfod_wrap import __version__, config, data  # noqa: E402  (the variable must be set before TF loads)
 from tfod_wrap.compat.hooks import quiet_native_startup  # noqa: E402
+from tfod_wrap.core import labelmap, records  # noqa: E402
 from tfod_wrap.core.errors import UserError  # noqa: E402
 from tfod_wrap.core.textfiles import read_text  # noqa: E402
 
@@ -84,18 +85,18 @@ def _labelmap_build(args: argparse.Namespace) -> int:
     names = data.annotated_classes(args.input, args.format)
     if not names:
         raise data.DataError(f"{args.input}: no classes found in the annotations")
-    data.write_label_map(data.label_map_from_names(names), args.output)
+    labelmap.write_label_map(labelmap.label_map_from_names(names), args.output)
     print(f"wrote {args.output}: {len(names)} classes ({', '.join(names)})")
     return 0
 
 
 def _labelmap_check(args: argparse.Namespace) -> int:
-    problems = data.check_label_map(args.file)  # a file that is no text at all raises: exit 2, not 1
+    problems = labelmap.check_label_map(args.file)  # a file that is no text at all raises: exit 2, not 1
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
         return 1
-    class_ids = data.read_label_map(args.file)
+    class_ids = labelmap.read_label_map(args.file)
     print(f"{args.file}: valid, {len(class_ids)} classes, ids {min(class_ids.values())}..{max(class_ids.values())}")
     return 0
 
@@ -183,9 +184,9 @@ def _eval(args: argparse.Namespace) -> int:
         if not (args.data and args.label_map):
             raise UserError("--detections needs --data RECORDS and --label-map FILE")
         output = args.output or evaluate.detections_file(args.detections).parent / "eval"
-        records = data.expand_record_paths([str(path) for path in args.data])
+        files = records.expand_record_paths([str(path) for path in args.data])
         metrics = evaluate.score_detections(
-            args.detections, records, args.label_map, output, score_threshold=args.threshold
+            args.detections, files, args.label_map, output, score_threshold=args.threshold
         )
         print(evaluate.metrics_table(metrics))
         print(f"wrote {output}/metrics.json and plots")
@@ -194,11 +195,11 @@ def _eval(args: argparse.Namespace) -> int:
         if not (args.data and args.label_map):
             raise UserError("--saved-model needs --data RECORDS and --label-map FILE")
         output = args.output or args.saved_model.parent / "eval"
-        records = data.expand_record_paths([str(path) for path in args.data])
-        detector = evaluate.saved_model_detector(args.saved_model)
-        metrics = evaluate.score(
-            records, detector, args.label_map, output, score_threshold=args.threshold, progress=True
-        )
+        files = records.expand_record_paths([str(path) for path in args.data])
+        from tfod_wrap.core.detector import SavedModelDetector
+
+        detector = SavedModelDetector(args.saved_model)
+        metrics = evaluate.score(files, detector, args.label_map, output, score_threshold=args.threshold, progress=True)
         print(evaluate.metrics_table(metrics))
         print(f"wrote {output}/metrics.json and plots")
         return 0
@@ -270,7 +271,7 @@ def _detect(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     if args.label_map:  # read up front: a bad label map is an error, not ignored for want of --preview
-        data.read_label_map(args.label_map)
+        labelmap.read_label_map(args.label_map)
     stats = data.record_stats(args.records)
     if args.json:
         print(json.dumps(stats, indent=2))

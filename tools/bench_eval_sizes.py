@@ -1,6 +1,6 @@
 """Seconds per image of `tfod-wrap eval` on records of mixed image sizes (issue 18, item 10: every new size
 retraced the model). Trains a 160x160 SSD MobileNet V2 for one step on tiny shapes, writes N images of N
-different sizes, and times checkpoint_detector over them, and the building of the detector.
+different sizes, and times CheckpointDetector over them, and the building of the detector.
 
     .venv/bin/python tools/bench_eval_sizes.py [--images 8] [--work /tmp/bench_eval_sizes]
 """
@@ -59,23 +59,21 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_eval_sizes"))
     args = parser.parse_args()
-    import tensorflow as tf
-
-    from tfod_wrap import evaluate
+    from tfod_wrap.core.detector import CheckpointDetector
+    from tfod_wrap.core.records import decode_image, read_examples
 
     records = _records(args.work, args.images)
     pipeline, checkpoint = _model(args.work, records)
     began = time.perf_counter()
-    detector = evaluate.checkpoint_detector(pipeline, checkpoint)
+    detector = CheckpointDetector(pipeline, checkpoint)
     built = time.perf_counter() - began  # the current version traces here, once
     times = []
-    for record in tf.data.TFRecordDataset([str(records / "train.record")]):
-        example = tf.train.Example.FromString(record.numpy())
-        pixels = tf.io.decode_image(example.features.feature["image/encoded"].bytes_list.value[0], channels=3).numpy()
+    for _, example in read_examples([str(records / "train.record")]):
+        pixels = decode_image(example.features.feature)
         began = time.perf_counter()
         detector(pixels)
         times.append(time.perf_counter() - began)
-    traces = getattr(detector, "tracing_count", lambda: "n/a")()
+    traces = detector.tracing_count()
     later = sorted(times[1:])
     print(
         f"built in {built:.1f} s; {len(times)} images of {len(times)} sizes: first {times[0]:.2f} s, median "

@@ -15,9 +15,9 @@ template says 300x300) and SSD MobileNet V2 FPNLite 320 (template ssd_mobilenet_
    after --warmup untimed runs, pooled, median:
    - SavedModel in TensorFlow: the serving_default signature called on the uint8 image, outputs fetched to NumPy;
    - TFLite interpreter of each quantisation, with num_threads 1 and num_threads = cores: `invoke()` only, on the
-     preprocessed input (`Reference(...)(image)["preprocessed"]`: resized to 320x320 and normalised, as the TFLite
-     graph expects);
-   - TF.js on the wasm backend in Node (`verify.run_tfjs`, the page's own @tensorflow/tfjs): executeAsync plus
+     preprocessed input (`CheckpointDetector(...).preprocess(image)`: resized to 320x320 and normalised, as the
+     TFLite graph expects);
+   - TF.js on the wasm backend in Node (`TFJSDetector`, the page's own @tensorflow/tfjs): executeAsync plus
      reading every output, on the 640x480 image (the graph resizes it) and, for the float32 weights, once more on
      the image already resized to the model's 320x320 (what the page sends);
    every latency is also given as a ratio to the SavedModel's median of the same model in the same run;
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import statistics
@@ -257,10 +258,12 @@ def tflite_latency(model: Path, inputs: list[np.ndarray], warmup: int, repeats: 
 
 
 def tfjs_latency(tfjs_dir: Path, images: list[np.ndarray], warmup: int, repeats: int, label: str) -> dict:
-    from tfod_wrap.export import parity
+    from tfod_wrap.core.detector import TFJSDetector
 
-    report = parity.run_tfjs(tfjs_dir, images, backend="wasm", repeat=warmup + repeats)
-    times = [ms for result in report["results"] for ms in result["latency_ms"][warmup:]]
+    detector = TFJSDetector(tfjs_dir, backend="wasm")
+    detector.batch(images, repeat=warmup + repeats)
+    report = detector.last_run
+    times = [ms for latencies in report["latency_ms"] for ms in latencies[warmup:]]
     size = "x".join(str(side) for side in images[0].shape[1::-1])
     return latency_row(
         times, runtime=label, threads=1, input=f"{size} uint8", backend=report["backend"], tfjs=report["tfjs"]
@@ -271,12 +274,11 @@ def measure_latency(
     pipeline: Path, reports: dict, images: list[np.ndarray], args: argparse.Namespace, quiet: QuietWait
 ) -> list[dict]:
     """The latency rows of one model, SavedModel first, with ratios to it; each with the load during it."""
-    from tfod_wrap import config
-    from tfod_wrap.export import parity
+    from tfod_wrap.core.detector import CheckpointDetector
 
     folder = {q: Path(reports[q]["formats"]["saved_model"]["path"]).parent for q in QUANTIZE}
-    reference = parity.Reference(config.load(pipeline), reports["none"]["checkpoint"])
-    preprocessed = [reference(image)["preprocessed"] for image in images]
+    reference = CheckpointDetector(pipeline, reports["none"]["checkpoint"])
+    preprocessed = [reference.preprocess(image) for image in images]
     height, width = preprocessed[0].shape[1:3]
     resized = [np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR)) for image in images]
     counts = (args.warmup, args.repeats)
@@ -448,16 +450,12 @@ def parse_args() -> argparse.Namespace:
 
 def load_images(records: Path, count: int) -> list[np.ndarray]:
     """The first `count` images of the val records, decoded to RGB uint8 (640x480)."""
-    import tensorflow as tf
+    from tfod_wrap.core.records import decode_image, read_examples
 
     report = json.loads((records / "report.json").read_text(encoding="utf-8"))
-    images = []
-    for record in tf.data.TFRecordDataset(sorted(map(str, records.glob(report["splits"]["val"]["pattern"])))):
-        encoded = tf.train.Example.FromString(record.numpy()).features.feature["image/encoded"].bytes_list.value[0]
-        images.append(tf.io.decode_image(encoded, channels=3).numpy())
-        if len(images) == count:
-            break
-    return images
+    files = sorted(map(str, records.glob(report["splits"]["val"]["pattern"])))
+    examples = itertools.islice(read_examples(files), count)
+    return [decode_image(example.features.feature) for _, example in examples]
 
 
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict:

@@ -209,7 +209,7 @@ def tfod_variables(pipeline: Path) -> dict:
     from object_detection.builders import model_builder
     from object_detection.utils import config_util
 
-    from tfod_wrap.train import ensure_built
+    from tfod_wrap.core.model import ensure_built
 
     configs = config_util.get_configs_from_pipeline_file(str(pipeline))
     model = model_builder.build(configs["model"], is_training=True)

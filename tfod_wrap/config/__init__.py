@@ -4,22 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tfod_wrap.config.compare import diff, flatten, format_diff, summary
-from tfod_wrap.config.overrides import ConfigError
-from tfod_wrap.config.pipeline import (
+from tfod_wrap.config.compare import summary
+from tfod_wrap.config.pipeline import set_checkpoint, set_data
+from tfod_wrap.core.overrides import override
+from tfod_wrap.core.pipeline import (  # the README's config.load, config.save, ...
     PIPELINES,
+    ConfigError,
+    check_learning_rates,
+    diff,
+    flatten,
+    format_diff,
     is_template,
     load,
     meta_architecture,
-    override,
     resolve,
     save,
-    set_checkpoint,
-    set_data,
+    schedule_end,
     templates,
     to_text,
 )
-from tfod_wrap.config.schedule import check_learning_rates, schedule_end, set_batch_size, set_steps
+from tfod_wrap.core.schedule import set_batch_size, set_steps
+from tfod_wrap.core.weights import NoPretrainedStart, default_start
 
 __all__ = [
     "PIPELINES",
@@ -47,8 +52,6 @@ __all__ = [
 
 
 def _set_pretrained_start(config, template: str) -> list[str]:
-    from tfod_wrap.pretrained import NoPretrainedStart, default_start
-
     try:
         start = default_start(template)
     except NoPretrainedStart as error:
@@ -76,7 +79,7 @@ def configure(
     is written unless every step succeeds and (with `check`) the TFOD API accepts the result.
 
     `checkpoint`: a prefix or model-zoo folder, or "none" for random weights. Left out, a template gets its
-    pretrained weights (tfod_wrap.pretrained.default_start; an error naming the options where there are
+    pretrained weights (tfod_wrap.core.weights.default_start; an error naming the options where there are
     none) and a pipeline file keeps its own fine_tune_checkpoint.
     """
     config = load(model_or_file)
@@ -102,11 +105,9 @@ def configure(
 
 def validate(config) -> None:
     """Build the model the way training will, so a config that the TFOD API rejects is never written."""
-    from object_detection.builders import model_builder
-    from object_detection.utils import config_util
+    from tfod_wrap.core.model import build_model  # TensorFlow: only when a config is checked
 
-    configs = config_util.create_configs_from_pipeline_proto(config)
     try:
-        model_builder.build(configs["model"], is_training=True)
+        build_model(config, is_training=True)
     except (ValueError, KeyError, TypeError, NotImplementedError) as error:
         raise ConfigError(f"the TFOD model builder rejects this config: {error}") from None

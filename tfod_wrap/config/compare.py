@@ -1,54 +1,9 @@
-"""`config show` and `config diff`: read a pipeline.config as fields, not as text."""
+"""`config show`: what a user checks in a pipeline.config before training, read as fields, not as text."""
 
 from __future__ import annotations
 
-from google.protobuf import descriptor
-
-from tfod_wrap.config.pipeline import meta_architecture
-
-_F = descriptor.FieldDescriptor
-
-
-def flatten(message, prefix: str = "") -> dict[str, object]:
-    """{'model.ssd.num_classes': 2, 'train_config.data_augmentation_options[0].random_horizontal_flip': {}, ...}
-    Every set field, leaves only; enums by name; an empty set message (a flag, like an augmentation
-    with default options) appears as {}."""
-    flat: dict[str, object] = {}
-    fields = message.ListFields()
-    if not fields and prefix:
-        flat[prefix] = {}
-    for field, value in fields:
-        path = f"{prefix}.{field.name}" if prefix else field.name
-        items = list(enumerate(value)) if field.label == _F.LABEL_REPEATED else [(None, value)]
-        for index, item in items:
-            item_path = path if index is None else f"{path}[{index}]"
-            if field.type == _F.TYPE_MESSAGE:
-                flat.update(flatten(item, item_path))
-            elif field.type == _F.TYPE_ENUM:
-                flat[item_path] = field.enum_type.values_by_number[item].name
-            elif field.type == _F.TYPE_FLOAT:
-                flat[item_path] = float(f"{item:.7g}")  # float32 as written (0.08, not 0.07999999821)
-            else:
-                flat[item_path] = item
-    return flat
-
-
-def diff(first, second) -> list[tuple[str, object, object]]:
-    """(path, value in first, value in second) for every leaf that differs; None means absent."""
-    a, b = flatten(first), flatten(second)
-    return [(path, a.get(path), b.get(path)) for path in sorted(a.keys() | b.keys()) if a.get(path) != b.get(path)]
-
-
-def format_diff(changes: list[tuple[str, object, object]]) -> str:
-    lines = []
-    for path, before, after in changes:
-        if before is None:
-            lines.append(f"+ {path}: {after!r}")
-        elif after is None:
-            lines.append(f"- {path}: {before!r}")
-        else:
-            lines.append(f"~ {path}: {before!r} -> {after!r}")
-    return "\n".join(lines) or "no differences"
+from tfod_wrap.core.pipeline import flatten, meta_architecture
+from tfod_wrap.core.weights import checkpoint_origin
 
 
 def summary(config) -> str:
@@ -75,8 +30,6 @@ def summary(config) -> str:
 def _checkpoint(train) -> str:
     if not train.fine_tune_checkpoint or train.fine_tune_checkpoint.startswith("PATH_TO_BE_CONFIGURED"):
         return "none (random initialisation)"
-    from tfod_wrap.pretrained import checkpoint_origin
-
     kind = train.fine_tune_checkpoint_type or "detection"
     return f"{train.fine_tune_checkpoint} ({kind}; {checkpoint_origin(train.fine_tune_checkpoint)})"
 

@@ -1,98 +1,19 @@
-"""Load, rewrite and save pipeline.config files as `TrainEvalPipelineConfig` protos (never as text)."""
+"""Point a pipeline.config proto at the data and the fine-tune checkpoint (loading, saving and the other rewrites
+are the core's: `tfod_wrap.core.pipeline`, `overrides`, `schedule`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from google.protobuf import text_format
+from tfod_wrap.core.labelmap import read_label_map
+from tfod_wrap.core.pipeline import ConfigError, meta_architecture
+from tfod_wrap.core.textfiles import read_json
 
-from tfod_wrap.config.overrides import ConfigError, apply_override, parse_assignment
-from tfod_wrap.core.files import atomic_write_text
-from tfod_wrap.core.resources import package_file
-from tfod_wrap.core.textfiles import read_json, read_text
-
-# The templates ship in the package; the checkout's top-level pipelines/ is a link to this folder.
-PIPELINES = package_file("pipelines")
 NO_CHECKPOINT = "none"
-
-
-def _pipeline_pb2():
-    from object_detection.protos import pipeline_pb2  # rebuilt by tfod_wrap.compat
-
-    return pipeline_pb2
-
-
-def templates() -> list[str]:
-    """Names of the templates in pipelines/ (the MODEL of `make train MODEL=...`)."""
-    return sorted(path.stem for path in PIPELINES.glob("*.config"))
-
-
-def is_template(model_or_file: str | Path) -> bool:
-    """A template name (not a file of that name)."""
-    return not Path(model_or_file).is_file() and (PIPELINES / f"{model_or_file}.config").is_file()
-
-
-def resolve(model_or_file: str | Path) -> Path:
-    """A template name or a pipeline.config path -> the file to read."""
-    path = Path(model_or_file)
-    if path.is_file():
-        return path
-    template = PIPELINES / f"{model_or_file}.config"
-    if template.is_file():
-        return template
-    raise ConfigError(f"{model_or_file}: neither a pipeline.config file nor a template ({', '.join(templates())})")
-
-
-def load(model_or_file: str | Path):
-    """Parse a template or file into a TrainEvalPipelineConfig; errors name the file, line and column."""
-    path = resolve(model_or_file)
-    config = _pipeline_pb2().TrainEvalPipelineConfig()
-    try:
-        text_format.Parse(read_text(path, "pipeline.config"), config)
-    except text_format.ParseError as error:
-        raise ConfigError(f"{path}:{error}") from None
-    if config.model.WhichOneof("model") is None:  # an empty file parses, as a config of nothing
-        raise ConfigError(f"{path}: no model {{ ... }} in it; not a pipeline.config")
-    return config
-
-
-def to_text(config) -> str:
-    return text_format.MessageToString(config)
-
-
-def save(config, output: str | Path, *, source: str | Path | None = None) -> Path:
-    """Write atomically. Refuses to write over the file the config was read from."""
-    output = Path(output)
-    if source is not None and Path(source).is_file() and output.resolve() == Path(source).resolve():
-        raise ConfigError(f"{output}: refusing to overwrite the input config in place; choose another --output")
-    if output.is_dir():
-        raise ConfigError(f"{output}: is a folder; --output takes the pipeline.config file to write")
-    atomic_write_text(output, to_text(config))
-    return output
-
-
-def override(config, assignments: list[str]) -> list[str]:
-    """Apply PATH=VALUE overrides to a copy; only if all succeed is `config` changed. Returns resolved paths."""
-    trial = type(config)()
-    trial.CopyFrom(config)
-    resolved = [apply_override(trial, *parse_assignment(assignment)) for assignment in assignments]
-    config.CopyFrom(trial)
-    return resolved
-
-
-def meta_architecture(config):
-    """The active model message (ssd, faster_rcnn, center_net, ...) of a pipeline or model config."""
-    model = config.model if config.DESCRIPTOR.name == "TrainEvalPipelineConfig" else config
-    name = model.WhichOneof("model")
-    if name is None:
-        raise ConfigError("the config has no model")
-    return getattr(model, name)
 
 
 def set_data(config, records_dir: str | Path) -> list[str]:
     """Point the config at a `tfod-wrap tfrecords` output folder: num_classes, inputs, label maps."""
-    from tfod_wrap.data import read_label_map
-
     if not Path(records_dir).is_dir():  # checked before resolve(), which raises on a symlink loop
         raise ConfigError(f"{records_dir}: not a folder; --data takes the output folder of `tfod-wrap tfrecords`")
     records_dir = Path(records_dir).resolve()

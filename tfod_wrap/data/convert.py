@@ -26,6 +26,7 @@ from tqdm import tqdm
 import tfod_wrap
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_json, check_output, claim_output, is_inside, read_json_object
+from tfod_wrap.core.labelmap import label_map_from_names, read_label_map, write_label_map
 from tfod_wrap.core.processes import die_with_parent, terminate_as_interrupt
 from tfod_wrap.data.annotations import (
     DataError,
@@ -39,7 +40,6 @@ from tfod_wrap.data.annotations import (
     read_voc_file,
 )
 from tfod_wrap.data.encode import Chunk, Encoded, encode_chunk
-from tfod_wrap.data.labelmap import label_map_from_names, read_label_map, write_label_map
 from tfod_wrap.data.sources import check_sources
 from tfod_wrap.data.split import parse_split, stratified_split
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from tfod_wrap.core.records import build_example, frame_record
 from tfod_wrap.data.annotations import Box, ImageAnnotation, Problem, describe
-from tfod_wrap.data.example import build_example, frame_record
 
 PASS_THROUGH_MODES = {"JPEG": ("RGB", "L"), "PNG": ("RGB", "L")}
 EXIF_ORIENTATION = 0x0112

@@ -7,10 +7,8 @@ pixels and boxes are exactly those the model gets before augmentation.
 
 from __future__ import annotations
 
-import glob
 import io
 import math
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -18,47 +16,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from tfod_wrap.core.files import atomic_write_bytes
+from tfod_wrap.core.labelmap import read_label_map
+from tfod_wrap.core.records import expand_record_paths, read_examples
 from tfod_wrap.data.annotations import DataError
-from tfod_wrap.data.labelmap import read_label_map
 
 CELL = 320  # preview thumbnail size in pixels
 COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45"]
-
-
-def expand_record_paths(paths: list[str]) -> list[str]:
-    """Files, shard globs (`train.record-?????-of-00004`) and folders (every *.record* inside)."""
-    found: list[str] = []
-    for path in paths:
-        if os.path.isdir(path):
-            matches = sorted(glob.glob(os.path.join(path, "*.record*")))
-        else:
-            matches = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
-        missing = [match for match in matches if not os.path.isfile(match)]
-        if not matches or missing:
-            raise DataError(f"{path}: no such TFRecord file")
-        found.extend(matches)
-    return found
-
-
-def _examples(files: list[str]):
-    for _, example in read_examples(files):
-        yield example
-
-
-def read_examples(files: list[str]):
-    """(file, tf.train.Example) of every record. A file that is not a TFRecord file (binary junk, text, a
-    truncated write) or holds something other than tf.train.Example is a DataError naming it."""
-    import tensorflow as tf
-    from google.protobuf.message import DecodeError
-
-    for file in files:
-        try:
-            for record in tf.data.TFRecordDataset([file]):
-                yield file, tf.train.Example.FromString(record.numpy())
-        except tf.errors.DataLossError:
-            raise DataError(f"{file}: not a TFRecord file, or a truncated one (corrupted record)") from None
-        except DecodeError:
-            raise DataError(f"{file}: its records are not tf.train.Example protos") from None
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -77,7 +40,7 @@ def record_stats(paths: list[str]) -> dict:
     sizes: Counter[str] = Counter()
     widths, heights, aspects = [], [], []
     coco_sizes: Counter[str] = Counter()
-    for example in _examples(files):
+    for _, example in read_examples(files):
         feature = example.features.feature
         width = feature["image/width"].int64_list.value[0]
         height = feature["image/height"].int64_list.value[0]

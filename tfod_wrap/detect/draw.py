@@ -9,22 +9,21 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from tfod_wrap.core.detections import Detections
+
 # BGR; class id N gets COLOURS[N % len], so a class keeps its colour in every column and frame
 COLOURS = [(75, 25, 230), (75, 180, 60), (216, 99, 67), (49, 130, 245), (180, 30, 145), (244, 212, 66), (230, 50, 240)]
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 HEADER = 28  # height in pixels of the header band above the columns of a grid
 
 
-def draw_detections(image: np.ndarray, detections: dict, names: dict[int, str], min_score: float) -> np.ndarray:
+def draw_detections(image: np.ndarray, detections: Detections, names: dict[int, str], min_score: float) -> np.ndarray:
     """Draw, in place, each detection scoring at least `min_score`: box, class name (or id) and score."""
     height, width = image.shape[:2]
     thickness = max(1, round(min(height, width) / 240))
     scale = max(0.4, min(height, width) / 800)
-    for (ymin, xmin, ymax, xmax), class_id, score in zip(
-        detections["boxes"], detections["classes"], detections["scores"]
-    ):
-        if score < min_score:
-            continue
+    shown = detections.above(min_score)
+    for (ymin, xmin, ymax, xmax), class_id, score in zip(shown.boxes, shown.classes, shown.scores):
         colour = COLOURS[int(class_id) % len(COLOURS)]
         left, top, right, bottom = (round(v) for v in (xmin * width, ymin * height, xmax * width, ymax * height))
         cv2.rectangle(image, (left, top), (right, bottom), colour, thickness)

@@ -1,4 +1,4 @@
-"""The detectors `tfod-wrap detect` runs, whatever their kind, as one function: RGB images -> detections.
+"""The detectors `tfod-wrap detect` runs, whatever their kind, as one Detector: RGB images -> Detections.
 
 Kinds of --model:
     export       a `tfod-wrap export` folder (label_map.pbtxt beside saved_model/), or its saved_model/ folder
@@ -6,10 +6,10 @@ Kinds of --model:
                  pipeline.config)
     saved_model  any other folder holding a SavedModel
     hub          a TF Hub handle (http:// or https://), fetched into tensorflow_hub's cache
-Every kind is loaded with `tensorflow_hub.load` (a local SavedModel folder is a Hub module) and called through
-its serving_default signature. TFOD exports, and so the zoo's and TF Hub's TF2 detection models, all have one,
-with the outputs used here: detection_boxes (normalised ymin, xmin, ymax, xmax), detection_classes (label-map
-ids), detection_scores and num_detections.
+Every kind is loaded with `tensorflow_hub.load` (a local SavedModel folder is a Hub module) and run as a
+`tfod_wrap.core.detector.SavedModelDetector`, through its serving_default signature. TFOD exports, and so the
+zoo's and TF Hub's TF2 detection models, all have one, with the outputs used here: detection_boxes (normalised
+ymin, xmin, ymax, xmax), detection_classes (label-map ids), detection_scores and num_detections.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
+from tfod_wrap.core.detector import SavedModelDetector
 from tfod_wrap.core.errors import UserError
-from tfod_wrap.data import check_label_map
+from tfod_wrap.core.labelmap import check_label_map
 
 OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 LABEL_MAP = "label_map.pbtxt"
@@ -41,45 +41,14 @@ class DetectError(UserError):
     """A model or input that detect cannot use; the message says which and why."""
 
 
-class Model:
-    """A loaded detector: `model(images)` takes a [B, H, W, 3] uint8 RGB batch and returns one dict per image,
-    {"boxes", "classes", "scores", "count"} (what `tfod_wrap.evaluate.coco_results` takes)."""
+class Model(SavedModelDetector):
+    """A loaded detector with its name and class names: `model(image)` or `model.batch(images)` (RGB uint8)
+    gives Detections, several same-sized images in one call when the model takes a batch."""
 
     def __init__(self, name: str, source: str, kind: str, loaded, class_names: dict[int, str], labels: str):
+        super().__init__(loaded)
         self.name, self.source, self.kind = name, source, kind
         self.class_names, self.labels = class_names, labels
-        self._loaded = loaded  # the signature only holds a weak reference to its SavedModel
-        self._signature = loaded.signatures["serving_default"]
-        _, inputs = self._signature.structured_input_signature
-        self._input, spec = next(iter(inputs.items()))
-        self._dtype = spec.dtype.as_numpy_dtype
-        # TFOD's uint8 exports fix the batch at 1; its float exports and some Hub models leave it open
-        self.batchable = bool(spec.shape.rank) and spec.shape[0] is None
-        self.largest_batch = 0  # the largest batch run so far, for the report
-        self.note = ""
-
-    def __call__(self, images: np.ndarray) -> list[dict]:
-        if len(images) > 1 and self.batchable:
-            try:
-                results = self._run(images)
-            except (tf.errors.InvalidArgumentError, ValueError) as error:
-                # the signature takes any batch but the graph does not: believe the graph from now on
-                self.batchable = False
-                self.note = f"batches of {len(images)} failed ({type(error).__name__}); one image per call"
-            else:
-                self.largest_batch = max(self.largest_batch, len(images))
-                return results
-        self.largest_batch = max(self.largest_batch, 1)
-        return [result for image in images for result in self._run(image[np.newaxis])]
-
-    def _run(self, images: np.ndarray) -> list[dict]:
-        outputs = self._signature(**{self._input: tf.constant(images.astype(self._dtype, copy=False))})
-        boxes, classes, scores = (outputs[key].numpy() for key in OUTPUTS[:3])
-        counts = outputs["num_detections"].numpy().astype(int)
-        return [
-            {"boxes": boxes[i, :n], "classes": classes[i, :n].astype(int), "scores": scores[i, :n], "count": n}
-            for i, n in enumerate(counts)
-        ]
 
 
 def load_model(spec: str | Path, label_map: str | Path | None = None, name: str | None = None) -> Model:

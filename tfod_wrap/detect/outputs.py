@@ -21,11 +21,11 @@ import cv2
 import numpy as np
 from PIL import GifImagePlugin, Image
 
+from tfod_wrap.core.detections import Detections
 from tfod_wrap.core.files import atomic_write_bytes
 from tfod_wrap.detect import draw
 from tfod_wrap.detect.inputs import IMAGE_SUFFIXES, Frame, Skipped, VideoEnd
 from tfod_wrap.detect.models import DetectError, Model
-from tfod_wrap.evaluate import coco_results
 
 DETECTIONS = "detections.json"
 IMAGES = "images.json"
@@ -111,7 +111,7 @@ class Outputs:
         self._detections = [JsonList(path / DETECTIONS) for path in folders]
         self._images = [JsonList(path / IMAGES) for path in folders]
 
-    def add(self, item: Frame | Skipped | VideoEnd, detections: list[dict] | None = None) -> None:
+    def add(self, item: Frame | Skipped | VideoEnd, detections: list[Detections] | None = None) -> None:
         if isinstance(item, Frame):
             self._frame(item, detections)
         elif isinstance(item, Skipped):
@@ -119,7 +119,7 @@ class Outputs:
         else:
             self._end_video(item)
 
-    def _frame(self, frame: Frame, detections: list[dict]) -> None:
+    def _frame(self, frame: Frame, detections: list[Detections]) -> None:
         picture = self._picture(frame.image, detections)
         height, width = frame.image.shape[:2]
         entry = {"id": frame.image_id, "file_name": frame.source.name, "width": width, "height": height}
@@ -130,7 +130,7 @@ class Outputs:
         else:
             self._image(frame.source.name, picture)
         for found, results, images in zip(detections, self._detections, self._images):
-            results.extend(coco_results(frame.image_id, found, width, height))
+            results.extend(found.to_coco(frame.image_id, width, height))
             images.append(entry)
 
     def _image(self, source_name: str, picture: np.ndarray) -> None:
@@ -143,7 +143,7 @@ class Outputs:
         atomic_write_bytes(self.folder / name, encoded.tobytes())
         self.images_written += 1
 
-    def _picture(self, image: np.ndarray, detections: list[dict]) -> np.ndarray:
+    def _picture(self, image: np.ndarray, detections: list[Detections]) -> np.ndarray:
         if len(self.models) == 1:  # the frame is not needed afterwards: draw on it
             return draw.draw_detections(image, detections[0], self.models[0].class_names, self.min_score)
         columns = [

@@ -20,8 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import numpy as np
-
+from tfod_wrap.core.detections import Detections
 from tfod_wrap.detect.inputs import Frame, Skipped, VideoEnd
 from tfod_wrap.detect.models import Model
 from tfod_wrap.detect.outputs import Outputs
@@ -160,12 +159,12 @@ def _infer(frames: _Line, results: _Line, models: list[Model], batch: int, calls
     results.put(_END)
 
 
-def _run_models(pending: list[Frame], models: list[Model], latencies: dict) -> list[list[dict]]:
+def _run_models(pending: list[Frame], models: list[Model], latencies: dict) -> list[list[Detections]]:
     """Every model on one batch: [per model: [per frame: detections]]; the time per image goes to `latencies`."""
-    images = pending[0].rgb[np.newaxis] if len(pending) == 1 else np.stack([frame.rgb for frame in pending])
+    images = [frame.rgb for frame in pending]
     found = []
     for model in models:
         started = time.perf_counter()
-        found.append(model(images))
+        found.append(model.batch(images))
         latencies[model.name].append(((time.perf_counter() - started) * 1000 / len(pending), len(pending)))
     return found

@@ -2,11 +2,8 @@
 
 from tfod_wrap.evaluate.run import (
     EvalError,
-    checkpoint_detector,
-    coco_results,
     evaluate_checkpoints,
     metrics_table,
-    saved_model_detector,
     score,
     watch,
     write_scalars,
@@ -15,12 +12,9 @@ from tfod_wrap.evaluate.stored import detections_file, score_detections
 
 __all__ = [
     "EvalError",
-    "checkpoint_detector",
-    "coco_results",
     "detections_file",
     "evaluate_checkpoints",
     "metrics_table",
-    "saved_model_detector",
     "score",
     "score_detections",
     "watch",

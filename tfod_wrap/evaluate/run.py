@@ -1,24 +1,25 @@
 """`tfod-wrap eval`: run a checkpoint or an exported SavedModel over TFRecords and score it.
 
-Ground truth is read from the records' standard TFOD keys; detections come from the model exactly as
-an exported detector produces them (preprocess, predict, postprocess, boxes back in pixels). Scoring is
-pycocotools' COCOeval (`metrics.py`), so the numbers are COCO's own, per class included.
+Ground truth is read from the records' standard TFOD keys; detections come from a `tfod_wrap.core.detector`
+backend (a checkpoint runs exactly as an exported detector does: preprocess, predict, postprocess), boxes back in
+pixels. Scoring is pycocotools' COCOeval (`metrics.py`), so the numbers are COCO's own, per class included.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from tfod_wrap.core.checkpoints import find_checkpoints
+from tfod_wrap.core.detector import CheckpointDetector, Detector
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_json
-from tfod_wrap.data import expand_record_paths, read_label_map
-from tfod_wrap.data.inspect import read_examples
+from tfod_wrap.core.labelmap import read_label_map
+from tfod_wrap.core.pipeline import load
+from tfod_wrap.core.records import decode_image, expand_record_paths, feature_values, read_examples
 from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES, evaluate_detections
 from tfod_wrap.evaluate.plots import draw_examples, plot_confusion, plot_pr_curves
 
@@ -27,71 +28,6 @@ PER_CLASS_PREFIX = "DetectionBoxes_PerformanceByCategory"
 
 class EvalError(UserError):
     """An evaluation that cannot run; the message says why."""
-
-
-Detector = Callable[[np.ndarray], dict[str, np.ndarray]]
-
-
-def checkpoint_detector(pipeline: str | Path, checkpoint: str) -> Detector:
-    """A function image -> detections from a training checkpoint, built the way TFOD's exporter does. It traces
-    the model once, for any image size (`tracing_count()` says how often it did)."""
-    from object_detection.builders import model_builder
-    from object_detection.utils import config_util
-
-    configs = config_util.get_configs_from_pipeline_file(str(pipeline))
-    model = model_builder.build(configs["model"], is_training=False)
-
-    # One signature for every size, as the exporter's: without it each new image size retraced the whole
-    # model (about 17 s an image on mixed-size records). The model's own preprocess resizes to its input.
-    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-    def detect(image):
-        images, shapes = model.preprocess(tf.cast(image[tf.newaxis], tf.float32))
-        return model.postprocess(model.predict(images, shapes), shapes)
-
-    detect(tf.zeros([32, 32, 3], tf.uint8))  # creates the variables, so the restore below is checked now
-    _restore_for_eval(model, checkpoint)
-
-    def run(image: np.ndarray) -> dict[str, np.ndarray]:
-        output = detect(tf.constant(image))
-        return {
-            "boxes": output["detection_boxes"][0].numpy(),
-            # postprocess returns 0-based classes; label-map ids start at 1
-            "classes": output["detection_classes"][0].numpy().astype(int) + 1,
-            "scores": output["detection_scores"][0].numpy(),
-            "count": int(output["num_detections"][0]),
-        }
-
-    run.tracing_count = detect.experimental_get_tracing_count
-    return run
-
-
-def _restore_for_eval(model, checkpoint: str) -> None:
-    """A truncated checkpoint, one whose files are gone (a stale `checkpoint` state file) or one of another
-    model (num_classes) is an EvalError naming it, not a TensorFlow traceback."""
-    try:
-        tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial()
-    except (ValueError, IndexError, tf.errors.OpError) as error:  # IndexError: the reader of a truncated file
-        reason = (error.message if isinstance(error, tf.errors.OpError) else str(error)).strip().splitlines()[0]
-        raise EvalError(f"{checkpoint}: cannot restore it for this pipeline's model: {reason}") from None
-
-
-def saved_model_detector(saved_model: str | Path) -> Detector:
-    """A function image -> detections from a SavedModel exported by the TFOD API (uint8 image input)."""
-    path = Path(saved_model)
-    if not (path / "saved_model.pb").is_file():
-        raise EvalError(f"{path}: no saved_model.pb; pass the `saved_model` folder of an export")
-    loaded = tf.saved_model.load(str(path))
-
-    def run(image: np.ndarray) -> dict[str, np.ndarray]:
-        output = loaded(tf.constant(image[np.newaxis], dtype=tf.uint8))
-        return {
-            "boxes": output["detection_boxes"][0].numpy(),
-            "classes": output["detection_classes"][0].numpy().astype(int),  # exported classes are 1-based
-            "scores": output["detection_scores"][0].numpy(),
-            "count": int(output["num_detections"][0]),
-        }
-
-    return run
 
 
 def _records(files: list[str]) -> Iterator[tuple[int, dict]]:
@@ -104,29 +40,6 @@ def _records_with_files(files: list[str]) -> Iterator[tuple[int, str, dict]]:
     """(image id, file, parsed record): the file names the record in error messages."""
     for image_id, (file, example) in enumerate(read_examples(files), start=1):
         yield image_id, file, example.features.feature
-
-
-def _values(feature, key: str) -> list:
-    """The values of one tf.train.Example feature, whatever its kind; [] when absent."""
-    value = feature.get(key)
-    kind = value.WhichOneof("kind") if value is not None else None
-    return list(getattr(value, kind).value) if kind else []
-
-
-def coco_results(image_id: int, output: dict[str, np.ndarray], width: int, height: int) -> list[dict]:
-    """A detector's output for one image as COCO results: bbox [x, y, width, height] in pixels. Whole arrays at
-    once: detect writes every detection of every video frame (100 each), element by element took 1 ms a frame."""
-    count = output["count"]
-    ymin, xmin, ymax, xmax = np.asarray(output["boxes"][:count], dtype=np.float64).T
-    boxes = np.stack([xmin * width, ymin * height, (xmax - xmin) * width, (ymax - ymin) * height], axis=1)
-    return [
-        {"image_id": image_id, "category_id": label, "score": score, "bbox": box}
-        for label, score, box in zip(
-            np.asarray(output["classes"][:count]).astype(int).tolist(),
-            np.asarray(output["scores"][:count]).tolist(),
-            boxes.tolist(),
-        )
-    ]
 
 
 class LabelSource:
@@ -142,8 +55,8 @@ def _class_labels(feature, count: int, labels: LabelSource, where: str) -> list[
     create_coco_tf_record.py writes them, by text only; TFOD's decoder then maps text through the label map, and
     so does this. A label that contradicts the text under this label map is an error: per-class results would
     go under the wrong names."""
-    ids = [int(value) for value in _values(feature, "image/object/class/label")]
-    texts = [value.decode("utf-8", "replace") for value in _values(feature, "image/object/class/text")]
+    ids = [int(value) for value in feature_values(feature, "image/object/class/label")]
+    texts = [value.decode("utf-8", "replace") for value in feature_values(feature, "image/object/class/text")]
     if len(ids) < count and len(texts) < count:
         raise EvalError(
             f"{where}: {count} boxes but {max(len(ids), len(texts))} class entries (no class for some boxes: "
@@ -169,11 +82,12 @@ def _groundtruth(
     image_id: int, feature, first_annotation_id: int, labels: LabelSource, file: str = "records"
 ) -> tuple[dict, list[dict]]:
     """One record's COCO image entry and annotations (boxes in pixels), ids counting from first_annotation_id."""
-    width, height = _values(feature, "image/width")[0], _values(feature, "image/height")[0]
-    name = _values(feature, "image/filename")[0].decode()
+    width, height = feature_values(feature, "image/width")[0], feature_values(feature, "image/height")[0]
+    name = feature_values(feature, "image/filename")[0].decode()
     image = {"id": image_id, "width": width, "height": height, "file_name": name}
-    corners = list(zip(*(_values(feature, f"image/object/bbox/{key}") for key in ("xmin", "ymin", "xmax", "ymax"))))
-    crowd = _values(feature, "image/object/is_crowd")
+    sides = ("xmin", "ymin", "xmax", "ymax")
+    corners = list(zip(*(feature_values(feature, f"image/object/bbox/{key}") for key in sides)))
+    crowd = feature_values(feature, "image/object/is_crowd")
     class_labels = _class_labels(feature, len(corners), labels, f"{file}, image {name}")
     annotations = []
     for index, ((xmin, ymin, xmax, ymax), label) in enumerate(zip(corners, class_labels)):
@@ -214,8 +128,7 @@ def collect(
     if detector is not None:
         records = tqdm(_records(files), total=len(images), desc="evaluating", unit="img", disable=not progress)
         for (image_id, feature), image in zip(records, images):
-            pixels = tf.io.decode_image(_values(feature, "image/encoded")[0], channels=3).numpy()
-            detections += coco_results(image_id, detector(pixels), image["width"], image["height"])
+            detections += detector(decode_image(feature)).to_coco(image_id, image["width"], image["height"])
     categories = [{"id": class_id, "name": name} for name, class_id in sorted(class_ids.items(), key=lambda i: i[1])]
     return {"images": images, "annotations": annotations, "categories": categories}, detections
 
@@ -229,7 +142,7 @@ def _example_images(files: list[str], groundtruth: dict, detections: list[dict],
     images = []
     for image_id, feature in _records(files):
         if image_id in wanted:
-            images.append((image_id, tf.io.decode_image(_values(feature, "image/encoded")[0], channels=3).numpy()))
+            images.append((image_id, decode_image(feature)))
     return images
 
 
@@ -296,10 +209,7 @@ def evaluate_checkpoints(
     log=print,
 ) -> dict[str, dict]:
     """Evaluate checkpoints of a model dir on the pipeline's eval input: {checkpoint name: metrics}."""
-    from object_detection.utils import config_util
-
-    configs = config_util.get_configs_from_pipeline_file(str(pipeline))
-    reader = configs["eval_input_configs"][0]
+    reader = load(pipeline).eval_input_reader[0]
     files = expand_record_paths(list(reader.tf_record_input_reader.input_path))
     output_dir = Path(output_dir) if output_dir else Path(model_dir) / "eval"
     results = {}
@@ -308,7 +218,7 @@ def evaluate_checkpoints(
         step = int(name.rsplit("-", 1)[1])
         metrics = score(
             files,
-            checkpoint_detector(pipeline, path),
+            CheckpointDetector(pipeline, path),
             reader.label_map_path,
             output_dir / name,
             score_threshold=score_threshold,
@@ -334,9 +244,7 @@ def watch(
 ) -> dict[str, dict]:
     """Evaluate each new checkpoint while training runs, as model_main_tf2 does with --checkpoint_dir;
     stops at the config's last step, or after `timeout` seconds without a new checkpoint."""
-    from object_detection.utils import config_util
-
-    last_step = config_util.get_configs_from_pipeline_file(str(pipeline))["train_config"].num_steps
+    last_step = load(pipeline).train_config.num_steps
     seen: dict[str, dict] = {}
     waited_since = time.monotonic()
     while time.monotonic() - waited_since < timeout:

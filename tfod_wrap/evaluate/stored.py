@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tfod_wrap.data import read_label_map
+from tfod_wrap.core.labelmap import read_label_map
 from tfod_wrap.evaluate.run import EvalError, collect, score_collected
 
 DETECTIONS = "detections.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import time
@@ -9,26 +10,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
-from tfod_wrap import config as configs
+from tfod_wrap.core import pipeline as configs
 from tfod_wrap.core.checkpoints import find_checkpoints
+from tfod_wrap.core.detections import Detections
+from tfod_wrap.core.detector import CheckpointDetector, SavedModelDetector, TFJSDetector, TFLiteDetector
 from tfod_wrap.core.files import atomic_write_json, check_output, claim_output, read_json_object
+from tfod_wrap.core.labelmap import read_label_map
 from tfod_wrap.core.processes import terminate_as_interrupt
+from tfod_wrap.core.records import decode_image, expand_record_paths, read_examples
+from tfod_wrap.core.tflite import box_scales, postprocess_tensors
 from tfod_wrap.core.tflite import interpreter as tflite_interpreter
-from tfod_wrap.data import expand_record_paths, read_label_map
 from tfod_wrap.export import verify as parity
 from tfod_wrap.export.formats import FORMATS, INPUT_TYPES, PIXEL_INPUT_TYPES, QUANTIZE, ExportError
 from tfod_wrap.export.savedmodel import export_saved_model, signature_outputs
 from tfod_wrap.export.tfjs import OUTPUT_DESCRIPTIONS, convert_to_tfjs, output_shapes, tfjs_metadata
-from tfod_wrap.export.tflite import (
-    MAX_DETECTIONS,
-    box_scales,
-    check_supported,
-    export_tflite,
-    postprocess_tensors,
-    run_tflite,
-)
+from tfod_wrap.export.tflite import MAX_DETECTIONS, check_supported, export_tflite
 
 REPORT = "export.json"
 KIND = "export"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
@@ -160,11 +157,11 @@ def _fixed_size(model) -> list[int] | None:
 
 def _export_tflite(pipeline_config, prefix, target: Path, quantize: str, classes: dict[str, int]) -> None:
     target.mkdir()
-    reference = parity.Reference(pipeline_config, prefix)
+    reference = CheckpointDetector(pipeline_config, prefix)
 
     def calibration() -> Iterator[np.ndarray]:
         for image in _eval_images(pipeline_config, 100):
-            yield reference(image)["preprocessed"]
+            yield reference.preprocess(image)
 
     export_tflite(pipeline_config, prefix, target / "model.tflite", quantize, calibration)
     height, width = _fixed_size(configs.meta_architecture(pipeline_config))
@@ -202,10 +199,8 @@ def _eval_images(pipeline_config, count: int) -> list[np.ndarray]:
     paths = [path for reader in pipeline_config.eval_input_reader for path in reader.tf_record_input_reader.input_path]
     if not paths:
         raise ExportError("the pipeline has no eval_input_reader records to take images from")
-    images = []
-    for record in tf.data.TFRecordDataset(expand_record_paths(paths)).take(count):
-        encoded = tf.train.Example.FromString(record.numpy()).features.feature["image/encoded"].bytes_list.value[0]
-        images.append(tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy())
+    examples = itertools.islice(read_examples(expand_record_paths(paths)), count)
+    images = [decode_image(example.features.feature) for _, example in examples]
     if not images:
         raise ExportError(f"{', '.join(paths)}: no images in the eval records")
     return images
@@ -213,16 +208,18 @@ def _eval_images(pipeline_config, count: int) -> list[np.ndarray]:
 
 def _verify(pipeline_config, prefix, staging: Path, formats, quantize, input_type, count) -> dict:
     images = _eval_images(pipeline_config, count)
-    reference = parity.Reference(pipeline_config, prefix)
+    reference = CheckpointDetector(pipeline_config, prefix)
     expected = [reference(image) for image in images]
-    outputs, references = {}, {}
+    outputs: dict[str, list[Detections]] = {}
+    references: dict[str, list[Detections]] = {}
     if input_type in PIXEL_INPUT_TYPES:
-        outputs["saved_model"] = parity.run_saved_model(staging / "saved_model", images, input_type)
+        outputs["saved_model"] = SavedModelDetector(staging / "saved_model").batch(images)
     if "tfjs" in formats:
-        outputs["tfjs"] = [result["outputs"] for result in parity.run_tfjs(staging / "tfjs", images)["results"]]
+        outputs["tfjs"] = TFJSDetector(staging / "tfjs").batch(images)
     if "tflite" in formats:
-        preprocessed = [result["preprocessed"] for result in expected]
-        outputs["tflite"] = run_tflite(staging / "tflite" / "model.tflite", preprocessed, box_scales(pipeline_config))
+        # the checkpoint's own preprocessing feeds both: the comparison is of the converted graph alone
+        model, scales = staging / "tflite" / "model.tflite", box_scales(pipeline_config)
+        outputs["tflite"] = TFLiteDetector(model, preprocess=reference.preprocess, box_scales=scales).batch(images)
         # TFLite's post-processing op has its own NMS rule: its reference follows that rule
         nms = pipeline_config.model.ssd.post_processing.batch_non_max_suppression
         references["tflite"] = [parity.one_class_per_anchor(result, nms, MAX_DETECTIONS) for result in expected]

@@ -16,29 +16,12 @@ from pathlib import Path
 
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_text, check_output, claim_output
+from tfod_wrap.core.pipeline import diff, format_diff, load
+from tfod_wrap.core.weights import MATCH_FILE, TEMPLATE_TARBALLS, cache_dir
 
 ZOO_URL = "http://download.tensorflow.org/models/object_detection/tf2/20200711/"
-# Our templates and the zoo tarball each was taken from (the TF2 Detection Model Zoo table).
-TEMPLATE_TARBALLS = {
-    "ssd_mobilenet_v2": "ssd_mobilenet_v2_320x320_coco17_tpu-8",
-    "ssd_mobilenet_v2_fpnlite_320": "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8",
-    "ssd_mobilenet_v2_fpnlite_640": "ssd_mobilenet_v2_fpnlite_640x640_coco17_tpu-8",
-    "ssd_mobilenet_v1_fpn_640": "ssd_mobilenet_v1_fpn_640x640_coco17_tpu-8",
-    "ssd_resnet50_v1_fpn_640": "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8",
-    "efficientdet_d0": "efficientdet_d0_coco17_tpu-32",
-    "centernet_resnet50_v2_512": "centernet_resnet50_v2_512x512_coco17_tpu-8",
-    "faster_rcnn_resnet50_v1_640": "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8",
-}
 CONNECT_TIMEOUT_S = 10
-MATCH_FILE = "template_match.txt"
 KIND = "pretrained download"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
-
-
-def cache_dir() -> Path:
-    """$TFOD_WRAP_CACHE, else $XDG_CACHE_HOME/tfod-wrap, else ~/.cache/tfod-wrap."""
-    if os.environ.get("TFOD_WRAP_CACHE"):
-        return Path(os.environ["TFOD_WRAP_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tfod-wrap"
 
 
 def tarball_name(model: str) -> str:
@@ -117,13 +100,11 @@ def _unpack(tarball: Path, staging: Path) -> None:
 def template_match(pipeline: Path, model: str) -> str:
     """How the tarball's pipeline.config compares with our template of the same model (the model section only:
     paths and schedules differ by design)."""
-    from tfod_wrap import config
-
     template = next((key for key, value in TEMPLATE_TARBALLS.items() if value == tarball_name(model)), None)
     if template is None:
         return f"no tfod-wrap template for {model}: use its pipeline.config with `tfod-wrap config FILE`"
-    differences = config.diff(config.load(template).model, config.load(pipeline).model)
+    differences = diff(load(template).model, load(pipeline).model)
     if not differences:
         return f"model section identical to pipelines/{template}.config: use `tfod-wrap config {template} --checkpoint`"
-    listed = config.format_diff(differences)
+    listed = format_diff(differences)
     return f"model section differs from pipelines/{template}.config in {len(differences)} fields:\n{listed}"

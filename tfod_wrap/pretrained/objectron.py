@@ -81,7 +81,7 @@ def locate_package(*, fetch: bool = True, log=print) -> Path:
 
 
 def cache_folder() -> Path:
-    from tfod_wrap.pretrained.download import cache_dir
+    from tfod_wrap.core.weights import cache_dir
 
     return cache_dir() / "npm" / f"mediapipe-objectron-{VERSION}"
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfod_wrap.core.detections import Detections
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import (
     atomic_write_bytes,
@@ -44,10 +45,13 @@ from tfod_wrap.core.files import (
     claim_output,
     read_json_object,
 )
+from tfod_wrap.core.labelmap import label_map_from_names, read_label_map, write_label_map
+from tfod_wrap.core.pipeline import load, save
 from tfod_wrap.core.tflite import interpreter as tflite_interpreter
+from tfod_wrap.core.tflite import postprocess_tensors
+from tfod_wrap.core.weights import IMPORT_KIND
 from tfod_wrap.pretrained import objectron
 
-IMPORT_KIND = "tfod-wrap pretrained import-tflite"
 OUTPUT_KIND = "pretrained import-tflite"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
 TEMPLATE = "ssd_mobilenet_v2"
 TFLITE_FILE = "objectron_ssd_mobilenetv2_oidv4_fp16.tflite"
@@ -76,8 +80,7 @@ def import_objectron(
     `output_dir`, atomically, after checking parity with the TFLite interpreter on `photos`. Returns the report."""
     import tensorflow as tf
 
-    from tfod_wrap import config
-    from tfod_wrap.data import label_map_from_names, write_label_map
+    from tfod_wrap.core.model import build_model
 
     output = Path(output_dir)
     check_output(output, OUTPUT_KIND, legacy=earlier_import)
@@ -86,7 +89,7 @@ def import_objectron(
     pipeline = imported_pipeline(source.labels, output.resolve() / CHECKPOINT)
     with claim_output(output, OUTPUT_KIND, legacy=earlier_import) as staging:
         atomic_write_bytes(staging / TFLITE_FILE, source.tflite)
-        model = build_model(pipeline)
+        model = build_model(pipeline, built=True)
         transfer = transfer_weights(source.tflite, model)
         log(
             f"{transfer['tflite_tensors']} TFLite weight tensors -> {transfer['keras_variables_from_tflite']} Keras "
@@ -99,7 +102,7 @@ def import_objectron(
             staging / "checkpoint" / "checkpoint",
             'model_checkpoint_path: "ckpt-0"\nall_model_checkpoint_paths: "ckpt-0"\n',
         )
-        config.save(pipeline, staging / "pipeline.config")
+        save(pipeline, staging / "pipeline.config")
         write_label_map(label_map_from_names(source.labels), staging / "label_map.pbtxt")
         verification = verify_import(staging, sample_photos(photos))
         for name, result in verification["photos"].items():
@@ -145,9 +148,7 @@ def imported_pipeline(labels: Sequence[str], checkpoint: Path):
     and the parity check prove them): 23 classes, 300x300, the anchor layout of 1917 boxes, 1x1 heads."""
     from object_detection.protos import train_pb2
 
-    from tfod_wrap import config
-
-    pipeline = config.load(TEMPLATE)
+    pipeline = load(TEMPLATE)
     ssd = pipeline.model.ssd
     ssd.num_classes = len(labels)
     ssd.freeze_batchnorm = True  # folded batch norm: keep the identity statistics, never batch statistics
@@ -171,16 +172,6 @@ def imported_pipeline(labels: Sequence[str], checkpoint: Path):
     train.fine_tune_checkpoint_type = "detection"
     train.fine_tune_checkpoint_version = train_pb2.CheckpointVersion.Value("V2")
     return pipeline
-
-
-def build_model(pipeline, is_training: bool = False):
-    from object_detection.builders import model_builder
-
-    from tfod_wrap.train.freeze import ensure_built
-
-    model = model_builder.build(pipeline.model, is_training=is_training)
-    ensure_built(model, pipeline)
-    return model
 
 
 # --- the weight transfer ---------------------------------------------------------------------------------------
@@ -440,36 +431,29 @@ def verify_import(output_dir: str | Path, images: Mapping[str, np.ndarray] | Non
     max absolute difference of the raw box encodings and class logits (the TFLite outputs), and the rebuilt model's
     own postprocessed detections (class names from label_map.pbtxt). Nothing is asserted; see
     `verification_problems`."""
-    import tensorflow as tf
-
-    from tfod_wrap import config
-    from tfod_wrap.data import read_label_map
+    from tfod_wrap.core.detector import CheckpointDetector
 
     folder = Path(output_dir)
-    pipeline = config.load(folder / "pipeline.config")
-    model = build_model(pipeline)
-    tf.train.Checkpoint(model=model).restore(str(folder / CHECKPOINT)).assert_consumed()
+    detector = CheckpointDetector(folder / "pipeline.config", folder / CHECKPOINT, complete=True)
     names = {class_id: name for name, class_id in read_label_map(folder / "label_map.pbtxt").items()}
     interpreter = tflite_interpreter(folder / TFLITE_FILE, num_threads=2, preserve_all_tensors=True)
     box_index, score_index, converted = raw_output_tensors(interpreter)
     results = {}
     for name, image in (images if images is not None else sample_photos()).items():
-        preprocessed, true_shapes = model.preprocess(tf.constant(image[None], tf.float32))
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], preprocessed.numpy())
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], detector.preprocess(image))
         interpreter.invoke()
-        prediction = model.predict(preprocessed, true_shapes)
-        keras_boxes = prediction[BOX_ENCODINGS].numpy().reshape(1, NUM_ANCHORS, 4)
-        keras_scores = prediction[CLASS_PREDICTIONS].numpy()
+        found = detector(image)
+        keras_boxes = found.raw[BOX_ENCODINGS].reshape(1, NUM_ANCHORS, 4)
+        keras_scores = found.raw[CLASS_PREDICTIONS][np.newaxis]
         if converted:  # a TFLite graph with the post-processing op takes scores after the score converter
-            keras_scores = model._score_conversion_fn(keras_scores).numpy()  # noqa: SLF001
+            keras_scores = detector.model._score_conversion_fn(keras_scores).numpy()  # noqa: SLF001
         tflite_boxes = interpreter.get_tensor(box_index).reshape(keras_boxes.shape)
         tflite_scores = interpreter.get_tensor(score_index).reshape(keras_scores.shape)
-        detections = model.postprocess(prediction, true_shapes)
         results[name] = {
             "max_abs_diff_box_encodings": float(np.abs(keras_boxes - tflite_boxes).max()),
             "max_abs_diff_class_logits": float(np.abs(keras_scores - tflite_scores).max()),
             "max_abs_class_logit": float(np.abs(tflite_scores).max()),
-            "detections": _top_detections(detections, names),
+            "detections": _top_detections(found, names),
         }
     return {
         "tolerance_abs": PARITY_ATOL,
@@ -498,11 +482,9 @@ def cat_score(result: dict) -> float:
 
 def raw_output_tensors(interpreter) -> tuple[int, int, bool]:
     """(box encodings, class scores, whether the scores are already converted) tensor indexes. A TFOD TFLite export
-    feeds them to the TFLite_Detection_PostProcess op (export.tflite.postprocess_tensors finds them, scores after the
+    feeds them to the TFLite_Detection_PostProcess op (core.tflite.postprocess_tensors finds them, scores after the
     score converter); MediaPipe's model has no such op and ends at raw_outputs/box_encodings and
     raw_outputs/class_predictions (logits)."""
-    from tfod_wrap.export.tflite import postprocess_tensors
-
     try:
         tensors = postprocess_tensors(interpreter)
     except UserError:
@@ -515,17 +497,14 @@ def raw_output_tensors(interpreter) -> tuple[int, int, bool]:
     return tensors["box_encodings"]["index"], tensors["raw_detection_scores"]["index"], True
 
 
-def _top_detections(detections: dict, names: dict[int, str], count: int = 5) -> list[dict]:
-    scores = detections["detection_scores"][0].numpy()
-    classes = detections["detection_classes"][0].numpy().astype(int) + 1  # TFOD's postprocess classes are 0-based
-    boxes = detections["detection_boxes"][0].numpy()
+def _top_detections(found: Detections, names: dict[int, str], count: int = 5) -> list[dict]:
     return [
         {
-            "class": names.get(int(classes[index]), str(classes[index])),
-            "score": round(float(scores[index]), 4),
-            "box": [round(float(value), 4) for value in boxes[index]],
+            "class": names.get(int(label), str(label)),
+            "score": round(float(score), 4),
+            "box": [round(float(value), 4) for value in box],
         }
-        for index in range(min(count, len(scores)))
+        for box, label, score in zip(found.boxes[:count], found.classes[:count], found.scores[:count])
     ]
 
 

@@ -10,7 +10,6 @@ from tfod_wrap.train.freeze import (
     VariableInfo,
     apply_freeze,
     describe_variables,
-    ensure_built,
     resolve_frozen,
     variables_table,
 )
@@ -25,7 +24,6 @@ __all__ = [
     "VariableInfo",
     "apply_freeze",
     "describe_variables",
-    "ensure_built",
     "list_variables",
     "make_strategy",
     "resolve_frozen",
@@ -38,11 +36,9 @@ def list_variables(
     pipeline: str | Path, freeze: list[str] = (), train_only: list[str] = ()
 ) -> tuple[list[VariableInfo], set[str]]:
     """Every trainable variable of the pipeline's model, and which of them the specs freeze."""
-    from object_detection.builders import model_builder
-    from object_detection.utils import config_util
+    from tfod_wrap.core.model import build_model
+    from tfod_wrap.core.pipeline import load
 
-    configs = config_util.get_configs_from_pipeline_file(str(pipeline))
-    pipeline_proto = config_util.create_pipeline_proto_from_configs(configs)
-    model = model_builder.build(configs["model"], is_training=True)
-    ensure_built(model, pipeline_proto)
+    pipeline_proto = load(pipeline)
+    model = build_model(pipeline_proto, is_training=True, built=True)
     return describe_variables(model), resolve_frozen(model, pipeline_proto, list(freeze), list(train_only))

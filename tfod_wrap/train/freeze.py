@@ -47,16 +47,14 @@ phase 1), so its own `training=False` switch is set as well.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import tensorflow as tf
 
-from tfod_wrap.config import meta_architecture
 from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.model import ensure_built
 
 PRESETS = ("backbone", "backbone:N", "fpn", "box_head", "class_head", "all-but-heads")
 PARTS = ("backbone", "fpn", "box_head", "class_head", "other")
@@ -108,23 +106,6 @@ class VariableInfo:
     parameters: int
     part: str
     block: int | None
-
-
-def ensure_built(model, pipeline_config) -> None:
-    """Create every variable with one forward pass on zeros at the configured input size.
-
-    Runs in inference mode, as model_lib_v2's `_ensure_model_is_built` does: Faster R-CNN's training-mode
-    predict needs groundtruth, and batch-norm statistics must not learn from an image of zeros.
-    """
-    height, width = _input_size(pipeline_config)
-    was_training = model._is_training  # noqa: SLF001
-    model._is_training = False  # noqa: SLF001
-    try:
-        with _inference_phase():
-            images, true_shapes = model.preprocess(tf.zeros([1, height, width, 3]))
-            model.predict(images, true_shapes)
-    finally:
-        model._is_training = was_training  # noqa: SLF001
 
 
 def describe_variables(model) -> list[VariableInfo]:
@@ -209,29 +190,6 @@ def variables_table(infos: list[VariableInfo], frozen: set[str], verbose: bool =
 
 
 # --- input size and building -------------------------------------------------------------------------------
-
-
-def _input_size(pipeline_config) -> tuple[int, int]:
-    """fixed_shape_resizer's size, keep_aspect_ratio_resizer's max_dimension (square), else 320x320."""
-    resizer = meta_architecture(pipeline_config).image_resizer
-    kind = resizer.WhichOneof("image_resizer_oneof")
-    if kind == "fixed_shape_resizer":
-        return resizer.fixed_shape_resizer.height, resizer.fixed_shape_resizer.width
-    if kind == "keep_aspect_ratio_resizer":
-        side = resizer.keep_aspect_ratio_resizer.max_dimension
-        return side, side
-    return 320, 320  # variables do not depend on the input size; any size the resizer accepts will do
-
-
-@contextlib.contextmanager
-def _inference_phase():
-    """Keras learning phase 0 for the block: a training step traced earlier may have left it at 1."""
-    with contextlib.ExitStack() as stack:
-        with warnings.catch_warnings():
-            # Deprecated, but the learning phase is what TFOD's batch-norm layers read when called with training=None.
-            warnings.simplefilter("ignore")
-            stack.enter_context(tf.keras.backend.learning_phase_scope(0))
-        yield
 
 
 def _trainable_variables(model) -> list:

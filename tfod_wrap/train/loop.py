@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_text
-from tfod_wrap.train.freeze import apply_freeze, describe_variables, ensure_built, resolve_frozen, variables_table
+from tfod_wrap.core.model import ensure_built
+from tfod_wrap.train.freeze import apply_freeze, describe_variables, resolve_frozen, variables_table
 
 PLACEHOLDER = "PATH_TO_BE_CONFIGURED"
 HISTORY = "train_history.csv"
@@ -217,7 +218,7 @@ def _remove_partial_saves(save_dir: Path) -> None:
 
 def _check_schedule(pipeline_proto, pipeline, total_steps: int, log) -> None:
     """Refuse learning rates that cannot train; warn when the run outlasts its schedule (rate 0 after the end)."""
-    from tfod_wrap.config import ConfigError, check_learning_rates, schedule_end
+    from tfod_wrap.core.pipeline import ConfigError, check_learning_rates, schedule_end
 
     try:
         check_learning_rates(pipeline_proto)
@@ -280,7 +281,7 @@ def _load_fine_tune_checkpoint(model, train_config, model_dir: Path, log) -> set
     variables_helper.ensure_checkpoint_supported(path, kind, str(model_dir))
     restore_map = model.restore_from_objects(fine_tune_checkpoint_type=kind)
     status = tf.train.Checkpoint(**restore_map).restore(path).expect_partial().assert_existing_objects_matched()
-    from tfod_wrap.pretrained import checkpoint_origin
+    from tfod_wrap.core.weights import checkpoint_origin
 
     log(f"restored {kind} checkpoint {path} ({checkpoint_origin(path)})")
     return _restored(model, status)

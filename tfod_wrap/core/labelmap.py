@@ -1,4 +1,5 @@
-"""Label maps (`label_map.pbtxt`): read, check, build and write them with the TFOD proto itself."""
+"""Label maps (`label_map.pbtxt`): read, check, build and write them with the TFOD proto itself (every stage reads
+them; data writes them)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from google.protobuf import text_format
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_text
 from tfod_wrap.core.textfiles import read_text
-from tfod_wrap.data.annotations import DataError
+
+
+class LabelMapError(UserError):
+    """A label map that cannot be used; the message names the file and every problem."""
 
 
 def _proto_module():
@@ -20,11 +24,11 @@ def _proto_module():
 
 def check_label_map(path: Path) -> list[str]:
     """Every problem of a label map file, as messages; an empty list means it is valid for TFOD. A file that
-    cannot be read as text at all (missing, a folder or device, binary) raises DataError instead."""
+    cannot be read as text at all (missing, a folder or device, binary) raises LabelMapError instead."""
     try:
         text = read_text(path, "label map")
     except UserError as error:
-        raise DataError(str(error)) from None
+        raise LabelMapError(str(error)) from None
     label_map = _proto_module().StringIntLabelMap()
     try:
         text_format.Parse(text, label_map)
@@ -57,10 +61,10 @@ def check_label_map(path: Path) -> list[str]:
 
 
 def read_label_map(path: Path) -> dict[str, int]:
-    """{class name: id} of a valid label map; raises DataError listing every problem otherwise."""
+    """{class name: id} of a valid label map; raises LabelMapError listing every problem otherwise."""
     problems = check_label_map(path)
     if problems:
-        raise DataError("\n".join(problems))
+        raise LabelMapError("\n".join(problems))
     label_map = _proto_module().StringIntLabelMap()
     text_format.Parse(read_text(path, "label map"), label_map)
     return {item.name or item.display_name: item.id for item in label_map.item}

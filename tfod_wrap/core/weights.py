@@ -1,20 +1,36 @@
-"""The pretrained start a template gets by default (`tfod-wrap config TEMPLATE` without --checkpoint).
+"""Where a model's weights come from: the cache of pretrained weights, the start a template gets by default
+(`tfod-wrap config TEMPLATE` without --checkpoint), and the origin of any fine-tune checkpoint (for config show and
+the training log).
 
-In order: the template's model-zoo checkpoint already in the cache; for ssd_mobilenet_v2, the offline import
-of @mediapipe/objectron's TFLite model already in the cache; the zoo download (only when the network answers,
-once, into the cache); for ssd_mobilenet_v2, the offline import, made now and cached. Where none of them is
-possible the config stops and names the options: nobody gets a silent random start.
+The default start, in order: the template's model-zoo checkpoint already in the cache; for ssd_mobilenet_v2, the
+offline import of @mediapipe/objectron's TFLite model already in the cache; the zoo download (only when the network
+answers, once, into the cache); for ssd_mobilenet_v2, the offline import, made now and cached. Where none of them
+is possible the config stops and names the options: nobody gets a silent random start. The last two make new
+weights, which is the `pretrained` stage's work: only they import it.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import read_json_object
-from tfod_wrap.pretrained.download import MATCH_FILE, TEMPLATE_TARBALLS, cache_dir, download
 
+# Our templates and the zoo tarball each was taken from (the TF2 Detection Model Zoo table).
+TEMPLATE_TARBALLS = {
+    "ssd_mobilenet_v2": "ssd_mobilenet_v2_320x320_coco17_tpu-8",
+    "ssd_mobilenet_v2_fpnlite_320": "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8",
+    "ssd_mobilenet_v2_fpnlite_640": "ssd_mobilenet_v2_fpnlite_640x640_coco17_tpu-8",
+    "ssd_mobilenet_v1_fpn_640": "ssd_mobilenet_v1_fpn_640x640_coco17_tpu-8",
+    "ssd_resnet50_v1_fpn_640": "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8",
+    "efficientdet_d0": "efficientdet_d0_coco17_tpu-32",
+    "centernet_resnet50_v2_512": "centernet_resnet50_v2_512x512_coco17_tpu-8",
+    "faster_rcnn_resnet50_v1_640": "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8",
+}
+MATCH_FILE = "template_match.txt"  # a zoo download's comparison with our template, beside its checkpoint
+IMPORT_KIND = "tfod-wrap pretrained import-tflite"  # report.json's kind of an offline import
 OBJECTRON_TEMPLATE = "ssd_mobilenet_v2"  # the architecture of the TFLite model @mediapipe/objectron bundles
 OBJECTRON_FOLDER = "objectron_ssd_mobilenet_v2"
 
@@ -30,6 +46,13 @@ class NoPretrainedStart(UserError):
     """No pretrained weights can be had for a template here."""
 
 
+def cache_dir() -> Path:
+    """$TFOD_WRAP_CACHE, else $XDG_CACHE_HOME/tfod-wrap, else ~/.cache/tfod-wrap."""
+    if os.environ.get("TFOD_WRAP_CACHE"):
+        return Path(os.environ["TFOD_WRAP_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tfod-wrap"
+
+
 def default_start(template: str, *, log=print) -> PretrainedStart:
     """The pretrained weights for `template` (see the module docstring); raises NoPretrainedStart with the options."""
     if template not in TEMPLATE_TARBALLS:
@@ -40,14 +63,14 @@ def default_start(template: str, *, log=print) -> PretrainedStart:
         return _start(zoo)
     if template == OBJECTRON_TEMPLATE and _has_checkpoint(imported):
         return _start(imported)
+    from tfod_wrap.pretrained import download, import_objectron
+
     try:
         return _start(download(template, log=log))
     except UserError as offline:
         if template != OBJECTRON_TEMPLATE:
             raise NoPretrainedStart(_options(template)) from None
         log(f"{offline}\nno download: importing the offline SSD MobileNet V2 instead (once, into {imported})")
-    from tfod_wrap.pretrained.tflite_import import import_objectron
-
     import_objectron(imported, log=log)
     return _start(imported)
 
@@ -57,7 +80,7 @@ def checkpoint_origin(prefix: str | Path) -> str:
     prefix = Path(prefix)
     folder = prefix.parent.parent if prefix.parent.name == "checkpoint" else prefix.parent
     report = read_json_object(folder / "report.json") or {}
-    if report.get("kind") == "tfod-wrap pretrained import-tflite":
+    if report.get("kind") == IMPORT_KIND:
         source = report.get("source", {})
         return (
             f"{source.get('package')}@{source.get('version')}'s TFLite SSD MobileNet V2 (Open Images V4), "

@@ -1,17 +1,33 @@
-"""tf.train.Example records and TFRecord framing, without importing TensorFlow.
+"""TFRecords of tf.train.Example: the writer (without TensorFlow) and the reader, for every stage.
 
-The encoding workers must start fast and stay small, so they never import TensorFlow. We declare the
+Writing: the encoding workers must start fast and stay small, so they never import TensorFlow. We declare the
 same messages as tensorflow/core/example/{example,feature}.proto (same field numbers and types, hence
 the same bytes on the wire) in a package of our own, and frame records with crc32c exactly as
 TFRecordWriter does. Tests read the output back with TensorFlow's own parsers.
+
+Reading: TensorFlow's TFRecordDataset and tf.train.Example, each problem one line naming the file.
 """
 
 from __future__ import annotations
 
+import glob
+import os
 import struct
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import google_crc32c
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from tfod_wrap.core.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+class RecordsError(UserError):
+    """TFRecords that cannot be read; the message names the file."""
+
 
 _Field = descriptor_pb2.FieldDescriptorProto
 
@@ -97,3 +113,51 @@ def frame_record(record: bytes) -> bytes:
     """One TFRecord entry: length, crc of length, data, crc of data (as TFRecordWriter writes it)."""
     length = struct.pack("<Q", len(record))
     return length + _masked_crc(length) + record + _masked_crc(record)
+
+
+def expand_record_paths(paths: list[str]) -> list[str]:
+    """Files, shard globs (`train.record-?????-of-00004`) and folders (every *.record* inside)."""
+    found: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            matches = sorted(glob.glob(os.path.join(path, "*.record*")))
+        else:
+            matches = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
+        missing = [match for match in matches if not os.path.isfile(match)]
+        if not matches or missing:
+            raise RecordsError(f"{path}: no such TFRecord file")
+        found.extend(matches)
+    return found
+
+
+def read_examples(files: list[str]) -> Iterator[tuple[str, object]]:
+    """(file, tf.train.Example) of every record. A file that is not a TFRecord file (binary junk, text, a
+    truncated write) or holds something other than tf.train.Example is a RecordsError naming it."""
+    import tensorflow as tf
+    from google.protobuf.message import DecodeError
+
+    for file in files:
+        try:
+            for record in tf.data.TFRecordDataset([file]):
+                yield file, tf.train.Example.FromString(record.numpy())
+        except tf.errors.DataLossError:
+            raise RecordsError(f"{file}: not a TFRecord file, or a truncated one (corrupted record)") from None
+        except DecodeError:
+            raise RecordsError(f"{file}: its records are not tf.train.Example protos") from None
+
+
+def feature_values(features: Mapping, key: str) -> list:
+    """The values of one feature of `example.features.feature`, whatever its kind; [] when absent."""
+    value = features.get(key)
+    kind = value.WhichOneof("kind") if value is not None else None
+    return list(getattr(value, kind).value) if kind else []
+
+
+def decode_image(features: Mapping) -> np.ndarray:
+    """The record's image/encoded as RGB uint8 [H, W, 3], decoded by TensorFlow as training decodes it."""
+    import tensorflow as tf
+
+    encoded = feature_values(features, "image/encoded")
+    if not encoded:
+        raise RecordsError("a record without image/encoded")
+    return tf.io.decode_image(encoded[0], channels=3, expand_animations=False).numpy()

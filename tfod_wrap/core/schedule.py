@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-
-from tfod_wrap.config.overrides import ConfigError
-
-
-def _learning_rate(config):
-    """The active LearningRate message of the active optimizer, or None (e.g. no optimizer set)."""
-    optimizer = config.train_config.optimizer
-    kind = optimizer.WhichOneof("optimizer")
-    if kind is None:
-        return None
-    learning_rate = getattr(optimizer, kind).learning_rate
-    schedule = learning_rate.WhichOneof("learning_rate")
-    return None if schedule is None else getattr(learning_rate, schedule)
+from tfod_wrap.core.pipeline import ConfigError, learning_rate
 
 
 def set_batch_size(config, batch_size: int, scale_learning_rate: bool = True) -> list[str]:
@@ -28,7 +14,7 @@ def set_batch_size(config, batch_size: int, scale_learning_rate: bool = True) ->
     old = train.batch_size or 1
     _set_count(train, "batch_size", batch_size, "--batch-size")
     notes = [f"batch_size {old} -> {batch_size}"]
-    schedule = _learning_rate(config)
+    schedule = learning_rate(config)
     if not scale_learning_rate or schedule is None or batch_size == old:
         return notes
     factor = batch_size / old
@@ -59,7 +45,7 @@ def set_steps(config, steps: int) -> list[str]:
     if steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {steps}")
     train = config.train_config
-    schedule = _learning_rate(config)
+    schedule = learning_rate(config)
     old = train.num_steps or _schedule_length(schedule) or steps
     _set_count(train, "num_steps", steps, "--steps")
     notes = [f"num_steps {old} -> {steps}"]
@@ -96,33 +82,3 @@ def _schedule_length(schedule) -> int:
     if schedule.DESCRIPTOR.name == "CosineDecayLearningRate":
         return schedule.total_steps
     return 0
-
-
-def check_learning_rates(config) -> None:
-    """Every learning rate of the optimizer (base, warmup, schedule steps, ...) must be a finite number >= 0: a
-    NaN trains nothing and a negative rate climbs the loss, yet the TFOD model builder accepts both."""
-    optimizer = config.train_config.optimizer
-    for path, value in _rates(optimizer, "train_config.optimizer"):
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{path} is {value:g}; a learning rate must be a finite number >= 0")
-
-
-def _rates(message, path: str) -> Iterator[tuple[str, float]]:
-    """(path, value) of every float field named like a learning rate, in every set sub-message."""
-    for field, value in message.ListFields():
-        where = f"{path}.{field.name}"
-        if field.type == field.TYPE_MESSAGE:
-            items = value if field.label == field.LABEL_REPEATED else [value]
-            for index, item in enumerate(items):
-                yield from _rates(item, f"{where}[{index}]" if field.label == field.LABEL_REPEATED else where)
-        elif field.cpp_type in (field.CPPTYPE_FLOAT, field.CPPTYPE_DOUBLE) and "learning_rate" in field.name:
-            yield where, value
-
-
-def schedule_end(config) -> int | None:
-    """The last step at which the schedule gives a rate above 0 (cosine decay returns 0 past total_steps); None
-    for schedules that hold their last rate."""
-    schedule = _learning_rate(config)
-    if schedule is not None and schedule.DESCRIPTOR.name == "CosineDecayLearningRate" and schedule.total_steps:
-        return schedule.total_steps
-    return None

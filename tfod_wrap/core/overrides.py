@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 from google.protobuf import descriptor, message, text_format
 
-from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.pipeline import ConfigError
 
 _F = descriptor.FieldDescriptor
 _STEP = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?$")
@@ -36,10 +36,6 @@ _INTEGER_TYPES = {
     _F.TYPE_SFIXED64,
 }
 _FLOAT_TYPES = {_F.TYPE_FLOAT, _F.TYPE_DOUBLE}
-
-
-class ConfigError(UserError):
-    """A pipeline.config problem; the message says where and what."""
 
 
 def parse_assignment(text: str) -> tuple[str, str]:
@@ -228,3 +224,12 @@ def _type_name(field) -> str:
     if field.type == _F.TYPE_MESSAGE:
         return f"a message {field.message_type.name}"
     return "a string"
+
+
+def override(config, assignments: list[str]) -> list[str]:
+    """Apply PATH=VALUE overrides to a copy; only if all succeed is `config` changed. Returns resolved paths."""
+    trial = type(config)()
+    trial.CopyFrom(config)
+    resolved = [apply_override(trial, *parse_assignment(assignment)) for assignment in assignments]
+    config.CopyFrom(trial)
+    return resolved
