@@ -1,4 +1,9 @@
-"""The export itself: the checkpoint restored once, each requested format written by its function, then --verify."""
+"""The export itself: each format of the table (`formats.FORMATS`) has a `Backend` here, a function that writes it
+and one that runs it for `--verify`; `export` checks the request, then goes through the table in order.
+
+What several formats need from the checkpoint (the restored model for TFLite's calibration and metadata, and for
+--verify's reference outputs; the pipeline's eval images) is made once per export, in `Job`.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +11,89 @@ import itertools
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from tfod_wrap.core import pipeline as configs
-from tfod_wrap.core.checkpoints import find_checkpoints
 from tfod_wrap.core.detections import Detections
 from tfod_wrap.core.detector import CheckpointDetector, SavedModelDetector, TFJSDetector, TFLiteDetector
-from tfod_wrap.core.files import atomic_write_json, check_output, claim_output, read_json_object
+from tfod_wrap.core.files import atomic_write_json, check_output, claim_output
 from tfod_wrap.core.labelmap import read_label_map
+from tfod_wrap.core.manifests import ExportFolder, ExportManifest, ManifestError, RunFolder
 from tfod_wrap.core.processes import terminate_as_interrupt
 from tfod_wrap.core.records import decode_image, expand_record_paths, read_examples
 from tfod_wrap.core.tflite import box_scales, postprocess_tensors
 from tfod_wrap.core.tflite import interpreter as tflite_interpreter
 from tfod_wrap.export import verify as parity
-from tfod_wrap.export.formats import FORMATS, INPUT_TYPES, PIXEL_INPUT_TYPES, QUANTIZE, ExportError
+from tfod_wrap.export.formats import (
+    ALWAYS,
+    DEFAULT_FORMATS,
+    FORMATS,
+    PIXEL_INPUT_TYPES,
+    ExportError,
+    check_architecture,
+    check_request,
+)
 from tfod_wrap.export.savedmodel import export_saved_model, signature_outputs
 from tfod_wrap.export.tfjs import OUTPUT_DESCRIPTIONS, convert_to_tfjs, output_shapes, tfjs_metadata
 from tfod_wrap.export.tflite import MAX_DETECTIONS, check_supported, export_tflite
 
-REPORT = "export.json"
 KIND = "export"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
+CALIBRATION_IMAGES = 100  # uint8 TFLite's representative data set, from the eval records
+
+
+@dataclass
+class Job:
+    """One export's settings, and what its formats share, each made on first use."""
+
+    pipeline_config: object
+    checkpoint: str
+    staging: Path
+    input_type: str
+    quantize: str
+    label_map: Path
+    _images: list[np.ndarray] = field(default_factory=list)
+    _all_images_read: bool = False
+
+    @cached_property
+    def reference(self) -> CheckpointDetector:
+        """The checkpoint's model, restored once for every format that needs it."""
+        return CheckpointDetector(self.pipeline_config, self.checkpoint)
+
+    def eval_images(self, count: int) -> list[np.ndarray]:
+        """The first `count` images of the pipeline's eval records (RGB uint8), read once for all who ask."""
+        if len(self._images) < count and not self._all_images_read:
+            self._images = _read_eval_images(self.pipeline_config, count)
+            self._all_images_read = len(self._images) < count
+        return self._images[:count]
+
+    @property
+    def architecture(self) -> str:
+        return self.pipeline_config.model.WhichOneof("model")
+
+    @cached_property
+    def classes(self) -> dict[str, int]:
+        return read_label_map(self.label_map)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How one format of the table is made and checked.
+
+    write(job, folder): fill `folder` (the format's folder in the staging export); returns export.json's details
+    for the format beyond path, bytes and seconds.
+    run(job, images, expected): the format's outputs on `images`, and the reference outputs to compare them with
+    (usually `expected`, the checkpoint's own), or None when this export cannot be run that way.
+    check(pipeline_config): raises ExportError before any work when the pipeline cannot be exported to it.
+    """
+
+    write: Callable[[Job, Path], dict]
+    run: Callable[[Job, list[np.ndarray], list[Detections]], tuple[list[Detections], list[Detections]] | None]
+    check: Callable[[object], None] | None = None
 
 
 def export(
@@ -36,7 +101,7 @@ def export(
     model_dir: str | Path,
     output: str | Path,
     *,
-    formats: tuple[str, ...] = ("saved_model", "tfjs"),
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
     quantize: str = "none",
     checkpoint: str = "latest",
     input_type: str = "image_tensor",
@@ -51,64 +116,62 @@ def export(
     pipeline's eval images go through the checkpoint and every format, and differences beyond
     `verify.TOLERANCE` raise ExportError after the report is written.
     """
-    formats = _check_options(formats, quantize, input_type)
+    formats = tuple(dict.fromkeys((ALWAYS, *check_request(formats, quantize, input_type))))
     pipeline_config = configs.load(pipeline)
-    prefix = find_checkpoints(model_dir, checkpoint)[0]
+    prefix = RunFolder(model_dir).checkpoints(checkpoint)[0]
     label_map = Path(label_map or _pipeline_label_map(pipeline_config))
-    classes = read_label_map(label_map)
-    if "tflite" in formats:
-        check_supported(pipeline_config)
+    read_label_map(label_map)  # a bad label map fails here, before any work
+    _check_pipeline(pipeline_config, formats)
     output = Path(output)
     check_output(output, KIND, legacy=_earlier_output)
-    report = {"pipeline": str(Path(pipeline).resolve()), "checkpoint": str(Path(prefix).resolve()), "formats": {}}
+    manifest = ExportManifest(pipeline=str(Path(pipeline).resolve()), checkpoint=str(Path(prefix).resolve()))
     # SIGTERM as Ctrl-C: the staging folder (as large as the model) is removed on the way out, not left behind
     with terminate_as_interrupt(), claim_output(output, KIND, legacy=_earlier_output) as staging:
-        started = time.perf_counter()
-        saved_model = export_saved_model(pipeline_config, prefix, staging, input_type)
-        shutil.copyfile(label_map, staging / "label_map.pbtxt")
-        _record(report, "saved_model", saved_model, staging, output, started, input_type=input_type)
-        log(f"saved_model: {_size(saved_model)} in {time.perf_counter() - started:.0f} s")
-        if "tfjs" in formats:
+        job = Job(pipeline_config, prefix, staging, input_type, quantize, label_map)
+        for name in formats:
             started = time.perf_counter()
-            _export_tfjs(pipeline_config, prefix, saved_model, staging / "tfjs", input_type, quantize, classes)
-            _record(report, "tfjs", staging / "tfjs", staging, output, started, quantization=quantize)
-            log(f"tfjs: {_size(staging / 'tfjs')} in {time.perf_counter() - started:.0f} s")
-        if "tflite" in formats:
-            started = time.perf_counter()
-            _export_tflite(pipeline_config, prefix, staging / "tflite", quantize, classes)
-            _record(report, "tflite", staging / "tflite", staging, output, started, quantization=quantize)
-            log(f"tflite: {_size(staging / 'tflite')} in {time.perf_counter() - started:.0f} s")
+            details = BACKENDS[name].write(job, staging / name)
+            manifest.formats[name] = {
+                "path": str(output / name),
+                "bytes": _bytes(staging / name),
+                "seconds": round(time.perf_counter() - started, 1),
+                **details,
+            }
+            log(f"{name}: {_bytes(staging / name) / 2**20:.1f} MiB in {time.perf_counter() - started:.0f} s")
         if verify:
-            report["verify"] = _verify(pipeline_config, prefix, staging, formats, quantize, input_type, verify_images)
-        atomic_write_json(staging / REPORT, report)
-    failed = [name for name, result in report.get("verify", {}).get("formats", {}).items() if not result["passed"]]
+            manifest.verify = _verify(job, formats, verify_images)
+        manifest.write(staging)
+    failed = manifest.failed_formats()
     if failed:
         raise ExportError(
-            f"{output}: parity check failed for {', '.join(failed)} (see {output / REPORT}):\n" + verify_table(report)
+            f"{output}: parity check failed for {', '.join(failed)} (see {output / ExportManifest.FILE}):\n"
+            + manifest.verify_table()
         )
-    return report
+    return manifest.to_json()
 
 
 def verify_table(report: dict) -> str:
-    """The parity report as a table: the largest difference per output and format, and the tolerance."""
-    results = report["verify"]["formats"]
-    keys = sorted({key for result in results.values() for key in result["max_difference"]})
-    lines = [f"{'format':<12}" + "".join(f"{key:>22}" for key in keys) + f"{'tolerance':>11}  result"]
-    for name, result in results.items():
-        cells = "".join(f"{result['max_difference'].get(key, float('nan')):>22.2e}" for key in keys)
-        lines.append(f"{name:<12}{cells}{result['tolerance']:>11.2g}  {'ok' if result['passed'] else 'FAILED'}")
-    return "\n".join(lines)
+    """The parity report of export.json's content as a table (see ExportManifest.verify_table)."""
+    return ExportManifest.from_json(report).verify_table()
 
 
-def _check_options(formats, quantize: str, input_type: str) -> tuple[str, ...]:
-    unknown = [name for name in formats if name not in FORMATS]
-    if unknown or not formats:
-        raise ExportError(f"unknown format {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
-    if quantize not in QUANTIZE:
-        raise ExportError(f"unknown quantisation {quantize!r}; choose from {', '.join(QUANTIZE)}")
-    if input_type not in INPUT_TYPES:
-        raise ExportError(f"unknown input type {input_type!r}; choose from {', '.join(INPUT_TYPES)}")
-    return tuple(dict.fromkeys(formats))
+def _check_pipeline(pipeline_config, formats: tuple[str, ...]) -> None:
+    """Every refusal a pipeline can earn, before any work: the table's architectures, then each format's own."""
+    check_architecture(formats, pipeline_config.model.WhichOneof("model"))
+    for name in formats:
+        if BACKENDS[name].check is not None:
+            BACKENDS[name].check(pipeline_config)
+
+
+def _earlier_output(folder: Path) -> bool:
+    """An export of the versions before the ownership marker, which took any folder holding an export.json for one:
+    now the export.json must be export's, and the folder hold nothing but what export writes."""
+    try:
+        ExportManifest.read(folder)
+    except ManifestError:
+        return False
+    written = {*FORMATS, ExportManifest.FILE, ExportFolder.LABEL_MAP, "MODEL_CARD.md"}
+    return {path.name for path in folder.iterdir()} <= written
 
 
 def _pipeline_label_map(pipeline_config) -> str:
@@ -118,33 +181,125 @@ def _pipeline_label_map(pipeline_config) -> str:
     return path
 
 
-def _earlier_output(folder: Path) -> bool:
-    """An export of the versions before the ownership marker, which took any folder holding an export.json for one:
-    now the export.json must be export's, and the folder hold nothing but what export writes."""
-    report = read_json_object(folder / REPORT)
-    if report is None or not {"pipeline", "checkpoint", "formats"} <= report.keys():
-        return False
-    return {path.name for path in folder.iterdir()} <= {*FORMATS, REPORT, "label_map.pbtxt", "MODEL_CARD.md"}
+# ---- saved_model ------------------------------------------------------------------------------------------------
 
 
-def _export_tfjs(pipeline_config, prefix, saved_model, target, input_type, quantize, classes) -> None:
+def _write_saved_model(job: Job, folder: Path) -> dict:
+    """exporter_lib_v2's layout (saved_model/, checkpoint/, pipeline.config) at the export's top, the label map
+    beside it."""
+    export_saved_model(job.pipeline_config, job.checkpoint, folder.parent, job.input_type)
+    shutil.copyfile(job.label_map, ExportFolder(folder.parent).label_map)
+    return {"input_type": job.input_type}
+
+
+def _run_saved_model(job: Job, images: list[np.ndarray], expected: list[Detections]) -> tuple[list, list] | None:
+    if job.input_type not in PIXEL_INPUT_TYPES:  # encoded strings or tf.Examples: --verify feeds pixels
+        return None
+    return SavedModelDetector(job.staging / "saved_model").batch(images), expected
+
+
+# ---- tfjs -------------------------------------------------------------------------------------------------------
+
+
+def _write_tfjs(job: Job, folder: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="tfod-wrap-browser-") as scratch:
-        source, browser_input = saved_model, input_type
-        if input_type not in PIXEL_INPUT_TYPES:  # a browser has pixels, not encoded strings or tf.Examples
+        source, browser_input = job.staging / "saved_model", job.input_type
+        if job.input_type not in PIXEL_INPUT_TYPES:  # a browser has pixels, not encoded strings or tf.Examples
             browser_input = "image_tensor"
-            source = export_saved_model(pipeline_config, prefix, Path(scratch), browser_input)
-        model_json = convert_to_tfjs(source, target, quantize)
+            source = export_saved_model(job.pipeline_config, job.checkpoint, Path(scratch), browser_input)
+        model_json = convert_to_tfjs(source, folder, job.quantize)
         outputs = signature_outputs(source)
     metadata = tfjs_metadata(
         outputs,
         output_shapes(model_json, outputs),
-        classes,
+        job.classes,
         browser_input,
-        _fixed_size(configs.meta_architecture(pipeline_config)),
-        architecture=pipeline_config.model.WhichOneof("model"),
-        quantization=quantize,
+        _fixed_size(configs.meta_architecture(job.pipeline_config)),
+        architecture=job.architecture,
+        quantization=job.quantize,
     )
-    atomic_write_json(target / "metadata.json", metadata)
+    atomic_write_json(folder / "metadata.json", metadata)
+    return {"quantization": job.quantize}
+
+
+def _run_tfjs(job: Job, images: list[np.ndarray], expected: list[Detections]) -> tuple[list, list]:
+    return TFJSDetector(job.staging / "tfjs").batch(images), expected
+
+
+# ---- tflite -----------------------------------------------------------------------------------------------------
+
+
+def _write_tflite(job: Job, folder: Path) -> dict:
+    folder.mkdir()
+
+    def calibration():
+        for image in job.eval_images(CALIBRATION_IMAGES):
+            yield job.reference.preprocess(image)
+
+    export_tflite(job.pipeline_config, job.checkpoint, folder / "model.tflite", job.quantize, calibration)
+    height, width = _fixed_size(configs.meta_architecture(job.pipeline_config))
+    atomic_write_json(
+        folder / "metadata.json",
+        {
+            "format": "tfod-wrap-detector-tflite",
+            "version": 1,
+            "quantization": job.quantize,
+            "classes": [{"id": i, "name": name} for name, i in sorted(job.classes.items(), key=lambda item: item[1])],
+            "input": {
+                "shape": [1, height, width, 3],
+                "dtype": "float32",
+                "color": "RGB",
+                "preprocessing": "resize to shape, then pixel (0..255) * scale + offset, per channel",
+                **job.reference.normalisation(),
+            },
+            "outputs": _tflite_outputs(folder / "model.tflite"),
+        },
+    )
+    return {"quantization": job.quantize}
+
+
+def _run_tflite(job: Job, images: list[np.ndarray], expected: list[Detections]) -> tuple[list, list]:
+    # the checkpoint's own preprocessing feeds both: the comparison is of the converted graph alone
+    model = job.staging / "tflite" / "model.tflite"
+    detector = TFLiteDetector(model, preprocess=job.reference.preprocess, box_scales=box_scales(job.pipeline_config))
+    outputs = detector.batch(images)
+    # TFLite's post-processing op has its own NMS rule: its reference follows that rule
+    nms = job.pipeline_config.model.ssd.post_processing.batch_non_max_suppression
+    return outputs, [parity.one_class_per_anchor(result, nms, MAX_DETECTIONS) for result in expected]
+
+
+def _tflite_outputs(model: Path) -> dict[str, dict]:
+    tensors = postprocess_tensors(tflite_interpreter(model))
+    descriptions = {**OUTPUT_DESCRIPTIONS, "detection_classes": "class ids, 0-based: add 1 for the label map id"}
+    return {
+        key: {"tensor": tensors[key]["name"], "description": descriptions[key]}
+        for key in ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
+    }
+
+
+# One backend per row of formats.FORMATS (tests/test_export_table.py holds the two tables to the same names).
+BACKENDS: dict[str, Backend] = {
+    "saved_model": Backend(_write_saved_model, _run_saved_model),
+    "tfjs": Backend(_write_tfjs, _run_tfjs),
+    "tflite": Backend(_write_tflite, _run_tflite, check=check_supported),
+}
+
+
+# ---- shared -----------------------------------------------------------------------------------------------------
+
+
+def _verify(job: Job, formats: tuple[str, ...], count: int) -> dict:
+    """Every verifiable format on the eval images against the checkpoint: the largest differences per output."""
+    images = job.eval_images(count)
+    expected = [job.reference(image) for image in images]
+    results = {}
+    for name in formats:
+        run = BACKENDS[name].run(job, images, expected) if FORMATS[name].verify else None
+        if run is not None:
+            outputs, references = run
+            differences = [parity.compare(reference, output) for reference, output in zip(references, outputs)]
+            results[name] = parity.summarise(name, job.quantize, differences)
+    return {"images": len(images), "confident_score": parity.CONFIDENT, "formats": results}
 
 
 def _fixed_size(model) -> list[int] | None:
@@ -155,46 +310,7 @@ def _fixed_size(model) -> list[int] | None:
     return [resizer.fixed_shape_resizer.height, resizer.fixed_shape_resizer.width]
 
 
-def _export_tflite(pipeline_config, prefix, target: Path, quantize: str, classes: dict[str, int]) -> None:
-    target.mkdir()
-    reference = CheckpointDetector(pipeline_config, prefix)
-
-    def calibration() -> Iterator[np.ndarray]:
-        for image in _eval_images(pipeline_config, 100):
-            yield reference.preprocess(image)
-
-    export_tflite(pipeline_config, prefix, target / "model.tflite", quantize, calibration)
-    height, width = _fixed_size(configs.meta_architecture(pipeline_config))
-    atomic_write_json(
-        target / "metadata.json",
-        {
-            "format": "tfod-wrap-detector-tflite",
-            "version": 1,
-            "quantization": quantize,
-            "classes": [{"id": i, "name": name} for name, i in sorted(classes.items(), key=lambda item: item[1])],
-            "input": {
-                "shape": [1, height, width, 3],
-                "dtype": "float32",
-                "color": "RGB",
-                "preprocessing": "resize to shape, then pixel (0..255) * scale + offset, per channel",
-                **reference.normalisation(),
-            },
-            "outputs": _tflite_outputs(target / "model.tflite"),
-        },
-    )
-
-
-def _tflite_outputs(model: Path) -> dict[str, dict]:
-    interpreter = tflite_interpreter(model)
-    tensors = postprocess_tensors(interpreter)
-    descriptions = {**OUTPUT_DESCRIPTIONS, "detection_classes": "class ids, 0-based: add 1 for the label map id"}
-    return {
-        key: {"tensor": tensors[key]["name"], "description": descriptions[key]}
-        for key in ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
-    }
-
-
-def _eval_images(pipeline_config, count: int) -> list[np.ndarray]:
+def _read_eval_images(pipeline_config, count: int) -> list[np.ndarray]:
     """The first `count` images of the pipeline's eval records, decoded to RGB uint8."""
     paths = [path for reader in pipeline_config.eval_input_reader for path in reader.tf_record_input_reader.input_path]
     if not paths:
@@ -206,44 +322,5 @@ def _eval_images(pipeline_config, count: int) -> list[np.ndarray]:
     return images
 
 
-def _verify(pipeline_config, prefix, staging: Path, formats, quantize, input_type, count) -> dict:
-    images = _eval_images(pipeline_config, count)
-    reference = CheckpointDetector(pipeline_config, prefix)
-    expected = [reference(image) for image in images]
-    outputs: dict[str, list[Detections]] = {}
-    references: dict[str, list[Detections]] = {}
-    if input_type in PIXEL_INPUT_TYPES:
-        outputs["saved_model"] = SavedModelDetector(staging / "saved_model").batch(images)
-    if "tfjs" in formats:
-        outputs["tfjs"] = TFJSDetector(staging / "tfjs").batch(images)
-    if "tflite" in formats:
-        # the checkpoint's own preprocessing feeds both: the comparison is of the converted graph alone
-        model, scales = staging / "tflite" / "model.tflite", box_scales(pipeline_config)
-        outputs["tflite"] = TFLiteDetector(model, preprocess=reference.preprocess, box_scales=scales).batch(images)
-        # TFLite's post-processing op has its own NMS rule: its reference follows that rule
-        nms = pipeline_config.model.ssd.post_processing.batch_non_max_suppression
-        references["tflite"] = [parity.one_class_per_anchor(result, nms, MAX_DETECTIONS) for result in expected]
-    results = {
-        name: parity.summarise(
-            name, quantize, [parity.compare(e, c) for e, c in zip(references.get(name, expected), candidates)]
-        )
-        for name, candidates in outputs.items()
-    }
-    return {"images": len(images), "confident_score": parity.CONFIDENT, "formats": results}
-
-
-def _record(report: dict, name: str, path: Path, staging: Path, output: Path, started: float, **details) -> None:
-    report["formats"][name] = {
-        "path": str(output / path.relative_to(staging)),
-        "bytes": _bytes(path),
-        "seconds": round(time.perf_counter() - started, 1),
-        **details,
-    }
-
-
 def _bytes(path: Path) -> int:
     return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
-
-
-def _size(path: Path) -> str:
-    return f"{_bytes(path) / 2**20:.1f} MiB"

@@ -14,17 +14,17 @@ import numpy as np
 import tensorflow as tf
 
 from tfod_wrap.core.errors import UserError
+from tfod_wrap.export.formats import ExportError, check_architecture
 from tfod_wrap.export.savedmodel import checkpoint_folder
 
 MAX_DETECTIONS = 100
 
 
 def check_supported(pipeline_config) -> None:
-    kind = pipeline_config.model.WhichOneof("model")
-    if kind != "ssd":
-        raise UserError(f"TFLite export supports SSD models (TFOD's TFLite graph); this pipeline's model is {kind}")
+    """ExportError unless TFOD's TFLite graph takes the model: an SSD (the table's architectures) of a fixed size."""
+    check_architecture(("tflite",), pipeline_config.model.WhichOneof("model"))
     if pipeline_config.model.ssd.image_resizer.WhichOneof("image_resizer_oneof") != "fixed_shape_resizer":
-        raise UserError("TFLite export needs model.ssd.image_resizer.fixed_shape_resizer (a fixed input size)")
+        raise ExportError("TFLite export needs model.ssd.image_resizer.fixed_shape_resizer (a fixed input size)")
 
 
 def export_tflite(
