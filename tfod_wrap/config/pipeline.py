@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tfod_wrap.core.labelmap import read_label_map
+from tfod_wrap.core.manifests import RecordsFolder
 from tfod_wrap.core.pipeline import ConfigError, meta_architecture
-from tfod_wrap.core.textfiles import read_json
 
 NO_CHECKPOINT = "none"
 
@@ -16,13 +16,9 @@ def set_data(config, records_dir: str | Path) -> list[str]:
     """Point the config at a `tfod-wrap tfrecords` output folder: num_classes, inputs, label maps."""
     if not Path(records_dir).is_dir():  # checked before resolve(), which raises on a symlink loop
         raise ConfigError(f"{records_dir}: not a folder; --data takes the output folder of `tfod-wrap tfrecords`")
-    records_dir = Path(records_dir).resolve()
-    report_path = records_dir / "report.json"
-    if not report_path.is_file():
-        raise ConfigError(f"{records_dir}: no report.json; --data takes the output folder of `tfod-wrap tfrecords`")
-    report = read_json(report_path, "report.json of `tfod-wrap tfrecords`")
-    splits = _report_splits(report, report_path)
-    label_map = records_dir / report.get("label_map", "label_map.pbtxt")
+    records = RecordsFolder(Path(records_dir).resolve())
+    splits = records.manifest.splits
+    label_map = records.label_map
     num_classes = max(read_label_map(label_map).values())
     train_split = "train" if "train" in splits else next(iter(splits))
     eval_split = next((name for name in ("val", "validation", "eval", "test") if name in splits), train_split)
@@ -34,25 +30,11 @@ def set_data(config, records_dir: str | Path) -> list[str]:
     readers += [(reader, eval_split) for reader in config.eval_input_reader]
     for reader, split in readers:
         reader.label_map_path = str(label_map)
-        reader.tf_record_input_reader.input_path[:] = [str(records_dir / splits[split]["pattern"])]
+        reader.tf_record_input_reader.input_path[:] = [str(records.split_pattern(split))]
     notes = [f"num_classes = {num_classes}", f"train input: {train_split}", f"eval input: {eval_split}"]
     if eval_split == train_split:
-        notes.append(f"warning: no val/test split in {records_dir}; evaluating on the training split")
+        notes.append(f"warning: no val/test split in {records.path}; evaluating on the training split")
     return notes
-
-
-def _report_splits(report, path: Path) -> dict:
-    """The splits of a report.json, checked for the shape `tfod-wrap tfrecords` writes."""
-    splits = report.get("splits") if isinstance(report, dict) else None
-    label_map = report.get("label_map", "label_map.pbtxt") if isinstance(report, dict) else None
-    if (
-        not isinstance(splits, dict)
-        or not splits
-        or not isinstance(label_map, str)
-        or not all(isinstance(split, dict) and isinstance(split.get("pattern"), str) for split in splits.values())
-    ):
-        raise ConfigError(f"{path}: not a report.json of `tfod-wrap tfrecords` (no splits with record patterns)")
-    return splits
 
 
 def set_checkpoint(config, prefix: str | Path, checkpoint_type: str = "detection") -> list[str]:
