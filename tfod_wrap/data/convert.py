@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 import tfod_wrap
 from tfod_wrap.core.errors import UserError
-from tfod_wrap.core.files import atomic_write_json, check_output, claim_output, is_inside, read_json_object
+from tfod_wrap.core.files import check_output, claim_output, is_inside, read_json_object
 from tfod_wrap.core.labelmap import label_map_from_names, read_label_map, write_label_map
+from tfod_wrap.core.manifests import RecordsManifest
 from tfod_wrap.core.processes import die_with_parent, terminate_as_interrupt
 from tfod_wrap.data.annotations import (
     DataError,
@@ -43,7 +44,7 @@ from tfod_wrap.data.encode import Chunk, Encoded, encode_chunk
 from tfod_wrap.data.sources import check_sources
 from tfod_wrap.data.split import parse_split, stratified_split
 
-REPORT = "report.json"
+REPORT = RecordsManifest.FILE
 LABEL_MAP = "label_map.pbtxt"
 TOOL = "tfod-wrap"
 KIND = "tfrecords"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
@@ -110,9 +111,9 @@ def convert(
                 summary = _summarise(results, fractions, strict, bar.update)
             write_label_map(class_ids, staging / LABEL_MAP)
             report = _report(input_path, fmt, fractions, shards, seed, class_ids, problems, summary)
-            atomic_write_json(staging / REPORT, report)
+            report.write(staging)
             _check_paths(input_path, images_dir, output_dir)  # still safe to replace?
-    return report
+    return report.to_json()
 
 
 def annotated_classes(input_path: Path | str, fmt: str = "auto", workers: int | None = None) -> list[str]:
@@ -326,28 +327,28 @@ def _report(
     class_ids: dict[str, int],
     read_problems: list[Problem],
     summary: dict,
-) -> dict:
+) -> RecordsManifest:
     skipped = read_problems + summary["skipped"]
     all_problems = skipped + summary["box_problems"]
     boxes = Counter()
     for split in summary["splits"].values():
         boxes.update(split["boxes"])
-    return {
-        "tool": TOOL,
-        "version": tfod_wrap.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "input": str(input_path.resolve()),
-        "format": fmt,
-        "seed": seed,
-        "shards": shards,
-        "label_map": LABEL_MAP,
-        "classes": class_ids,
-        "images_written": sum(split["images"] for split in summary["splits"].values()),
-        "images_skipped": len(skipped),
-        "boxes_per_class": {name: boxes[name] for name in class_ids},
-        "problem_counts": dict(Counter(problem.kind for problem in all_problems)),
-        "image_handling": dict(summary["actions"]),
-        "splits": {
+    return RecordsManifest(
+        tool=TOOL,
+        version=tfod_wrap.__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        input=str(input_path.resolve()),
+        format=fmt,
+        seed=seed,
+        shards=shards,
+        label_map=LABEL_MAP,
+        classes=class_ids,
+        images_written=sum(split["images"] for split in summary["splits"].values()),
+        images_skipped=len(skipped),
+        boxes_per_class={name: boxes[name] for name in class_ids},
+        problem_counts=dict(Counter(problem.kind for problem in all_problems)),
+        image_handling=dict(summary["actions"]),
+        splits={
             name: {
                 "fraction": fractions[name],
                 "images": split["images"],
@@ -358,6 +359,6 @@ def _report(
             }
             for name, split in summary["splits"].items()
         },
-        "skipped": [dataclasses.asdict(problem) for problem in skipped],
-        "box_problems": [dataclasses.asdict(problem) for problem in summary["box_problems"]],
-    }
+        skipped=[dataclasses.asdict(problem) for problem in skipped],
+        box_problems=[dataclasses.asdict(problem) for problem in summary["box_problems"]],
+    )
