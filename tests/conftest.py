@@ -241,15 +241,27 @@ def build_detector(root: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def objectron_import(tmp_path_factory) -> Path:
-    """@mediapipe/objectron's SSD MobileNet V2 imported once as a checkpoint (what `pretrained import-tflite`
-    writes), for the tests that read or start from it; none of them writes into it."""
-    from tfod_wrap.pretrained.tflite_import import import_objectron
+def pretrained_cache(tmp_path_factory) -> Path:
+    """A tfod-wrap cache in which the default pretrained start of ssd_mobilenet_v2 was made with the model zoo
+    unreachable (as on this machine and in CI): the offline import of @mediapipe/objectron's SSD MobileNet V2,
+    checked against the TFLite interpreter on three photos. Made once per test run; the tests only read it."""
+    return built_once(tmp_path_factory, "pretrained", build_pretrained_cache) / "cache"
 
-    def build(folder: Path) -> None:
-        import_objectron(folder, photos=("chelsea",), log=lambda *_: None)  # one photo checked: the import's cost
 
-    return built_once(tmp_path_factory, "objectron", build)
+def build_pretrained_cache(root: Path) -> None:
+    from tfod_wrap.core.weights import default_start
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TFOD_WRAP_CACHE", str(root / "cache"))
+        patch.setenv("TFOD_WRAP_ZOO_URL", "http://127.0.0.1:9/")  # refuses connections at once
+        start = default_start("ssd_mobilenet_v2", log=lambda *_: None)
+    (root / "imported.txt").write_text(str(start.folder))
+
+
+@pytest.fixture(scope="session")
+def objectron_import(pretrained_cache) -> Path:
+    """That import's folder (what `pretrained import-tflite` writes), for the tests that read or start from it."""
+    return Path((pretrained_cache.parent / "imported.txt").read_text())
 
 
 @pytest.fixture(scope="session")
