@@ -62,7 +62,9 @@ from bench_tfrecords import write_sample  # 640x480 JPEG + VOC XML, 3 classes
 from PIL import Image
 
 import tfod_wrap  # noqa: F401  (must come before any object_detection import)
+from tfod_wrap.core.manifests import ExportManifest, RecordsFolder
 from tfod_wrap.core.tflite import interpreter as tflite_interpreter
+from tfod_wrap.export.formats import FORMATS, QUANTIZE  # every format and quantisation of the export table
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
@@ -72,8 +74,6 @@ MODELS = {
     ),
     "SSD MobileNet V2 FPNLite 320": ("ssd_mobilenet_v2_fpnlite_320", []),
 }
-QUANTIZE = ("none", "float16", "uint8")
-FORMATS = ("saved_model", "tfjs", "tflite")
 BATCH = 2
 TARGET_FPS = 10.0
 PAGE_LOG_EVERY = 5
@@ -193,22 +193,28 @@ def train_model(name: str, records: Path, workdir: Path, steps: int) -> tuple[Pa
     return pipeline, folder / "model"
 
 
-def export_all(pipeline: Path, model_dir: Path, folder: Path) -> dict[str, dict]:
-    """{quantisation: export.json content}, one export per quantisation."""
+def export_all(pipeline: Path, model_dir: Path, folder: Path) -> dict[str, ExportManifest]:
+    """{quantisation: its export.json}, one export per quantisation."""
     from tfod_wrap import export
 
     reports = {}
     for quantize in QUANTIZE:
         progress(f"  export quantize={quantize} ...")
-        reports[quantize] = export.export(
-            pipeline, model_dir, folder / f"export-{quantize}", formats=FORMATS, quantize=quantize, log=lambda *_: None
+        written = export.export(
+            pipeline,
+            model_dir,
+            folder / f"export-{quantize}",
+            formats=tuple(FORMATS),
+            quantize=quantize,
+            log=lambda *_: None,
         )
+        reports[quantize] = ExportManifest.from_json(written)
     return reports
 
 
-def sizes(reports: dict[str, dict]) -> dict[str, dict[str, int]]:
+def sizes(reports: dict[str, ExportManifest]) -> dict[str, dict[str, int]]:
     """{format: {quantisation: bytes}}."""
-    return {name: {q: reports[q]["formats"][name]["bytes"] for q in QUANTIZE} for name in FORMATS}
+    return {name: {q: reports[q].formats[name]["bytes"] for q in QUANTIZE} for name in FORMATS}
 
 
 # --- latency -----------------------------------------------------------------------------------
@@ -271,13 +277,17 @@ def tfjs_latency(tfjs_dir: Path, images: list[np.ndarray], warmup: int, repeats:
 
 
 def measure_latency(
-    pipeline: Path, reports: dict, images: list[np.ndarray], args: argparse.Namespace, quiet: QuietWait
+    pipeline: Path,
+    reports: dict[str, ExportManifest],
+    images: list[np.ndarray],
+    args: argparse.Namespace,
+    quiet: QuietWait,
 ) -> list[dict]:
     """The latency rows of one model, SavedModel first, with ratios to it; each with the load during it."""
     from tfod_wrap.core.detector import CheckpointDetector
 
-    folder = {q: Path(reports[q]["formats"]["saved_model"]["path"]).parent for q in QUANTIZE}
-    reference = CheckpointDetector(pipeline, reports["none"]["checkpoint"])
+    folder = {q: Path(reports[q].formats["saved_model"]["path"]).parent for q in QUANTIZE}
+    reference = CheckpointDetector(pipeline, reports["none"].checkpoint)
     preprocessed = [reference.preprocess(image) for image in images]
     height, width = preprocessed[0].shape[1:3]
     resized = [np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR)) for image in images]
@@ -452,8 +462,7 @@ def load_images(records: Path, count: int) -> list[np.ndarray]:
     """The first `count` images of the val records, decoded to RGB uint8 (640x480)."""
     from tfod_wrap.core.records import decode_image, read_examples
 
-    report = json.loads((records / "report.json").read_text(encoding="utf-8"))
-    files = sorted(map(str, records.glob(report["splits"]["val"]["pattern"])))
+    files = sorted(map(str, records.glob(RecordsFolder(records).manifest.splits["val"]["pattern"])))
     examples = itertools.islice(read_examples(files), count)
     return [decode_image(example.features.feature) for _, example in examples]
 
@@ -488,13 +497,13 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
         page = []
         for quantize, camera in page_runs:
             progress(f"  page: {quantize} weights, {camera} camera, {args.frames} frames ...")
-            tfjs_dir = Path(reports[quantize]["formats"]["tfjs"]["path"])
+            tfjs_dir = Path(reports[quantize].formats["tfjs"]["path"])
             page.append(measure_page(tfjs_dir, clips[camera], args.frames, quantize, camera, quiet))
         models[name] = {
             "template": MODELS[name][0],
             "overrides": MODELS[name][1],
             "sizes": sizes(reports),
-            "export_seconds": {q: {f: reports[q]["formats"][f]["seconds"] for f in FORMATS} for q in QUANTIZE},
+            "export_seconds": {q: {f: reports[q].formats[f]["seconds"] for f in FORMATS} for q in QUANTIZE},
             "train_load": trained.load,
             "export_load": exported.load,
             "latency": latency,
