@@ -23,12 +23,12 @@ from PIL import GifImagePlugin, Image
 
 from tfod_wrap.core.detections import Detections
 from tfod_wrap.core.files import atomic_write_bytes
+from tfod_wrap.core.manifests import DetectFolder
 from tfod_wrap.detect import draw
 from tfod_wrap.detect.inputs import IMAGE_SUFFIXES, Frame, Skipped, VideoEnd
 from tfod_wrap.detect.models import DetectError, Model
 
-DETECTIONS = "detections.json"
-IMAGES = "images.json"
+DETECTIONS, IMAGES = DetectFolder.DETECTIONS, DetectFolder.IMAGES  # detect writes them, eval reads them
 MP4_CODEC = "mp4v"  # MPEG-4 Part 2: the codec OpenCV's pip wheels can write into .mp4 (H.264 is not built in)
 
 

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 from tfod_wrap.core.labelmap import read_label_map
+from tfod_wrap.core.manifests import DetectFolder
 from tfod_wrap.evaluate.run import EvalError, collect, score_collected
 
-DETECTIONS = "detections.json"
-IMAGES = "images.json"
+DETECTIONS, IMAGES = DetectFolder.DETECTIONS, DetectFolder.IMAGES  # detect writes them, eval reads them
 
 
 def detections_file(path: str | Path) -> Path:
