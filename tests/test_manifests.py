@@ -105,7 +105,7 @@ def test_records_manifest_of_an_older_report_without_label_map_key(tmp_path):
 
 
 def test_detect_summary_round_trip(tmp_path):
-    summary = DetectFolder(written(tmp_path / "detected", "summary.json", SUMMARY)).summary
+    summary = DetectFolder(written(tmp_path / "detected", "summary.json", SUMMARY)).manifest
     assert summary.frames == 3 and summary.models[0]["name"] == "export"
     assert json.dumps(summary.to_json()) == json.dumps(SUMMARY)
 

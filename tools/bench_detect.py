@@ -125,7 +125,7 @@ def with_detect(export: Path, video: Path, output: Path, min_score: float) -> De
     is loaded)."""
     command = [str(CLI), "detect", "--model", str(export), str(video), "--output", str(output)]
     subprocess.run([*command, "--min-score", str(min_score)], check=True, capture_output=True, text=True)
-    return DetectFolder(output).summary
+    return DetectFolder(output).manifest
 
 
 def drawn_per_frame(export: Path, video: Path, min_score: float) -> float:

@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_json
@@ -86,6 +86,19 @@ class Manifest:
         return path
 
 
+class OutputFolder(Generic[M]):
+    """A stage's output folder; `manifest` is the file the stage wrote there (MANIFEST), read on first use."""
+
+    MANIFEST: ClassVar[type[Manifest]]
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @cached_property
+    def manifest(self) -> M:
+        return self.MANIFEST.read(self.path)
+
+
 _JSON_NAMES = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
@@ -136,15 +149,10 @@ class RecordsManifest(Manifest):
         return {key: content[key] for key in order if content[key] is not None}
 
 
-class RecordsFolder:
+class RecordsFolder(OutputFolder[RecordsManifest]):
     """The output folder of `tfod-wrap tfrecords`."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    @cached_property
-    def manifest(self) -> RecordsManifest:
-        return RecordsManifest.read(self.path)
+    MANIFEST = RecordsManifest
 
     @property
     def label_map(self) -> Path:
@@ -227,18 +235,12 @@ class ExportManifest(Manifest):
         return "\n".join(lines)
 
 
-class ExportFolder:
+class ExportFolder(OutputFolder[ExportManifest]):
     """The output folder of `tfod-wrap export`: exporter_lib_v2's saved_model/, checkpoint/ and pipeline.config,
     label_map.pbtxt, a folder per further format, and export.json."""
 
+    MANIFEST = ExportManifest
     LABEL_MAP = "label_map.pbtxt"
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    @cached_property
-    def manifest(self) -> ExportManifest:
-        return ExportManifest.read(self.path)
 
     @property
     def label_map(self) -> Path:
@@ -275,16 +277,10 @@ class DetectSummary(Manifest):
     tensorflow_threads: dict[str, int]
 
 
-class DetectFolder:
+class DetectFolder(OutputFolder[DetectSummary]):
     """The output folder of `tfod-wrap detect`: summary.json, detections.json, images.json, images/ and videos/
     (in one folder per model when several ran)."""
 
+    MANIFEST = DetectSummary
     DETECTIONS = "detections.json"
     IMAGES = "images.json"
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    @cached_property
-    def summary(self) -> DetectSummary:
-        return DetectSummary.read(self.path)
