@@ -38,17 +38,17 @@ HOST ?= 127.0.0.1
 DEMO ?= runs/demo
 DEMO_DATA ?= data/sample
 DEMO_COUNT ?= 300
-DEMO_STEPS ?= 1300
-DEMO_BATCH ?= 8
-# The stem and the first 10 of MobileNet V2's 17 blocks stay as pretrained; blocks 10-16, the extra layers and the
-# new heads train. Freezing the whole backbone leaves only 1x1 heads on fixed features and plateaus at mAP@0.5 0.80;
-# backbone:12 steps faster but ends lower (docs/BENCHMARKS.md, "demo"). 1300 steps keep training under 15 minutes
-# on the 2-core CPU.
-DEMO_FREEZE ?= backbone:10
-# momentum with cosine decay from 0.01: the template's rate scaled to batch 8 (0.00125) barely moves the new
-# heads, and 0.04 diverges once backbone blocks train (with nothing frozen, 0.01 can diverge too)
-DEMO_LR ?= 0.01
-DEMO_WARMUP_LR ?= 0.0025
+# The training settings are the registered `demo` recipe (tfod_wrap/core/recipe.py, with the reasons for each:
+# backbone:10 frozen, 1300 steps, batch 8, cosine rate 0.01 with warm-up 0.0025). Each of these overrides its field
+# when set: DEMO_STEPS, DEMO_BATCH, DEMO_LR, DEMO_WARMUP_LR, and DEMO_FREEZE (left undefined here on purpose, so
+# that DEMO_FREEZE= , set but empty, freezes nothing).
+DEMO_STEPS ?=
+DEMO_BATCH ?=
+DEMO_LR ?=
+DEMO_WARMUP_LR ?=
+DEMO_RECIPE = $(strip --recipe demo $(if $(DEMO_STEPS),--num-steps $(DEMO_STEPS)) $(if $(DEMO_BATCH),--batch-size $(DEMO_BATCH)) \
+	$(if $(DEMO_LR),--learning-rate $(DEMO_LR)) $(if $(DEMO_WARMUP_LR),--warmup-rate $(DEMO_WARMUP_LR)) \
+	$(if $(filter undefined,$(origin DEMO_FREEZE)),,$(if $(DEMO_FREEZE),$(foreach spec,$(DEMO_FREEZE),--freeze $(spec)),--no-freeze)))
 PRETRAINED ?= models/objectron_ssd_mobilenet_v2
 
 
@@ -106,10 +106,8 @@ demo: install
 		--split train=0.8,val=0.2 --seed 0
 	test -f $(PRETRAINED)/checkpoint/ckpt-0.index || $(CLI) pretrained import-tflite --output $(PRETRAINED)
 	$(CLI) config $(PRETRAINED)/pipeline.config --data $(DEMO_DATA)-records --checkpoint $(PRETRAINED) \
-		--batch-size $(DEMO_BATCH) --steps $(DEMO_STEPS) --output $(DEMO)/pipeline.config \
-		--set train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate.learning_rate_base=$(DEMO_LR) \
-		--set train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate.warmup_learning_rate=$(DEMO_WARMUP_LR)
-	$(CLI) train --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO) $(if $(DEMO_FREEZE),--freeze $(DEMO_FREEZE)) $(if $(RESUME),--resume)
+		--output $(DEMO)/pipeline.config
+	$(CLI) train --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO) $(DEMO_RECIPE) $(if $(RESUME),--resume)
 	$(CLI) eval --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO)
 	$(CLI) export --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO) --output $(DEMO)/export --verify
 	@echo "the detector on your webcam: make serve TFJS=$(DEMO)/export/tfjs  (then open http://127.0.0.1:$(PORT)/)"

@@ -1,4 +1,5 @@
-"""The installed `tfod-wrap` console script, run as a user runs it; label maps; inspect."""
+"""The command line in-process through `cli.main` (as the console script calls it), the console script itself
+once, label maps and inspect."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
+from tfod_wrap import cli
 from tfod_wrap.core.labelmap import check_label_map
 from tfod_wrap.data import preview_grid, record_stats
 
@@ -20,49 +23,60 @@ BOXES = [
 ]
 
 
-def run(*args: str, expect: int = 0) -> subprocess.CompletedProcess:
-    result = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=300)
-    assert result.returncode == expect, result.stderr
-    return result
+@pytest.fixture
+def run(capsys):
+    """`tfod-wrap ARGS` in this process: its exit status (argparse's too) must be `expect`; stdout and stderr."""
+
+    def run(*args: str, expect: int = 0) -> SimpleNamespace:
+        try:
+            status = cli.main(list(args))
+        except SystemExit as stop:  # --help, --version and usage errors
+            status = stop.code
+        out, err = capsys.readouterr()
+        assert status == expect, err
+        return SimpleNamespace(stdout=out, stderr=err)
+
+    return run
 
 
 @pytest.fixture
-def records(voc_dataset, tmp_path):
+def records(run, voc_dataset, tmp_path):
     voc = voc_dataset([{"objects": BOXES[: 1 + i % 2]} for i in range(6)] + [{"objects": []}])
     run("tfrecords", "--input", str(voc), "--output", str(tmp_path / "out"), "--split", "train=0.5,val=0.5")
     return tmp_path / "out"
 
 
-def test_help_of_every_command():
-    for command in (
-        [],
-        ["tfrecords"],
-        ["labelmap"],
-        ["labelmap", "build"],
-        ["labelmap", "check"],
-        ["inspect"],
-        ["config"],
-        ["eval"],
-        ["detect"],
-    ):
-        assert "usage: tfod-wrap" in run(*command, "--help").stdout
+def test_the_console_script_answers_without_loading_tensorflow():
+    assert subprocess.run([CLI, "--version"], capture_output=True, text=True, timeout=60).stdout.startswith("tfod-wrap")
+    # `--help` of every command stays fast: building the parser imports no TensorFlow
+    probe = "import sys; from tfod_wrap import cli; cli.build_parser(); print('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60).stdout == "False\n"
 
 
-def test_tfrecords_prints_summary(voc_dataset, tmp_path):
+def test_help_of_every_command(run):
+    parser = cli.build_parser()
+    commands = next(action for action in parser._actions if action.dest == "command").choices  # noqa: SLF001
+    assert {"tfrecords", "config", "train", "variables", "eval", "export", "detect", "serve"} <= set(commands)
+    for command in [[], *([name] for name in commands), ["labelmap", "build"], ["labelmap", "check"]]:
+        assert "usage: tfod-wrap" in run(*command, "--help").stdout, command
+    assert "--no-freeze" in run("train", "--help").stdout
+
+
+def test_tfrecords_prints_summary(run, voc_dataset, tmp_path):
     voc = voc_dataset([{"objects": BOXES}, {"objects": BOXES[:1]}])
     result = run("tfrecords", "--input", str(voc), "--output", str(tmp_path / "out"))
     assert "boxes: cat" in result.stdout and "wrote 2 images" in result.stdout
     assert json.loads((tmp_path / "out" / "report.json").read_text())["boxes_per_class"] == {"cat": 2, "dog": 1}
 
 
-def test_strict_error_exit_code_and_message(voc_dataset, tmp_path):
+def test_strict_error_exit_code_and_message(run, voc_dataset, tmp_path):
     voc = voc_dataset([{"objects": BOXES, "annotated_size": (10, 10)}])
     result = run("tfrecords", "--input", str(voc), "--output", str(tmp_path / "out"), "--strict", expect=2)
     assert "error:" in result.stderr and "img000.jpg" in result.stderr and "annotation says 10x10" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_labelmap_build_and_check(voc_dataset, tmp_path):
+def test_labelmap_build_and_check(run, voc_dataset, tmp_path):
     voc = voc_dataset([{"objects": BOXES}])
     label_map = tmp_path / "lm.pbtxt"
     assert "2 classes (cat, dog)" in run("labelmap", "build", "--input", str(voc), "--output", str(label_map)).stdout
@@ -88,7 +102,7 @@ def test_inspect_stats(records):
     assert record_stats([str(records)])["images"] == 7
 
 
-def test_inspect_preview_draws_what_training_sees(records, tmp_path):
+def test_inspect_preview_draws_what_training_sees(run, records, tmp_path):
     out = preview_grid([str(records / "train.record")], tmp_path / "grid.png", count=3, columns=2)
     grid = Image.open(out).convert("RGB")
     assert grid.size == (640, 640)

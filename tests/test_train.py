@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -308,3 +309,53 @@ def test_a_checkpoint_covers_only_what_it_restored_and_resume_covers_all(frozen_
     # On resume the run's own checkpoint restored every variable, the random-start box head included.
     resumed = train.train(pipeline, tmp_path / "model", freeze=freeze, resume=True, steps=2, log=lambda *_: None)
     assert resumed.step == 2
+
+
+def test_train_cli_with_a_recipe_file_an_override_and_resume(records, tmp_path, capsys):
+    """A run through `tfod-wrap train --recipe FILE` with one option over it: the run folder gets the edited
+    pipeline and the recipe it trained with, the rates are the recipe's, and --resume reads the saved recipe."""
+    from tfod_wrap import cli
+    from tfod_wrap.core.recipe import TrainRecipe
+
+    pipeline = make_pipeline(records, tmp_path / "pipeline.config", steps=50)
+    cosine_path = f"{LEARNING_RATE}.cosine_decay_learning_rate"
+    recipe = TrainRecipe(
+        freeze=("backbone",),
+        allow_random_frozen=True,
+        num_steps=3,
+        learning_rate=0.004,
+        overrides=(f"{cosine_path}.warmup_steps=2",),
+        steps=2,
+        checkpoint_every=1,
+    )
+    recipe.save(tmp_path / "recipes")
+    run = tmp_path / "run"
+    argv = ["train", "--pipeline", str(pipeline), "--model-dir", str(run)]
+    assert cli.main([*argv, "--recipe", str(tmp_path / "recipes" / "recipe.json"), "--warmup-rate", "0.001"]) == 0
+    assert "step 2:" in capsys.readouterr().out
+    expected = recipe.replace(warmup_rate=0.001)
+    assert TrainRecipe.load(run / "recipe.json") == expected
+    edited = config.load(run / "pipeline.config")
+    cosine = edited.train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
+    assert (edited.train_config.num_steps, cosine.total_steps, cosine.warmup_steps) == (3, 3, 2)
+    assert (cosine.learning_rate_base, cosine.warmup_learning_rate) == pytest.approx((0.004, 0.001))
+    assert config.load(pipeline).train_config.num_steps == 50  # the input pipeline is left as it was
+    # TFOD's cosine schedule with the recipe's numbers: halfway up the warm-up at step 1, the base rate at step 2
+    assert learning_rates(run) == pytest.approx([0.0025, 0.004])
+    assert tf.train.latest_checkpoint(str(run)).endswith("ckpt-2")
+
+    # --resume without --recipe trains on with the saved one (the backbone stays frozen: no optimizer slots appear
+    # for it), and the saved recipe records the new --steps; the pipeline is not edited again.
+    edited_text = (run / "pipeline.config").read_text()
+    argv = ["train", "--pipeline", str(run / "pipeline.config"), "--model-dir", str(run), "--resume", "--steps", "3"]
+    assert cli.main(argv) == 0
+    assert "step 3:" in capsys.readouterr().out
+    assert TrainRecipe.load(run / "recipe.json") == expected.replace(steps=3)
+    assert (run / "pipeline.config").read_text() == edited_text
+    assert learning_rates(run) == pytest.approx([0.0025, 0.004, 0.0])  # step 3 is the schedule's end
+    assert slot_count(str(run / "ckpt-3")) == slot_count(str(run / "ckpt-2")) > 0
+
+
+def learning_rates(run: Path) -> list[float]:
+    with open(run / "train_history.csv", newline="") as handle:
+        return [float(row["learning_rate"]) for row in csv.DictReader(handle)]

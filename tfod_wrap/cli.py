@@ -4,12 +4,16 @@ the stage packages, which the tests call directly."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import get_type_hints
 
 # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) buries the tool's own output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -18,12 +22,24 @@ from tfod_wrap import __version__, config, data  # noqa: E402  (the variable mus
 from tfod_wrap.compat.hooks import quiet_native_startup  # noqa: E402
 from tfod_wrap.core import labelmap, records  # noqa: E402
 from tfod_wrap.core.errors import UserError  # noqa: E402
+from tfod_wrap.core.recipe import RECIPES, TrainRecipe, field_type, find_recipe  # noqa: E402
 from tfod_wrap.core.textfiles import read_text  # noqa: E402
+from tfod_wrap.data import annotations  # noqa: E402
+from tfod_wrap.export.formats import DEFAULT_FORMATS, FORMATS, INPUT_TYPES, QUANTIZE  # noqa: E402
 
 CONFIG_USAGE = """tfod-wrap config MODEL_OR_FILE --output FILE [--data DIR] [--checkpoint PREFIX] [--set PATH=VALUE ...]
                         [--steps N] [--batch-size N] [--no-lr-scaling] [--no-check]
        tfod-wrap config show FILE [--full]
        tfod-wrap config diff A B"""
+
+
+ANNOTATION_FORMATS = ("auto", *annotations.FORMATS)  # auto: told by the file
+ANNOTATIONS_HELP = "VOC folder or .xml, COCO .json, or .csv"
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list: a,b -> (a, b), blanks dropped."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -43,30 +59,25 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _call(function: Callable, args: argparse.Namespace, **fixed: object) -> object:
+    """Call a library function with the options whose names (argparse `dest`) are its parameters' names, and with
+    `fixed`: the parser names each option's dest after the parameter it feeds, so no handler copies them by hand."""
+    names = inspect.signature(function).parameters.keys() - {"command", "run", "action"}
+    return function(**{name: getattr(args, name) for name in names if hasattr(args, name)} | fixed)
+
+
 def _tfrecords(args: argparse.Namespace) -> int:
-    report = data.convert(
-        args.input,
-        args.output,
-        images_dir=args.images,
-        fmt=args.format,
-        label_map=args.label_map,
-        split=args.split,
-        seed=args.seed,
-        shards=args.shards,
-        strict=args.strict,
-        workers=args.workers,
-        progress=True,
-        allow_outside_images=args.allow_outside_images,
-    )
+    report = _call(data.convert, args, progress=True)
+    out = args.output_dir
     print(data.summary_table(report))
-    print(f"wrote {report['images_written']} images to {args.output} (details: {args.output}/report.json)")
+    print(f"wrote {report['images_written']} images to {out} (details: {out}/report.json)")
     return 0
 
 
 def _pretrained_download(args: argparse.Namespace) -> int:
     from tfod_wrap.pretrained import download
 
-    folder = download(args.model, archive=args.archive, output=args.output)
+    folder = _call(download, args)
     print(f"fine-tune from it: tfod-wrap config MODEL --data RECORDS --checkpoint {folder} --output FILE")
     return 0
 
@@ -74,10 +85,9 @@ def _pretrained_download(args: argparse.Namespace) -> int:
 def _pretrained_import(args: argparse.Namespace) -> int:
     from tfod_wrap.pretrained import import_objectron
 
-    import_objectron(args.output, package_dir=args.package)
-    print(
-        f"fine-tune from it: tfod-wrap config {args.output}/pipeline.config --data RECORDS --checkpoint {args.output}"
-    )
+    _call(import_objectron, args)
+    out = args.output_dir
+    print(f"fine-tune from it: tfod-wrap config {out}/pipeline.config --data RECORDS --checkpoint {out}")
     return 0
 
 
@@ -116,21 +126,10 @@ def _config(args: argparse.Namespace) -> int:
         return 0
     if rest or args.output is None:
         raise config.ConfigError(f"usage: {CONFIG_USAGE.splitlines()[0]}")
-    _, notes = config.configure(
-        target,
-        args.output,
-        data=args.data,
-        checkpoint=args.checkpoint,
-        checkpoint_type=args.checkpoint_type,
-        batch_size=args.batch_size,
-        scale_learning_rate=not args.no_lr_scaling,
-        steps=args.steps,
-        overrides=args.set,
-        check=not args.no_check,
-    )
+    _, notes = _call(config.configure, args, model_or_file=target)
     for note in notes:
         print(note)
-    print(f"wrote {args.output}" + ("" if args.no_check else " (checked: the TFOD model builder accepts it)"))
+    print(f"wrote {args.output}" + (" (checked: the TFOD model builder accepts it)" if args.check else ""))
     return 0
 
 
@@ -142,28 +141,18 @@ def _check_pipeline(path: Path) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    _check_pipeline(args.pipeline)
+    recipe = find_recipe(args.recipe) if args.recipe else None  # None: on --resume, the run's recipe.json
     from tfod_wrap import train  # TensorFlow loads only for the commands that need it
 
-    _check_pipeline(args.pipeline)
-
     result = train.train(
-        args.pipeline,
-        args.model_dir,
-        freeze=args.freeze,
-        train_only=args.train_only,
-        steps=args.steps,
-        resume=args.resume,
-        strategy=args.strategy,
-        checkpoint_every=args.checkpoint_every,
-        keep_checkpoints=args.keep,
-        keep_box_head=args.keep_box_head,
-        allow_random_frozen=args.allow_random_frozen,
-        progress=True,
+        args.pipeline, args.model_dir, recipe, resume=args.resume, progress=True, **_given_fields(args, TrainRecipe)
     )
     losses = ", ".join(f"{key.split('/')[-1]} {value:.4f}" for key, value in result.losses.items())
     print(f"step {result.step}: {losses}")
     print(f"median {result.steps_per_second:.2f} steps/s; checkpoint {result.checkpoint}")
     print(f"TensorBoard: tensorboard --logdir {args.model_dir}; loss curve: {args.model_dir}/loss_curve.png")
+    print(f"the run's pipeline.config and recipe.json are in {args.model_dir}")
     return 0
 
 
@@ -172,7 +161,7 @@ def _variables(args: argparse.Namespace) -> int:
 
     _check_pipeline(args.pipeline)
 
-    infos, frozen = train.list_variables(args.pipeline, args.freeze, args.train_only)
+    infos, frozen = train.list_variables(args.pipeline, args.freeze or [], args.train_only or [])
     print(train.variables_table(infos, frozen, verbose=not args.totals))
     return 0
 
@@ -224,20 +213,7 @@ def _export(args: argparse.Namespace) -> int:
     from tfod_wrap import export
 
     _check_pipeline(args.pipeline)
-
-    formats = tuple(name.strip() for name in args.formats.split(",") if name.strip())
-    report = export.export(
-        args.pipeline,
-        args.model_dir,
-        args.output,
-        formats=formats,
-        quantize=args.quantize,
-        checkpoint=args.checkpoint,
-        input_type=args.input_type,
-        label_map=args.label_map,
-        verify=args.verify,
-        verify_images=args.verify_images,
-    )
+    report = _call(export.export, args)
     print(f"exported {Path(report['checkpoint']).name} to {args.output}:")
     for name, written in report["formats"].items():
         print(f"  {name:<12} {written['bytes'] / 2**20:7.1f} MiB  {written['path']}")
@@ -252,18 +228,7 @@ def _export(args: argparse.Namespace) -> int:
 def _detect(args: argparse.Namespace) -> int:
     from tfod_wrap import detect
 
-    summary = detect.detect(
-        args.model,
-        args.inputs,
-        args.output,
-        min_score=args.min_score,
-        label_map=args.label_map,
-        batch=args.batch,
-        video_fps=args.video_fps,
-        gif=args.gif,
-        tune_threads=True,
-        progress=True,
-    )
+    summary = _call(detect.detect, args, tune_threads=True, progress=True)
     print(detect.summary_table(summary))
     print(f"details: {args.output}/summary.json; score it: tfod-wrap eval --detections {args.output} ...")
     return 0
@@ -314,6 +279,36 @@ def _install_web(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_fields(
+    parser: argparse.ArgumentParser, cls: type, names: tuple[str, ...] = (), clearable: bool = True
+) -> None:
+    """One option per field of a dataclass (all, or `names`), from the field's metadata (help, flag, argparse
+    keywords) and type: a list repeats (with --no-NAME to empty it), a bool gets --NAME/--no-NAME, anything else
+    takes one value. Every default is None, so that only what was given overrides (see _given_fields)."""
+    for item in dataclasses.fields(cls):
+        if names and item.name not in names:
+            continue
+        meta = item.metadata
+        flag = meta["flag"] or "--" + item.name.replace("_", "-")
+        kind = field_type(get_type_hints(cls)[item.name])
+        if kind is tuple:
+            parser.add_argument(flag, dest=item.name, action="append", help=meta["help"], **meta["argparse"])
+            if clearable:
+                empty = f"empty the recipe's {flag} list"
+                parser.add_argument("--no-" + flag[2:], dest=item.name, action="store_const", const=(), help=empty)
+        elif kind is bool:
+            parser.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction, help=meta["help"])
+        else:
+            parser.add_argument(flag, dest=item.name, type=kind, help=meta["help"], **meta["argparse"])
+
+
+def _given_fields(args: argparse.Namespace, cls: type) -> dict[str, object]:
+    """The dataclass fields given on the command line, by field name."""
+    return {
+        item.name: getattr(args, item.name) for item in dataclasses.fields(cls) if getattr(args, item.name) is not None
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfod-wrap",
@@ -344,10 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Lenient by default: bad images are skipped and bad boxes clipped or dropped, each listed in "
         "OUTDIR/report.json. The output folder is replaced only when the run succeeds.",
     )
-    tfrecords.add_argument("--input", required=True, type=Path, help="VOC folder or .xml, COCO .json, or .csv")
-    tfrecords.add_argument("--output", required=True, type=Path, help="output folder (new, or an earlier output)")
-    tfrecords.add_argument("--images", type=Path, help="image folder (default: beside the annotations)")
-    tfrecords.add_argument("--format", default="auto", choices=["auto", "voc", "coco", "csv"])
+    tfrecords.add_argument("--input", dest="input_path", required=True, type=Path, help=ANNOTATIONS_HELP)
+    tfrecords.add_argument("--output", dest="output_dir", required=True, type=Path, help="new, or an earlier output")
+    tfrecords.add_argument("--images", dest="images_dir", type=Path, help="image folder (default: beside annotations)")
+    tfrecords.add_argument("--format", dest="fmt", default="auto", choices=ANNOTATION_FORMATS)
     tfrecords.add_argument("--label-map", type=Path, help="use these class ids; boxes of other classes are dropped")
     tfrecords.add_argument("--split", default="train=1.0", help="NAME=FRACTION,... (default train=1.0)")
     tfrecords.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
@@ -390,15 +385,19 @@ def build_parser() -> argparse.ArgumentParser:
         "is checked against the TFLite interpreter on scikit-image photos before it is written. The package comes "
         "from `make install` (.venv/node_modules); if missing it is fetched with `npm pack`, sha256-checked.",
     )
-    rebuild.add_argument("--output", required=True, type=Path, help="the folder to write (checkpoint/, ...)")
-    rebuild.add_argument("--package", type=Path, help="an unpacked @mediapipe/objectron folder to read instead")
+    rebuild.add_argument(
+        "--output", dest="output_dir", required=True, type=Path, help="the folder to write (checkpoint/, ...)"
+    )
+    rebuild.add_argument(
+        "--package", dest="package_dir", type=Path, help="an unpacked @mediapipe/objectron to read instead"
+    )
     rebuild.set_defaults(run=_pretrained_import)
 
     labelmap = commands.add_parser("labelmap", help="build a label_map.pbtxt from annotations, or check one")
     labelmap_commands = labelmap.add_subparsers(dest="action", required=True, metavar="ACTION")
     build = labelmap_commands.add_parser("build", help="class names of the annotations -> ids 1..N")
-    build.add_argument("--input", required=True, type=Path, help="VOC folder or .xml, COCO .json, or .csv")
-    build.add_argument("--format", default="auto", choices=["auto", "voc", "coco", "csv"])
+    build.add_argument("--input", required=True, type=Path, help=ANNOTATIONS_HELP)
+    build.add_argument("--format", default="auto", choices=ANNOTATION_FORMATS)
     build.add_argument("--output", required=True, type=Path, help="label map to write")
     build.set_defaults(run=_labelmap_build)
     check = labelmap_commands.add_parser("check", help="is this .pbtxt a valid TFOD label map? (exit 1 if not)")
@@ -428,53 +427,41 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["detection", "classification", "full"],
         help="what to restore from --checkpoint (default detection)",
     )
-    configure.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a field")
+    configure.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE", help="override a field"
+    )
     configure.add_argument("--steps", type=int, help="training steps; the LR schedule is stretched to match")
     configure.add_argument("--batch-size", type=int, help="training batch size; the LR is scaled linearly")
-    configure.add_argument("--no-lr-scaling", action="store_true", help="keep the LR when changing --batch-size")
-    configure.add_argument("--no-check", action="store_true", help="skip building the model to check the result")
+    configure.add_argument(
+        "--no-lr-scaling", dest="scale_learning_rate", action="store_false", help="no LR scaling with --batch-size"
+    )
+    configure.add_argument(
+        "--no-check", dest="check", action="store_false", help="skip building the model to check the result"
+    )
     configure.add_argument("--full", action="store_true", help="with show: print the whole config")
     configure.set_defaults(run=_config)
 
-    freeze_help = (
-        "freeze variables: a preset ("
-        + ", ".join(("backbone", "backbone:N", "fpn", "box_head", "class_head", "all-but-heads"))
-        + ") or a regular expression searched in variable names (see `tfod-wrap variables`)"
-    )
     training = commands.add_parser(
         "train",
         help="train a pipeline.config with layer freezing, progress, TensorBoard, checkpoints and resume",
         description="A TF2 training loop on the TFOD API's own model builder, inputs, optimizer and losses that "
         "honours --freeze/--train-only and the config's freeze_variables/update_trainable_variables. "
         "Checkpoints go to MODEL_DIR every --checkpoint-every steps (the last --keep kept), TensorBoard events "
-        "to MODEL_DIR/train, the loss history to MODEL_DIR/train_history.csv and loss_curve.png.",
+        "to MODEL_DIR/train, the loss history to MODEL_DIR/train_history.csv and loss_curve.png. The run's "
+        "settings are a recipe (--recipe, a registered name or a recipe.json), each option below overriding a "
+        "field of it; MODEL_DIR gets the pipeline.config it trains (with the recipe's edits) and recipe.json, "
+        "which --resume reads back.",
     )
     training.add_argument("--pipeline", required=True, type=Path, help="pipeline.config (from `tfod-wrap config`)")
     training.add_argument("--model-dir", required=True, type=Path, help="checkpoints, events and curves go here")
-    training.add_argument("--freeze", action="append", default=[], metavar="SPEC", help=freeze_help)
-    training.add_argument("--train-only", action="append", default=[], metavar="SPEC", help="train only these")
-    training.add_argument("--steps", type=int, help="total steps (default: train_config.num_steps)")
+    training.add_argument(
+        "--recipe",
+        metavar="NAME_OR_FILE",
+        help=f"start from a registered recipe ({', '.join(RECIPES)}) or a recipe.json (a run folder's, to repeat "
+        "it); default: the run's own recipe.json with --resume, else no edits and the defaults below",
+    )
     training.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in MODEL_DIR")
-    training.add_argument(
-        "--strategy",
-        default="default",
-        choices=["default", "mirrored", "multi_worker"],
-        help="tf.distribute strategy: one device, all local GPUs, or the TF_CONFIG cluster",
-    )
-    training.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (500)")
-    training.add_argument("--keep", type=int, default=5, help="checkpoints to keep (5)")
-    training.add_argument(
-        "--keep-box-head",
-        action="store_true",
-        help="SSD: also restore the box-regression head from the fine-tune checkpoint (class-agnostic; a "
-        "detection fine-tune otherwise starts it from random)",
-    )
-    training.add_argument(
-        "--allow-random-frozen",
-        action="store_true",
-        help="freeze variables even where no checkpoint restored them (refused by default: frozen random weights "
-        "stay random); for timing runs and tests",
-    )
+    _add_fields(training, TrainRecipe)
     training.set_defaults(run=_train)
 
     listing = commands.add_parser(
@@ -484,8 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(backbone with its block, fpn, box_head, class_head) and which the freeze specs freeze.",
     )
     listing.add_argument("--pipeline", required=True, type=Path)
-    listing.add_argument("--freeze", action="append", default=[], metavar="SPEC", help=freeze_help)
-    listing.add_argument("--train-only", action="append", default=[], metavar="SPEC", help="train only these")
+    _add_fields(listing, TrainRecipe, ("freeze", "train_only"), clearable=False)
     listing.add_argument("--totals", action="store_true", help="print only the totals")
     listing.set_defaults(run=_variables)
 
@@ -542,12 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--model-dir", required=True, type=Path, help="the training run's model dir")
     exporting.add_argument("--output", required=True, type=Path, help="the export folder")
     exporting.add_argument(
-        "--formats", default="saved_model,tfjs", help="comma-separated: saved_model, tfjs, tflite (saved_model,tfjs)"
+        "--formats",
+        type=_names,
+        default=",".join(DEFAULT_FORMATS),
+        help=f"comma-separated: {', '.join(FORMATS)} ({','.join(DEFAULT_FORMATS)})",
     )
     exporting.add_argument(
         "--quantize",
         default="none",
-        choices=["none", "float16", "uint8"],
+        choices=QUANTIZE,
         help="TF.js: weights stored as float16/uint8; TFLite: float16 weights, or full-integer uint8 calibrated on "
         "the eval images. The SavedModel stays float32",
     )
@@ -555,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument(
         "--input-type",
         default="image_tensor",
-        choices=["image_tensor", "float_image_tensor", "encoded_image_string_tensor", "tf_example"],
+        choices=INPUT_TYPES,
         help="the SavedModel's input (image_tensor: uint8 pixels); TF.js always gets a pixel input",
     )
     exporting.add_argument("--label-map", type=Path, help="default: the pipeline's train_input_reader label map")
@@ -584,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     detecting.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image, video or folder")
     detecting.add_argument(
         "--model",
+        dest="models",
         required=True,
         action="append",
         metavar="MODEL",

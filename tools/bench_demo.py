@@ -1,12 +1,12 @@
 """What the pretrained start and freezing each buy, on the demo's sample data (issue 7's target).
 
-Four runs of the same SSD MobileNet V2 on the same records, with `make demo`'s settings (steps, batch, learning
-rate and freeze spec are read from the Makefile's DEMO_* defaults, so the first run is exactly the demo's training):
-  demo                the imported pretrained checkpoint, DEMO_FREEZE frozen (what `make demo` does)
+Four runs of the same SSD MobileNet V2 on the same records, each the registered `demo` recipe (the one `make demo`
+trains with; tfod_wrap/core/recipe.py) with a few fields changed, so the first run is exactly the demo's training:
+  demo                the imported pretrained checkpoint, the recipe's freeze spec (what `make demo` does)
   no-freeze           the imported pretrained checkpoint, everything trained
   no-freeze-lr-0.004  the same at a lower rate: at the demo's rate, training everything can diverge
   scratch             random initialisation, everything trained
-The demo trains DEMO_STEPS steps; the others train --other-steps (550), at least the same training time, since
+The demo trains the recipe's num_steps; the others train --other-steps (550), at least the same training time, since
 a step with nothing frozen takes over 2x as long: the comparison is at equal time, as the target is. Every kept
 checkpoint (ckpt-0 included) is scored on the held-out split, so the plot shows loss and mAP@0.5 against time.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -34,34 +33,33 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from bench_common import machine  # noqa: E402
 
+from tfod_wrap.core.files import atomic_write_json  # noqa: E402
+from tfod_wrap.core.recipe import RECIPES  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
 MAP50 = "DetectionBoxes_Precision/mAP@.50IOU"
 
 
-def demo_settings() -> dict[str, str]:
-    """The Makefile's `DEMO_X ?= value` defaults, keyed by X in lower case (steps, batch, lr, warmup_lr, freeze)."""
-    found = re.findall(r"^DEMO_(\w+) \?= ?(.*)$", (REPO / "Makefile").read_text(), flags=re.MULTILINE)
-    return {name.lower(): value.strip() for name, value in found}
-
-
-DEMO = demo_settings()
+DEMO = RECIPES["demo"]
+# What each run changes in the demo recipe, and whether it starts from the imported checkpoint.
 RUNS = {
-    "demo": {"pretrained": True, "freeze": [DEMO["freeze"]] if DEMO["freeze"] else []},
-    "no-freeze": {"pretrained": True, "freeze": []},
+    "demo": {"pretrained": True, "recipe": {}},
+    "no-freeze": {"pretrained": True, "recipe": {"freeze": []}},
     # At the demo's 0.01 the classification loss of a fully trained network can blow up (it did in one run of
     # two), which would make freezing look better than it is; this row is the fair baseline.
-    "no-freeze-lr-0.004": {"pretrained": True, "freeze": [], "lr": "0.004", "warmup_lr": "0.001"},
+    "no-freeze-lr-0.004": {"pretrained": True, "recipe": {"freeze": [], "learning_rate": 0.004, "warmup_rate": 0.001}},
     # The imported pipeline names its own checkpoint as fine_tune_checkpoint: scratch empties it. It also freezes
     # batch norm (its statistics were folded away); from random weights that would leave the network
     # unnormalised, so scratch trains batch norm as the templates do.
     "scratch": {
         "pretrained": False,
-        "freeze": [],
-        "set": ['train_config.fine_tune_checkpoint=""', "model.ssd.freeze_batchnorm=false"],
+        "recipe": {
+            "freeze": [],
+            "overrides": ['train_config.fine_tune_checkpoint=""', "model.ssd.freeze_batchnorm=false"],
+        },
     },
 }
-LEARNING_RATE = "train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate."
 
 
 def run(command: list[str]) -> None:
@@ -91,19 +89,20 @@ def train_and_score(name: str, work: Path, records: Path, pretrained: Path, args
     pipeline = folder / "pipeline.config"
     setting = RUNS[name]
     command = [CLI, "config", str(pretrained / "pipeline.config"), "--data", str(records), "--output", str(pipeline)]
-    steps = args.steps if name == "demo" else args.other_steps
-    command += ["--batch-size", str(args.batch), "--steps", str(steps)]
-    command += ["--set", f"{LEARNING_RATE}learning_rate_base={setting.get('lr', DEMO['lr'])}"]
-    command += ["--set", f"{LEARNING_RATE}warmup_learning_rate={setting.get('warmup_lr', DEMO['warmup_lr'])}"]
     if setting["pretrained"]:
         command += ["--checkpoint", str(pretrained)]
-    for override in setting.get("set", []):
-        command += ["--set", override]
     run(command)
-    command = [CLI, "train", "--pipeline", str(pipeline), "--model-dir", str(folder)]
-    command += ["--checkpoint-every", str(args.every), "--keep", str(steps // args.every + 2)]
-    for spec in setting["freeze"]:
-        command += ["--freeze", spec]
+    steps = args.steps if name == "demo" else args.other_steps
+    recipe = DEMO.replace(
+        num_steps=steps,
+        batch_size=args.batch,
+        checkpoint_every=args.every,
+        keep_checkpoints=steps // args.every + 2,
+        **setting["recipe"],
+    )
+    recipe_file = work / f"{name}.recipe.json"
+    atomic_write_json(recipe_file, recipe.to_json())
+    command = [CLI, "train", "--pipeline", str(pipeline), "--model-dir", str(folder), "--recipe", str(recipe_file)]
     started = time.perf_counter()
     run(command)
     wall = time.perf_counter() - started
@@ -118,7 +117,7 @@ def train_and_score(name: str, work: Path, records: Path, pretrained: Path, args
             {"step": step, "seconds": seconds.get(step, 0.0), "map50": json.loads(metrics.read_text())["coco"][MAP50]}
         )
     return {
-        "setting": setting,
+        "setting": {"pretrained": setting["pretrained"], "freeze": list(recipe.freeze), "recipe": recipe.to_json()},
         "train_wall_s": round(wall, 1),
         "median_step_s": sorted(b["seconds"] - a["seconds"] for a, b in zip(history, history[1:]))[len(history) // 2],
         "loss": [(row["seconds"], row["Loss/total_loss"]) for row in history],
@@ -163,8 +162,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/tfod-wrap-bench-demo"))
     parser.add_argument("--pretrained", type=Path, default=REPO / "models" / "objectron_ssd_mobilenet_v2")
-    parser.add_argument("--steps", type=int, default=int(DEMO["steps"]))
-    parser.add_argument("--batch", type=int, default=int(DEMO["batch"]))
+    parser.add_argument("--steps", type=int, default=DEMO.num_steps)
+    parser.add_argument("--batch", type=int, default=DEMO.batch_size)
     parser.add_argument(
         "--other-steps",
         type=int,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tfod_wrap.core.recipe import PRESETS, RECIPES, STRATEGIES, TrainRecipe, find_recipe
 from tfod_wrap.train.freeze import (
-    PRESETS,
     FreezeError,
     VariableInfo,
     apply_freeze,
@@ -13,17 +13,20 @@ from tfod_wrap.train.freeze import (
     resolve_frozen,
     variables_table,
 )
-from tfod_wrap.train.loop import STRATEGIES, TrainError, TrainResult, make_strategy, train
+from tfod_wrap.train.loop import TrainError, TrainResult, make_strategy, train
 
 __all__ = [
     "PRESETS",
+    "RECIPES",
     "STRATEGIES",
     "FreezeError",
     "TrainError",
+    "TrainRecipe",
     "TrainResult",
     "VariableInfo",
     "apply_freeze",
     "describe_variables",
+    "find_recipe",
     "list_variables",
     "make_strategy",
     "resolve_frozen",

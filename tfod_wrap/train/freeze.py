@@ -55,8 +55,8 @@ import tensorflow as tf
 
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.model import ensure_built
+from tfod_wrap.core.recipe import PRESETS
 
-PRESETS = ("backbone", "backbone:N", "fpn", "box_head", "class_head", "all-but-heads")
 PARTS = ("backbone", "fpn", "box_head", "class_head", "other")
 HEADS = ("box_head", "class_head")
 

@@ -15,6 +15,8 @@ checkpoint restore, tf.distribute) with these differences:
   which TFOD discards with the class head although it does not depend on the classes;
 - freezing a variable that no checkpoint restored (the fine-tune checkpoint, or the run's own one on
   `resume`) is refused unless `allow_random_frozen`: frozen random weights never learn anything.
+- the run's settings are a TrainRecipe (tfod_wrap.core.recipe): its pipeline edits apply before training, and
+  the run folder gets the pipeline.config it trains and recipe.json, which `resume` reads back.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 from tqdm import tqdm
@@ -33,12 +36,13 @@ from tqdm import tqdm
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_text
 from tfod_wrap.core.model import ensure_built
+from tfod_wrap.core.recipe import STRATEGIES, TrainRecipe
 from tfod_wrap.train.freeze import apply_freeze, describe_variables, resolve_frozen, variables_table
+from tfod_wrap.train.recipe import edited_pipeline, record_run, run_recipe
 
 PLACEHOLDER = "PATH_TO_BE_CONFIGURED"
 HISTORY = "train_history.csv"
 LOSS_CURVE = "loss_curve.png"
-STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 class TrainError(UserError, RuntimeError):
@@ -72,38 +76,36 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 def train(
     pipeline: str | Path,
     model_dir: str | Path,
+    recipe: TrainRecipe | None = None,
     *,
-    freeze: list[str] = (),
-    train_only: list[str] = (),
-    steps: int | None = None,
     resume: bool = False,
-    strategy: str | tf.distribute.Strategy = "default",
-    checkpoint_every: int = 500,
-    keep_checkpoints: int = 5,
-    keep_box_head: bool = False,
-    allow_random_frozen: bool = False,
     progress: bool = False,
     log=print,
+    **changes: Any,
 ) -> TrainResult:
-    """Train the model of a pipeline.config into `model_dir`; see the module docstring."""
+    """Train the model of a pipeline.config into `model_dir` with a recipe; see the module docstring.
+
+    `recipe`: the run's settings; left out, the run's saved recipe.json on `resume`, else the defaults. Keywords
+    named like its fields (freeze=["backbone"], steps=3, allow_random_frozen=True, ...) change those fields."""
     from object_detection import inputs
     from object_detection.builders import model_builder, optimizer_builder
     from object_detection.utils import config_util
 
-    configs = config_util.get_configs_from_pipeline_file(str(pipeline))
-    pipeline_proto = config_util.create_pipeline_proto_from_configs(configs)
+    model_dir = Path(model_dir)
+    recipe = run_recipe(recipe, model_dir, resume, changes)
+    pipeline_proto, edited = edited_pipeline(Path(pipeline), recipe, log)
+    configs = config_util.create_configs_from_pipeline_proto(pipeline_proto)
     train_config = configs["train_config"]
     if train_config.use_bfloat16:
         # The TFOD API applies it on TPUs only (model_lib_v2); elsewhere it would only cast the input images to
         # bfloat16, which the float32 layers cast back, so the model trains in float32 either way.
         train_config.use_bfloat16 = False
         log("use_bfloat16: true is a TPU setting; training in float32 (docs: README, 'Templates')")
-    total_steps = steps or train_config.num_steps
+    total_steps = recipe.steps or train_config.num_steps
     if not total_steps:
         raise TrainError(f"{pipeline}: train_config.num_steps is 0; pass --steps N")
     _check_schedule(pipeline_proto, pipeline, total_steps, log)
-    model_dir = Path(model_dir)
-    strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
+    strategy = make_strategy(recipe.strategy)
     is_chief = strategy.extended.should_checkpoint
     # Non-chief workers must save too (saving is collective), but into a folder of their own.
     save_dir = model_dir if is_chief else model_dir / f"worker-{strategy.extended._task_id}"  # noqa: SLF001
@@ -118,7 +120,7 @@ def train(
     with strategy.scope():
         model = model_builder.build(configs["model"], is_training=True)
         ensure_built(model, pipeline_proto)
-        frozen = resolve_frozen(model, pipeline_proto, list(freeze), list(train_only))
+        frozen = resolve_frozen(model, pipeline_proto, list(recipe.freeze), list(recipe.train_only))
         variables = apply_freeze(model, frozen)
         infos = describe_variables(model)
         log(variables_table(infos, frozen, verbose=False))
@@ -138,21 +140,23 @@ def train(
             ).repeat()
         )
         checkpoint = tf.train.Checkpoint(step=global_step, model=model, optimizer=optimizer)
-        manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=keep_checkpoints)
+        manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=recipe.keep_checkpoints)
         if latest:
             restored = _restored(model, _restore_run(checkpoint, latest, pipeline))
             log(f"resumed from {latest} at step {int(global_step.numpy())}")
             source = f"the run's checkpoint {latest} does not hold them"
         else:
             restored = _load_fine_tune_checkpoint(model, train_config, model_dir, log)
-            if keep_box_head:
+            if recipe.keep_box_head:
                 restored |= _restore_box_head(model, train_config.fine_tune_checkpoint, log)
             source = _fine_tune_source(train_config)
-        _check_frozen_restored(infos, frozen, restored, source, allow_random_frozen, log)
+        _check_frozen_restored(infos, frozen, restored, source, recipe.allow_random_frozen, log)
         step_fn = _make_step(model, optimizer, variables, global_step, train_config, strategy)
     # Only now, when nothing can refuse any more, so that a refused run leaves no folder behind.
     save_dir.mkdir(parents=True, exist_ok=True)
     _remove_partial_saves(save_dir)
+    if is_chief:
+        record_run(model_dir, Path(pipeline), recipe, edited)
 
     writer = tf.summary.create_file_writer(str(save_dir / "train"))
     history = _History(save_dir / HISTORY, int(global_step.numpy()))
@@ -185,7 +189,7 @@ def train(
             history.add(step, losses, rates[-1])
             bar.update(1)
             bar.set_postfix(_postfix(losses, rates), refresh=False)
-            if step - last_saved >= checkpoint_every or step == total_steps:
+            if step - last_saved >= recipe.checkpoint_every or step == total_steps:
                 _check_finite(model, optimizer, step, manager, history)
                 # history first: a kill between the two must not leave a checkpoint whose steps have no rows
                 # (--resume keeps the rows up to the restored step and drops any later ones)

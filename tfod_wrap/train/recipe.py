@@ -1,0 +1,90 @@
+"""Where a TrainRecipe meets the pipeline and the run folder: its pipeline edits (batch size, num_steps, rates,
+overrides) applied to the pipeline in one place, and the run folder's record of what trained (pipeline.config and
+recipe.json side by side)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.files import atomic_write_bytes, atomic_write_text
+from tfod_wrap.core.manifests import RunFolder
+from tfod_wrap.core.overrides import override
+from tfod_wrap.core.pipeline import ConfigError, learning_rate, load, to_text
+from tfod_wrap.core.recipe import TrainRecipe, saved_recipe
+from tfod_wrap.core.schedule import set_batch_size, set_steps
+
+# schedule message -> (its base rate field, its warm-up rate field or None)
+RATE_FIELDS = {
+    "ConstantLearningRate": ("learning_rate", None),
+    "CosineDecayLearningRate": ("learning_rate_base", "warmup_learning_rate"),
+    "ExponentialDecayLearningRate": ("initial_learning_rate", "burnin_learning_rate"),
+    "ManualStepLearningRate": ("initial_learning_rate", None),
+}
+
+
+def run_recipe(recipe: TrainRecipe | None, model_dir: Path, resume: bool, changes: dict) -> TrainRecipe:
+    """The recipe a run trains with: the one given, else on resume the run's saved one, else the defaults; with
+    `changes` (field=value) applied over it."""
+    if recipe is None:
+        recipe = (saved_recipe(model_dir) if resume else None) or TrainRecipe()
+    return recipe.replace(**changes)
+
+
+def edited_pipeline(pipeline: Path, recipe: TrainRecipe, log) -> tuple[object, str | None]:
+    """The pipeline with the recipe's edits, and its text when they changed it (None: train the file as it is).
+    Applying a recipe twice gives what applying it once does (a batch size or step count already set scales
+    nothing), so a run folder's pipeline and recipe can be trained again or resumed together."""
+    config = load(pipeline)
+    if not recipe.pipeline_changes():
+        return config, None
+    before = to_text(config)
+    try:
+        notes = edit_pipeline(config, recipe)
+    except UserError as error:
+        raise UserError(f"{pipeline}: {error}") from None
+    text = to_text(config)
+    if text == before:
+        return config, None
+    for note in notes:
+        log(f"recipe: {note}")
+    return config, text
+
+
+def edit_pipeline(config, recipe: TrainRecipe) -> list[str]:
+    """Batch size (rates scaled), num_steps (schedule stretched), then the rates, then the overrides, so each
+    later setting wins over what an earlier one derived. Returns notes of what changed."""
+    notes = []
+    if recipe.batch_size is not None:
+        notes += set_batch_size(config, recipe.batch_size)
+    if recipe.num_steps is not None:
+        notes += set_steps(config, recipe.num_steps)
+    notes += _set_rates(config, recipe)
+    return notes + [f"set {path}" for path in override(config, list(recipe.overrides))]
+
+
+def _set_rates(config, recipe: TrainRecipe) -> list[str]:
+    notes = []
+    for index, flag, value in ((0, "--learning-rate", recipe.learning_rate), (1, "--warmup-rate", recipe.warmup_rate)):
+        if value is None:
+            continue
+        schedule = learning_rate(config)
+        name = schedule.DESCRIPTOR.name if schedule is not None else "no"
+        field = RATE_FIELDS.get(name, (None, None))[index]
+        if field is None:
+            raise ConfigError(f"{flag}: the pipeline's {name} learning-rate schedule has no such rate")
+        notes.append(f"{field} {getattr(schedule, field):g} -> {value:g}")
+        setattr(schedule, field, value)
+    return notes
+
+
+def record_run(model_dir: Path, pipeline: Path, recipe: TrainRecipe, edited: str | None) -> None:
+    """Write what this run trains into its folder: pipeline.config (the edited text, or a copy of a pipeline from
+    elsewhere) and recipe.json. A run folder's own unedited pipeline.config is left as it is."""
+    target = RunFolder(model_dir).pipeline
+    if edited is not None:
+        if not target.is_file() or target.read_text() != edited:
+            atomic_write_text(target, edited)
+    elif not (target.exists() and target.samefile(pipeline)):
+        atomic_write_bytes(target, Path(pipeline).read_bytes())
+    recipe.save(model_dir)
