@@ -4,6 +4,7 @@ once, label maps and inspect."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,16 @@ def test_inspect_preview_draws_what_training_sees(run, records, tmp_path):
     assert (0xE6, 0x19, 0x4B) in set(grid.getdata())  # class id 1 (cat)
     result = run("inspect", str(records / "*.record"), "--preview", str(tmp_path / "cli.png"))
     assert "cat: 6" in result.stdout and (tmp_path / "cli.png").is_file()
+
+
+def test_every_command_line_of_the_readme_parses():
+    """The README is the contract: each `.venv/bin/tfod-wrap ...` line of it is taken by the parser as written."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in readme.splitlines() if line.strip().startswith(".venv/bin/tfod-wrap ")]
+    assert len(lines) > 20 and any(" train " in line and "--recipe" in line for line in lines)
+    parser = cli.build_parser()
+    for line in lines:
+        try:
+            parser.parse_args(shlex.split(line, comments=True)[1:])
+        except SystemExit as stop:  # --help and --version exit 0; a flag the parser does not know exits 2
+            assert stop.code == 0, line
