@@ -163,3 +163,33 @@ def test_make_demo_trains_the_registered_recipe_and_its_variables_override_it():
     expected = dict(num_steps=40, batch_size=2, learning_rate=0.02, warmup_rate=0.001, freeze=("fpn", "box_head"))
     assert (changed, resume) == (RECIPES["demo"].replace(**expected), True)
     assert demo_training("DEMO_FREEZE=")[0].freeze == ()  # set but empty: nothing frozen, as before the recipe
+
+
+def test_the_pipeline_edits_once_and_twice_give_the_same_pipeline(tmp_path):
+    from tfod_wrap.core.pipeline import load, save, to_text
+    from tfod_wrap.train.recipe import edited_pipeline
+
+    template = load("ssd_mobilenet_v2")
+    save(template, tmp_path / "template.config")
+    logged: list[str] = []
+    edited, text = edited_pipeline(tmp_path / "template.config", RECIPES["demo"], logged.append)
+    cosine = edited.train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
+    assert (edited.train_config.batch_size, edited.train_config.num_steps, cosine.total_steps) == (8, 1300, 1300)
+    assert (cosine.learning_rate_base, cosine.warmup_learning_rate) == pytest.approx((0.01, 0.0025))
+    assert text == to_text(edited) and any("learning_rate_base" in line and "-> 0.01" in line for line in logged)
+    (tmp_path / "edited.config").write_text(text)
+    assert edited_pipeline(tmp_path / "edited.config", RECIPES["demo"], logged.append)[1] is None  # nothing more
+
+
+def test_rates_of_a_schedule_without_a_warmup_are_refused_naming_the_option(tmp_path):
+    from tfod_wrap.core.overrides import override
+    from tfod_wrap.core.pipeline import ConfigError, load
+    from tfod_wrap.core.schedule import set_rates
+
+    config = load("ssd_mobilenet_v2")
+    override(config, ["train_config.optimizer.momentum_optimizer.learning_rate={constant_learning_rate {}}"])
+    assert set_rates(config, base=0.03) == ["learning_rate 0.002 -> 0.03"]
+    with pytest.raises(
+        ConfigError, match="--warmup-rate: the pipeline.s ConstantLearningRate learning-rate schedule has no such rate"
+    ):
+        set_rates(config, warmup=0.001)

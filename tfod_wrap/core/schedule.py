@@ -1,8 +1,33 @@
-"""Batch size and training length, with the learning-rate schedule kept consistent with them."""
+"""Batch size, training length and rates, with the learning-rate schedule kept consistent with them."""
 
 from __future__ import annotations
 
 from tfod_wrap.core.pipeline import ConfigError, learning_rate
+
+# schedule message -> (its base rate field, its warm-up rate field or None)
+RATE_FIELDS = {
+    "ConstantLearningRate": ("learning_rate", None),
+    "CosineDecayLearningRate": ("learning_rate_base", "warmup_learning_rate"),
+    "ExponentialDecayLearningRate": ("initial_learning_rate", "burnin_learning_rate"),
+    "ManualStepLearningRate": ("initial_learning_rate", None),
+}
+
+
+def set_rates(config, base: float | None = None, warmup: float | None = None) -> list[str]:
+    """Set the active schedule's base and warm-up rates (None: leave it); a schedule without such a rate (a
+    constant one has no warm-up) is a ConfigError naming the option."""
+    notes = []
+    for index, option, value in ((0, "--learning-rate", base), (1, "--warmup-rate", warmup)):
+        if value is None:
+            continue
+        schedule = learning_rate(config)
+        name = schedule.DESCRIPTOR.name if schedule is not None else "no"
+        field = RATE_FIELDS.get(name, (None, None))[index]
+        if field is None:
+            raise ConfigError(f"{option}: the pipeline's {name} learning-rate schedule has no such rate")
+        notes.append(f"{field} {getattr(schedule, field):g} -> {value:g}")
+        setattr(schedule, field, value)
+    return notes
 
 
 def set_batch_size(config, batch_size: int, scale_learning_rate: bool = True) -> list[str]:

@@ -10,17 +10,9 @@ from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_bytes, atomic_write_text
 from tfod_wrap.core.manifests import RunFolder
 from tfod_wrap.core.overrides import override
-from tfod_wrap.core.pipeline import ConfigError, learning_rate, load, to_text
+from tfod_wrap.core.pipeline import load, to_text
 from tfod_wrap.core.recipe import TrainRecipe, saved_recipe
-from tfod_wrap.core.schedule import set_batch_size, set_steps
-
-# schedule message -> (its base rate field, its warm-up rate field or None)
-RATE_FIELDS = {
-    "ConstantLearningRate": ("learning_rate", None),
-    "CosineDecayLearningRate": ("learning_rate_base", "warmup_learning_rate"),
-    "ExponentialDecayLearningRate": ("initial_learning_rate", "burnin_learning_rate"),
-    "ManualStepLearningRate": ("initial_learning_rate", None),
-}
+from tfod_wrap.core.schedule import set_batch_size, set_rates, set_steps
 
 
 def run_recipe(recipe: TrainRecipe | None, model_dir: Path, resume: bool, changes: dict) -> TrainRecipe:
@@ -59,23 +51,8 @@ def edit_pipeline(config, recipe: TrainRecipe) -> list[str]:
         notes += set_batch_size(config, recipe.batch_size)
     if recipe.num_steps is not None:
         notes += set_steps(config, recipe.num_steps)
-    notes += _set_rates(config, recipe)
+    notes += set_rates(config, recipe.learning_rate, recipe.warmup_rate)
     return notes + [f"set {path}" for path in override(config, list(recipe.overrides))]
-
-
-def _set_rates(config, recipe: TrainRecipe) -> list[str]:
-    notes = []
-    for index, flag, value in ((0, "--learning-rate", recipe.learning_rate), (1, "--warmup-rate", recipe.warmup_rate)):
-        if value is None:
-            continue
-        schedule = learning_rate(config)
-        name = schedule.DESCRIPTOR.name if schedule is not None else "no"
-        field = RATE_FIELDS.get(name, (None, None))[index]
-        if field is None:
-            raise ConfigError(f"{flag}: the pipeline's {name} learning-rate schedule has no such rate")
-        notes.append(f"{field} {getattr(schedule, field):g} -> {value:g}")
-        setattr(schedule, field, value)
-    return notes
 
 
 def record_run(model_dir: Path, pipeline: Path, recipe: TrainRecipe, edited: str | None) -> None:
