@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from tfod_wrap import __version__, config, data  # noqa: E402  (the variable must be set before TF loads)
 from tfod_wrap.compat.hooks import quiet_native_startup  # noqa: E402
+from tfod_wrap.config.pipeline import CHECKPOINT_TYPES  # noqa: E402
 from tfod_wrap.core import labelmap, records  # noqa: E402
 from tfod_wrap.core.errors import UserError  # noqa: E402
 from tfod_wrap.core.recipe import RECIPES, TrainRecipe, field_type, find_recipe  # noqa: E402
@@ -424,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     configure.add_argument(
         "--checkpoint-type",
         default="detection",
-        choices=["detection", "classification", "full"],
+        choices=CHECKPOINT_TYPES,
         help="what to restore from --checkpoint (default detection)",
     )
     configure.add_argument(

@@ -10,6 +10,8 @@ from tfod_wrap.core.manifests import RecordsFolder
 from tfod_wrap.core.pipeline import ConfigError, meta_architecture
 
 NO_CHECKPOINT = "none"
+# what a fine-tune checkpoint restores (fine_tune_checkpoint_type); the command line offers these
+CHECKPOINT_TYPES = ("detection", "classification", "full")
 
 
 def set_data(config, records_dir: str | Path) -> list[str]:
@@ -50,7 +52,7 @@ def set_checkpoint(config, prefix: str | Path, checkpoint_type: str = "detection
             break
     if not Path(f"{prefix}.index").is_file():
         raise ConfigError(f"{prefix}: no checkpoint there (expected {prefix}.index and {prefix}.data-*)")
-    if checkpoint_type not in ("detection", "classification", "full"):
+    if checkpoint_type not in CHECKPOINT_TYPES:
         raise ConfigError(f"checkpoint type must be detection, classification or full, got {checkpoint_type!r}")
     train = config.train_config
     train.fine_tune_checkpoint = str(prefix.resolve())
