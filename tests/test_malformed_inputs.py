@@ -82,7 +82,10 @@ COMMANDS: dict[str, list[list[str]]] = {
         ["config", "ssd_mobilenet_v2", "--data", X, "--output", f"{OUT}/p.config", "--no-check"],
         ["config", "ssd_mobilenet_v2", "--checkpoint", X, "--output", f"{OUT}/p.config", "--no-check"],
     ],
-    "train": [["train", "--pipeline", X, "--model-dir", f"{OUT}/model"]],
+    "train": [
+        ["train", "--pipeline", X, "--model-dir", f"{OUT}/model"],
+        ["train", "--pipeline", X, "--model-dir", f"{OUT}/model", "--recipe", X],
+    ],
     "variables": [["variables", "--pipeline", X]],
     "eval": [
         ["eval", "--pipeline", X, "--model-dir", f"{OUT}/model"],
@@ -94,10 +97,12 @@ COMMANDS: dict[str, list[list[str]]] = {
     "inspect": [["inspect", X], ["inspect", "@RECORDS", "--label-map", X]],
     "serve": [["serve", "--model", X, "--port", "0"]],
     "install-web": [["install-web", "--prefix", X]],
+    "sample": [["sample", "--output", X, "--count", "2"]],
 }
 
-# A folder, or a path that does not exist yet, is what --prefix takes: npm would really install there.
-NOT_MALFORMED = {("install-web", "folder"), ("install-web", "missing")}
+# A folder, or a path that does not exist yet, is what --prefix takes: npm would really install there. A path
+# that does not exist yet is where `sample` writes its dataset.
+NOT_MALFORMED = {("install-web", "folder"), ("install-web", "missing"), ("sample", "missing")}
 
 # Cases this test found that belong to code other engineers are changing now (tfod_wrap/data/ conversion,
 # detect, serve); reported to them rather than patched here.
