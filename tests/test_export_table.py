@@ -24,6 +24,13 @@ def test_every_format_has_a_backend_and_a_model_file():
         assert callable(BACKENDS[name].write) and callable(BACKENDS[name].run)
 
 
+def test_every_verified_format_has_a_tolerance_for_each_quantisation_it_stores():
+    from tfod_wrap.export.verify import TOLERANCE
+
+    wanted = {(name, mode) for name, entry in FORMATS.items() if entry.verify for mode in entry.quantize}
+    assert wanted == set(TOLERANCE)
+
+
 def test_the_table_loads_without_tensorflow():
     code = "import sys, tfod_wrap.export as e; print(sorted(e.FORMATS), e.QUANTIZE, 'tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
