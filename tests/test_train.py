@@ -166,7 +166,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(records, tmp_path):
     assert all(np.all(np.isfinite(value)) for value in values.values())
 
 
-def test_resume_after_sigkill_continues_the_step_count(records, tmp_path):
+def test_resume_after_sigkill_continues_the_step_count(records, tmp_path, capsys):
     pipeline = make_pipeline(records, tmp_path / "pipeline.config", steps=400)
     model_dir = tmp_path / "model"
     command = [CLI, "train", "--pipeline", str(pipeline), "--model-dir", str(model_dir), "--checkpoint-every", "2"]
@@ -178,9 +178,10 @@ def test_resume_after_sigkill_continues_the_step_count(records, tmp_path):
     process.wait()
     killed_at = int(tf.train.latest_checkpoint(str(model_dir)).rsplit("-", 1)[1])
     assert killed_at >= 4
-    resumed = subprocess.run([*command, "--resume", "--steps", str(killed_at + 3)], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"step {killed_at + 3}:" in resumed.stdout
+    code = cli.main([*command[1:], "--resume", "--steps", str(killed_at + 3)])  # the rerun needs no process
+    resumed = capsys.readouterr()
+    assert code == 0, resumed.err
+    assert f"step {killed_at + 3}:" in resumed.out
     steps = [int(line.split(",")[0]) for line in (model_dir / "train_history.csv").read_text().splitlines()[1:]]
     assert steps == sorted(steps) and steps[-1] == killed_at + 3 and len(steps) == len(set(steps))
 
@@ -359,3 +360,56 @@ def test_train_cli_with_a_recipe_file_an_override_and_resume(records, tmp_path, 
 def learning_rates(run: Path) -> list[float]:
     with open(run / "train_history.csv", newline="") as handle:
         return [float(row["learning_rate"]) for row in csv.DictReader(handle)]
+
+
+def read_history(model_dir: Path) -> list[dict[str, str]]:
+    with open(model_dir / "train_history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_time_budget_plans_the_steps_stretches_the_schedule_and_records_its_choices(records, tmp_path):
+    pipeline = make_pipeline(records, tmp_path / "pipeline.config")
+    model_dir, lines = tmp_path / "model", []
+    began = time.perf_counter()
+    result = train.train(pipeline, model_dir, time_budget="60s", checkpoint_every=20, log=lines.append)
+    elapsed = time.perf_counter() - began
+    log = "\n".join(lines)
+    for choice in ("input size: kept at 160x160", "anchors:", "rates: base 0.0025", "freezing: nothing"):
+        assert f"adaptive recipe: {choice}" in log
+    assert re.search(r"time budget 60s: [\d.]+ s a step, training to step \d+", log)
+    # the budget holds building, tracing and checkpoint writes; a busy machine may overrun by a re-plan's worth
+    assert 45 < elapsed < 60 * 1.15, log
+    saved = json.loads((model_dir / "recipe.json").read_text())
+    assert saved["time_budget"] is None and saved["num_steps"] == result.step > 10
+    assert saved["learning_rate"] == 0.0025 and saved["freeze"] == []
+    written = config.load(model_dir / "pipeline.config")
+    cosine = written.train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
+    assert written.train_config.num_steps == cosine.total_steps == result.step
+    # the schedule spans the steps trained: warm-up, the base rate, and decay to (almost) nothing at the end
+    rates = [float(row["learning_rate"]) for row in read_history(model_dir)]
+    assert len(rates) == result.step and max(rates) == pytest.approx(0.0025, rel=0.02)
+    assert rates[-1] < 0.02 * max(rates)
+
+
+def test_a_budget_shorter_than_the_warm_up_leaves_no_run_folder(records, tmp_path, capsys):
+    pipeline = make_pipeline(records, tmp_path / "pipeline.config")
+    code = cli.main(
+        ["train", "--pipeline", str(pipeline), "--model-dir", str(tmp_path / "model"), "--time-budget", "2s"]
+    )
+    error = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in error
+    assert error.strip().splitlines()[-1].startswith("error: --time-budget 2s is shorter than the warm-up")
+    assert not (tmp_path / "model").exists()
+
+
+def test_the_same_seed_trains_the_same_weights(records, tmp_path):
+    pipeline = make_pipeline(records, tmp_path / "pipeline.config", steps=3)
+    runs = {}
+    for name, seed in (("first", 7), ("again", 7)):
+        fresh_names()
+        train.train(pipeline, tmp_path / name, seed=seed, checkpoint_every=3, log=lambda *_: None)
+        runs[name] = variables_at(pipeline, str(tmp_path / name / "ckpt-3"))
+    assert runs["first"].keys() == runs["again"].keys()
+    assert all(np.array_equal(runs["first"][name], runs["again"][name]) for name in runs["first"])
+    history = [read_history(tmp_path / name) for name in ("first", "again")]
+    assert [row["Loss/total_loss"] for row in history[0]] == [row["Loss/total_loss"] for row in history[1]]

@@ -32,6 +32,38 @@ def patch_control_flow_ops(_module=None) -> None:
             setattr(control_flow_ops, name, function)
 
 
+def seed_tfod_input_pipeline() -> None:
+    """Make TFOD's augmentation follow the global seed (tf.random.set_seed), as other random ops do:
+    - the graphs of `Dataset.map_with_legacy_function`, which TFOD's input pipeline maps its decoding and
+      augmentation with, get no seed of their own, so their random ops ignored the global one;
+    - `tf.compat.v1.image.sample_distorted_bounding_box` (TFOD's random crops) takes a missing seed as "seed
+      from the clock" instead of deriving it from the graph's.
+    With no global seed set, both behave exactly as before. Idempotent."""
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+    from tensorflow.python.framework import function, random_seed
+
+    original_init = function._FuncGraph.__init__  # noqa: SLF001
+    if getattr(original_init, "seeded", False):
+        return
+
+    def init(graph, *args, **kwargs):
+        original_init(graph, *args, **kwargs)
+        if graph.seed is None and context.global_seed() is not None:
+            graph.seed = context.global_seed()
+
+    sample = tf.compat.v1.image.sample_distorted_bounding_box
+
+    def seeded_sample(image_size, bounding_boxes, seed=None, seed2=None, *args, **kwargs):
+        if not seed and not seed2:
+            seed, seed2 = random_seed.get_seed(None)
+        return sample(image_size, bounding_boxes, seed, seed2, *args, **kwargs)
+
+    init.seeded = True
+    function._FuncGraph.__init__ = init  # noqa: SLF001
+    tf.compat.v1.image.sample_distorted_bounding_box = seeded_sample
+
+
 def patch_pillow_getsize(_module=None) -> None:
     """Give Pillow's fonts back `getsize(text) -> (width, height)`, as the bottom-right of the text's box."""
     from PIL import ImageFont

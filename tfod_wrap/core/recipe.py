@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -91,6 +92,24 @@ class TrainRecipe:
             "override a pipeline field after the settings above, as `config --set`", "--set", metavar="PATH=VALUE"
         ),
     )
+    time_budget: str | None = field(
+        default=None,
+        metadata=option(
+            "train for this long (90s, 10m, 1h30m; tracing and checkpoint writes included): a warm-up measures the "
+            "step time, the step count fills the budget and the schedule stretches to it; fields not given are "
+            "chosen from the model, the batch and the training records' boxes (anchors, input size, freezing, "
+            "rates), and the run folder's recipe.json and pipeline.config hold what was chosen",
+            metavar="DURATION",
+        ),
+    )
+    seed: int | None = field(
+        default=None,
+        metadata=option(
+            "seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic: the same data order, "
+            "augmentation and weights on the same machine and thread count (README, 'Repeatable runs')",
+            metavar="N",
+        ),
+    )
     steps: int | None = field(
         default=None,
         metadata=option(
@@ -118,6 +137,10 @@ class TrainRecipe:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise RecipeError(f"{name} is {value:g}; a learning rate must be a finite number >= 0")
+        if self.time_budget is not None:
+            budget_seconds(self.time_budget)
+        if self.seed is not None and not 0 <= self.seed < 2**32:
+            raise RecipeError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
         if self.strategy not in STRATEGIES:
             raise RecipeError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
 
@@ -151,6 +174,27 @@ class TrainRecipe:
             return cls().replace(**{name: _from_json(value) for name, value in data.items()})
         except RecipeError as error:
             raise RecipeError(f"{path}: {error}") from None
+
+
+def explicit_fields(recipe: TrainRecipe, changes: dict[str, Any]) -> set[str]:
+    """The fields a user chose: those given as changes, and those the recipe holds at other than their default."""
+    default = TrainRecipe()
+    return set(changes) | {name for name in _hints() if getattr(recipe, name) != getattr(default, name)}
+
+
+DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def budget_seconds(text: str) -> float:
+    """Seconds in a duration such as 600, 90s, 10m, 1.5h or 1h30m."""
+    match = DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise RecipeError(f"time_budget {text!r} is not a duration; write e.g. 90s, 10m or 1h30m")
+    hours, minutes, seconds = (float(group or 0) for group in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise RecipeError(f"time_budget {text!r} is not a positive duration")
+    return total
 
 
 def _hints() -> dict[str, Any]:

@@ -457,3 +457,8 @@ def _align(row: tuple[str, ...], widths: list[int], numeric: tuple[int, ...] | N
         right = column in numeric if numeric is not None else column > 0
         cells.append(cell.rjust(width) if right else cell.ljust(width))
     return "  ".join(cells).rstrip()
+
+
+def backbone_blocks(model) -> int:
+    """How many numbered blocks the backbone has (the stem counts as block 1); 0 when none are numbered."""
+    return max(_blocks(model).values(), default=0)

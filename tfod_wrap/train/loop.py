@@ -25,6 +25,7 @@ import csv
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +37,11 @@ from tqdm import tqdm
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_text
 from tfod_wrap.core.model import ensure_built
-from tfod_wrap.core.recipe import STRATEGIES, TrainRecipe
-from tfod_wrap.train.freeze import apply_freeze, describe_variables, resolve_frozen, variables_table
-from tfod_wrap.train.recipe import edited_pipeline, record_run, run_recipe
+from tfod_wrap.core.recipe import STRATEGIES, TrainRecipe, explicit_fields
+from tfod_wrap.train.adapt import freeze_spec
+from tfod_wrap.train.budget import Budget, BudgetTooShort, Undo
+from tfod_wrap.train.freeze import apply_freeze, backbone_blocks, describe_variables, resolve_frozen, variables_table
+from tfod_wrap.train.recipe import adaptive_recipe, edited_pipeline, record_run, resolved_text, run_recipe
 
 PLACEHOLDER = "PATH_TO_BE_CONFIGURED"
 HISTORY = "train_history.csv"
@@ -93,6 +96,11 @@ def train(
 
     model_dir = Path(model_dir)
     recipe = run_recipe(recipe, model_dir, resume, changes)
+    budget = _budget(recipe, resume, changes)
+    if recipe.seed is not None:
+        _seed(recipe.seed, log)
+    if budget:
+        recipe = adaptive_recipe(Path(pipeline), recipe, explicit_fields(recipe, changes), log)
     pipeline_proto, edited = edited_pipeline(Path(pipeline), recipe, log)
     configs = config_util.create_configs_from_pipeline_proto(pipeline_proto)
     train_config = configs["train_config"]
@@ -101,10 +109,11 @@ def train(
         # bfloat16, which the float32 layers cast back, so the model trains in float32 either way.
         train_config.use_bfloat16 = False
         log("use_bfloat16: true is a TPU setting; training in float32 (docs: README, 'Templates')")
-    total_steps = recipe.steps or train_config.num_steps
-    if not total_steps:
+    schedule_steps = train_config.num_steps
+    total_steps = recipe.steps or schedule_steps
+    if not total_steps and not budget:
         raise TrainError(f"{pipeline}: train_config.num_steps is 0; pass --steps N")
-    _check_schedule(pipeline_proto, pipeline, total_steps, log)
+    _check_schedule(pipeline_proto, pipeline, None if budget else total_steps, log)
     strategy = make_strategy(recipe.strategy)
     is_chief = strategy.extended.should_checkpoint
     # Non-chief workers must save too (saving is collective), but into a folder of their own.
@@ -120,6 +129,12 @@ def train(
     with strategy.scope():
         model = model_builder.build(configs["model"], is_training=True)
         ensure_built(model, pipeline_proto)
+        if budget and budget.elapsed() > budget.seconds:
+            raise BudgetTooShort(budget.too_short_message(0))
+        if budget and not {"freeze", "train_only"} & explicit_fields(recipe, changes):
+            specs, reason = freeze_spec(backbone_blocks(model), train_config.batch_size, _has_fine_tune(train_config))
+            log(f"adaptive recipe: {reason}")
+            recipe = recipe.replace(freeze=specs)
         frozen = resolve_frozen(model, pipeline_proto, list(recipe.freeze), list(recipe.train_only))
         variables = apply_freeze(model, frozen)
         infos = describe_variables(model)
@@ -131,13 +146,24 @@ def train(
             name="global_step",
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
-        optimizer, (learning_rate,) = optimizer_builder.build(train_config.optimizer, global_step=global_step)
+        # The schedule reads its own step: global_step times `stretch`, which a time budget sets once it knows
+        # how many steps fit, so the schedule spans the run whatever its length. Until then (the warm-up) the
+        # schedule stays at its first step; without a budget the two steps are one.
+        schedule_step = tf.Variable(
+            0, trainable=False, dtype=tf.int64, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA
+        )
+        stretch = tf.Variable(0.0 if budget else 1.0, trainable=False, dtype=tf.float64)
+        optimizer, (learning_rate,) = optimizer_builder.build(train_config.optimizer, global_step=schedule_step)
         if train_config.optimizer.use_moving_average:
             optimizer.shadow_copy(model)
         dataset = strategy.distribute_datasets_from_function(
-            lambda context: inputs.train_input(
-                train_config, configs["train_input_config"], configs["model"], model=model, input_context=context
-            ).repeat()
+            lambda context: (
+                inputs.train_input(
+                    train_config, configs["train_input_config"], configs["model"], model=model, input_context=context
+                )
+                .repeat()
+                .with_options(_input_options(recipe.seed))
+            )
         )
         checkpoint = tf.train.Checkpoint(step=global_step, model=model, optimizer=optimizer)
         manager = tf.train.CheckpointManager(checkpoint, str(save_dir), max_to_keep=recipe.keep_checkpoints)
@@ -151,8 +177,10 @@ def train(
                 restored |= _restore_box_head(model, train_config.fine_tune_checkpoint, log)
             source = _fine_tune_source(train_config)
         _check_frozen_restored(infos, frozen, restored, source, recipe.allow_random_frozen, log)
-        step_fn = _make_step(model, optimizer, variables, global_step, train_config, strategy)
-    # Only now, when nothing can refuse any more, so that a refused run leaves no folder behind.
+        step_fn = _make_step(model, optimizer, variables, (global_step, schedule_step, stretch), train_config, strategy)
+    # Only now, when nothing can refuse any more, so that a refused run leaves no folder behind (a time budget
+    # can still turn out shorter than the warm-up: `undo` takes back what the run wrote).
+    undo = Undo(model_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     _remove_partial_saves(save_dir)
     if is_chief:
@@ -162,23 +190,33 @@ def train(
     history = _History(save_dir / HISTORY, int(global_step.numpy()))
     iterator = iter(dataset)
     start = int(global_step.numpy())
-    if start >= total_steps:
+    if start >= total_steps and not budget:
         raise TrainError(f"{model_dir} is already at step {start} of {total_steps}; raise --steps to train more")
+    save_seconds = 0.0
     if start == 0:
+        began = time.perf_counter()
         manager.save(checkpoint_number=0)  # the starting point, as model_lib_v2 saves it
+        save_seconds = time.perf_counter() - began
+    if budget:
+        total_steps = sys.maxsize  # until the warm-up has timed the steps
     losses: dict[str, float] = {}
     rates = []
+    durations: list[float] = []  # of the steps alone
+    iterations: list[float] = []  # of the loop's iterations, checkpoint writes included
     with (
         writer.as_default(),
-        tqdm(total=total_steps, initial=start, unit="step", desc="training", disable=not progress) as bar,
+        tqdm(
+            total=None if budget else total_steps, initial=start, unit="step", desc="training", disable=not progress
+        ) as bar,
     ):
         last_saved = start
-        for _ in range(start, total_steps):
-            began = time.perf_counter()
+        while int(global_step.numpy()) < total_steps:
+            iteration_began = began = time.perf_counter()
             reduced, applied = step_fn(iterator)
             losses = {key: float(value) for key, value in reduced.items()}
             step = int(global_step.numpy())
-            rates.append(1.0 / max(time.perf_counter() - began, 1e-9))
+            durations.append(max(time.perf_counter() - began, 1e-9))
+            rates.append(1.0 / durations[-1])
             losses["learning_rate"] = float(learning_rate() if callable(learning_rate) else learning_rate)
             if not bool(applied) or not math.isfinite(losses["Loss/total_loss"]):
                 history.flush()
@@ -194,10 +232,28 @@ def train(
                 # history first: a kill between the two must not leave a checkpoint whose steps have no rows
                 # (--resume keeps the rows up to the restored step and drops any later ones)
                 history.flush()
+                began = time.perf_counter()
                 manager.save(checkpoint_number=step)
+                save_seconds = time.perf_counter() - began
                 if is_chief:
                     history.plot(save_dir / LOSS_CURVE)
                 last_saved = step
+            iterations.append(time.perf_counter() - iteration_began)
+            if budget:
+                try:
+                    end = budget.next_end(step, iterations, save_seconds, recipe.checkpoint_every, last_saved == step)
+                except BudgetTooShort:
+                    history.flush()
+                    undo()
+                    raise
+                if end is not None:
+                    total_steps = end
+                    seconds = budget.step_seconds(iterations)
+                    log(f"time budget {budget.text}: {seconds:.2f} s a step, training to step {end}")
+                    recipe = _stretch(recipe, total_steps, schedule_steps, stretch, bar)
+                    record_run(model_dir, Path(pipeline), recipe, resolved_text(Path(pipeline), recipe))
+    if budget:
+        log(f"time budget {budget.text}: trained {total_steps - start} steps in {budget.elapsed():.0f} s")
     steady = rates[1:] or rates
     return TrainResult(
         step=int(global_step.numpy()),
@@ -210,6 +266,54 @@ def train(
     )
 
 
+def _budget(recipe: TrainRecipe, resume: bool, changes: dict[str, Any]) -> Budget | None:
+    if recipe.time_budget is None:
+        return None
+    if resume:
+        raise TrainError("--time-budget plans a new run; --resume continues the steps its run planned")
+    clashing = [f"--{name.replace('_', '-')}" for name in ("num_steps", "steps") if getattr(recipe, name) is not None]
+    if clashing:
+        raise TrainError(f"--time-budget sets the number of steps; drop {' and '.join(clashing)}")
+    return Budget(recipe.time_budget)
+
+
+def _seed(seed: int, log) -> None:
+    """Seed Python, NumPy and TensorFlow (for this process). TensorFlow's op determinism is not turned on: TFOD's
+    random crop calls sample_distorted_bounding_box without a seed of its own, which determinism refuses. The
+    model's CPU kernels give the same results run to run as they are; the input pipeline is what varies (its
+    parallel map draws random numbers in whatever order its threads run), hence `_input_options`."""
+    from tfod_wrap.compat.hooks import seed_tfod_input_pipeline
+
+    seed_tfod_input_pipeline()
+    tf.keras.utils.set_random_seed(seed)
+    log(f"seed {seed}: Python, NumPy and TensorFlow seeded; the input pipeline runs on one thread")
+
+
+def _input_options(seed: int | None) -> tf.data.Options:
+    """A seeded run decodes and augments on one thread, in order: each random op then draws its numbers for the
+    same images in the same order every run (with more threads, whichever image's map runs first draws first)."""
+    options = tf.data.Options()
+    if seed is not None:
+        options.deterministic = True
+        options.threading.private_threadpool_size = 1
+    return options
+
+
+def _has_fine_tune(train_config) -> bool:
+    path = train_config.fine_tune_checkpoint
+    return bool(path) and not path.startswith(PLACEHOLDER)
+
+
+def _stretch(recipe: TrainRecipe, total_steps: int, schedule_steps: int, stretch, bar) -> TrainRecipe:
+    """Point the schedule at `total_steps` and record it in the recipe: the run folder's recipe.json then holds
+    the steps that were trained, and repeating or resuming the run needs no budget."""
+    if schedule_steps:
+        stretch.assign(schedule_steps / total_steps)
+    bar.total = total_steps
+    bar.refresh()
+    return recipe.replace(time_budget=None, num_steps=total_steps)
+
+
 def _remove_partial_saves(save_dir: Path) -> None:
     """Delete the `ckpt-N_temp/` folders of saves that a kill interrupted. TF writes a save there and merges it
     into ckpt-N.index/.data before the `checkpoint` file names it, so such a folder is never a checkpoint; but a
@@ -220,7 +324,7 @@ def _remove_partial_saves(save_dir: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _check_schedule(pipeline_proto, pipeline, total_steps: int, log) -> None:
+def _check_schedule(pipeline_proto, pipeline, total_steps: int | None, log) -> None:
     """Refuse learning rates that cannot train; warn when the run outlasts its schedule (rate 0 after the end)."""
     from tfod_wrap.core.pipeline import ConfigError, check_learning_rates, schedule_end
 
@@ -229,7 +333,7 @@ def _check_schedule(pipeline_proto, pipeline, total_steps: int, log) -> None:
     except ConfigError as error:
         raise TrainError(f"{pipeline}: {error}") from None
     end = schedule_end(pipeline_proto)
-    if end is not None and total_steps > end:
+    if end is not None and total_steps is not None and total_steps > end:
         log(
             f"warning: training to step {total_steps} runs past the end of its learning-rate schedule (cosine decay, "
             f"total_steps {end}): steps {end + 1}..{total_steps} train at rate 0. Stretch the schedule with "
@@ -375,12 +479,14 @@ def _check_finite(model, optimizer, step: int, manager, history) -> None:
     )
 
 
-def _make_step(model, optimizer, variables, global_step, train_config, strategy):
+def _make_step(model, optimizer, variables, steps, train_config, strategy):
     """One distributed step: TFOD's loss computation, gradients for the trainable variables only, applied only
-    when the loss and every gradient are finite (the step returns whether it applied them)."""
+    when the loss and every gradient are finite (the step returns whether it applied them). `steps`: the global
+    step, the schedule's step and the stretch between them."""
     from object_detection import model_lib, model_lib_v2
     from object_detection.core import standard_fields as fields
 
+    global_step, schedule_step, stretch = steps
     clip = train_config.gradient_clipping_by_norm
     unpad = train_config.unpad_groundtruth_tensors
     add_regularization = train_config.add_regularization_loss
@@ -408,9 +514,13 @@ def _make_step(model, optimizer, variables, global_step, train_config, strategy)
         finite.append(tf.math.is_finite(losses["Loss/total_loss"]))
         return losses, gradients, tf.cast(tf.logical_not(tf.reduce_all(finite)), tf.float32)
 
+    def follow(step):
+        schedule_step.assign(tf.cast(tf.floor(tf.cast(step, tf.float64) * stretch), tf.int64))
+
     def apply(gradients):
+        follow(global_step)  # `stretch` may have changed since the last step
         optimizer.apply_gradients(zip(gradients, [variables[index] for index in connected]))
-        global_step.assign_add(1)
+        follow(global_step.assign_add(1))  # so the rate read after the step is the next one's, as TFOD logs it
 
     def apply_all(gradients):
         strategy.run(apply, args=(gradients,))

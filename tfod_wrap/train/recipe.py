@@ -8,11 +8,13 @@ from pathlib import Path
 
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_bytes, atomic_write_text
+from tfod_wrap.core.labelmap import read_label_map
 from tfod_wrap.core.manifests import RunFolder
 from tfod_wrap.core.overrides import override
 from tfod_wrap.core.pipeline import load, to_text
 from tfod_wrap.core.recipe import TrainRecipe, saved_recipe
 from tfod_wrap.core.schedule import set_batch_size, set_rates, set_steps
+from tfod_wrap.train.adapt import adapt, read_boxes
 
 
 def run_recipe(recipe: TrainRecipe | None, model_dir: Path, resume: bool, changes: dict) -> TrainRecipe:
@@ -65,3 +67,24 @@ def record_run(model_dir: Path, pipeline: Path, recipe: TrainRecipe, edited: str
     elif not (target.exists() and target.samefile(pipeline)):
         atomic_write_bytes(target, Path(pipeline).read_bytes())
     recipe.save(model_dir)
+
+
+def adaptive_recipe(pipeline: Path, recipe: TrainRecipe, explicit: set[str], log) -> TrainRecipe:
+    """The recipe with the adaptive choices (train/adapt.py) for this pipeline's training records filled in where
+    the user chose nothing; each choice is logged with its reason."""
+    config = load(pipeline)
+    reader = config.train_input_reader
+    classes = read_label_map(Path(reader.label_map_path)) if reader.label_map_path else {}
+    boxes = read_boxes(reader.tf_record_input_reader.input_path, classes)
+    adaptation = adapt(config, boxes, explicit, recipe.batch_size or config.train_config.batch_size)
+    for reason in adaptation.reasons:
+        log(f"adaptive recipe: {reason}")
+    changes = dict(adaptation.changes)
+    if "overrides" in changes:
+        changes["overrides"] = (*changes["overrides"], *recipe.overrides)
+    return recipe.replace(**changes)
+
+
+def resolved_text(pipeline: Path, recipe: TrainRecipe) -> str | None:
+    """The pipeline text a recipe trains (None: the file as it is), for the run folder's record."""
+    return edited_pipeline(pipeline, recipe, lambda *_: None)[1]
