@@ -56,7 +56,7 @@ DEMO_RECIPE = $(strip --recipe demo $(if $(DEMO_STEPS),--num-steps $(DEMO_STEPS)
 PRETRAINED ?= models/objectron_ssd_mobilenet_v2
 
 
-.PHONY: install check-installs check-python310 check-wheel test lint tfrecords train eval export-tfjs serve demo bench bench-demo clean
+.PHONY: install check-installs check-templates check-python310 check-wheel test lint tfrecords train eval export-tfjs serve demo bench bench-demo clean
 
 # Idempotent: returns at once when .venv was made by the chosen Python from the same dependency files.
 install:
@@ -75,6 +75,11 @@ test: install
 # (tools/smoke.py): Python 3.10 through make install (about 5 minutes; CI runs it), and a non-editable wheel on
 # Python 3.11 (about 5 more).
 check-installs: check-python310 check-wheel
+
+# What make test leaves out for time (tests marked slow): the TF.js and TFLite exports of the three 640 px FPN SSDs
+# (a few minutes on 2 cores)
+check-templates: install
+	$(PY) -m pytest -q -m slow tests/test_templates.py
 
 check-python310:
 	$(MAKE) install PYTHON=python3.10 VENV=build/venv-3.10

@@ -92,9 +92,11 @@ def make_pipeline(template: str, records: Path, path: Path) -> Path:
     return path
 
 
-def variables_at(pipeline: Path, checkpoints: list[str]) -> tuple[list, set[str], list[dict[str, np.ndarray]]]:
-    """The model's variables (part of each) and its frozen set under the `backbone` preset, with every
-    variable's value restored from each checkpoint. One model is built for all checkpoints."""
+def variables_at(
+    pipeline: Path, checkpoints: list[str], preset: str = "backbone"
+) -> tuple[list, set[str], list[dict[str, np.ndarray]]]:
+    """The model's variables (part of each) and its frozen set under `preset`, with every variable's value
+    restored from each checkpoint. One model is built for all checkpoints."""
     from object_detection.builders import model_builder
     from object_detection.utils import config_util
 
@@ -104,7 +106,7 @@ def variables_at(pipeline: Path, checkpoints: list[str]) -> tuple[list, set[str]
     model = model_builder.build(configs["model"], is_training=True)
     ensure_built(model, proto)
     infos = train.describe_variables(model)
-    frozen = train.resolve_frozen(model, proto, ["backbone"])
+    frozen = train.resolve_frozen(model, proto, [preset])
     values = []
     for checkpoint in checkpoints:
         tf.train.Checkpoint(model=model).restore(checkpoint).expect_partial().assert_existing_objects_matched()
@@ -213,3 +215,47 @@ def check_tflite_refused(pipeline: Path, tmp_path: Path, message: str, capsys) -
     refused = capsys.readouterr().err
     assert message in refused and "Traceback" not in refused
     assert len(refused.strip().splitlines()) == 1 and not target.exists()
+
+
+# The SSDs at 640 whose TF.js (and for two, TFLite) exports the suite leaves to test_export's SSD MobileNet V2 (the
+# same SSD ops): exported in every format by `make check-templates` (marked slow, out of `make test`'s budget).
+FPN_640 = ["ssd_mobilenet_v2_fpnlite_640", "ssd_mobilenet_v1_fpn_640", "ssd_resnet50_v1_fpn_640"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("template", FPN_640)
+def test_fpn_ssd_exports_every_format(template, records, tmp_path):
+    pipeline = make_pipeline(template, records, tmp_path / "pipeline.config")
+    train.train(pipeline, tmp_path / "model", steps=1, log=lambda *_: None)
+    formats = ("saved_model", "tfjs", "tflite")
+    report = export.export(pipeline, tmp_path / "model", tmp_path / "export", formats=formats, log=lambda *_: None)
+    assert set(report["formats"]) == set(formats)
+    check_tfjs(tmp_path / "export" / "tfjs")
+    check_tflite(tmp_path / "export" / "tflite" / "model.tflite", SIZES.get(template, SIZE))
+
+
+# Every freeze preset but `backbone` (which make test trains on every template above), by template: those that
+# exist for it (a model without an FPN has no `fpn` part).
+NO_FPN = {"ssd_mobilenet_v2", "faster_rcnn_resnet50_v1_640"}
+PRESETS = ["backbone:2", "box_head", "class_head", "all-but-heads", "fpn"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("template", "preset"),
+    [(template, preset) for template in TEMPLATES for preset in PRESETS if preset != "fpn" or template not in NO_FPN],
+)
+def test_every_freeze_preset_holds_in_a_real_step(template, preset, records, tmp_path):
+    """Two real steps with the preset frozen: what it resolves to stays bit-identical, and every other part
+    moves (make test checks `backbone` this way on every template; test_freeze checks what each preset
+    resolves to)."""
+    pipeline = make_pipeline(template, records, tmp_path / "pipeline.config")
+    result = train.train(pipeline, tmp_path / "model", freeze=[preset], allow_random_frozen=True, log=lambda *_: None)
+    checkpoints = [str(tmp_path / "model" / "ckpt-0"), result.checkpoint]
+    infos, frozen, (before, after) = variables_at(pipeline, checkpoints, preset)
+    assert frozen and len(frozen) == result.frozen
+    assert [name for name in frozen if not np.array_equal(before[name], after[name])] == []
+    moving = {info.part for info in infos if info.name not in frozen}
+    moved = {info.part for info in infos if not np.array_equal(before[info.name], after[info.name])}
+    assert moved == moving, f"parts that did not move: {moving - moved}"
+    gc.collect()
