@@ -4,21 +4,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tfod_wrap import config, export
+from tfod_wrap import cli, config, export
 from tfod_wrap.core.detections import Detections
 from tfod_wrap.core.files import OWNER_FILE
 from tfod_wrap.export import parity
 from tfod_wrap.export.tfjs import repair_float_to_bool_casts
 from tfod_wrap.export.tflite import check_supported
-
-CLI = str(Path(sys.executable).parent / "tfod-wrap")
 
 
 def test_every_format_is_written_and_matches_the_checkpoint(trained_detector):
@@ -101,36 +97,36 @@ def test_quantised_exports_stay_within_their_tolerances(trained_detector, tmp_pa
     assert json.loads((tmp_path / "float16" / "tfjs" / "metadata.json").read_text())["quantization"] == "float16"
 
 
-def test_cli_export_of_an_older_checkpoint_replaces_only_exports(trained_detector, tmp_path):
+def test_cli_export_of_an_older_checkpoint_replaces_only_exports(trained_detector, tmp_path, capsys):
     output = tmp_path / "export"
-    command = [CLI, "export", "--pipeline", str(trained_detector.pipeline), "--model-dir"]
-    command += [str(trained_detector.model_dir), "--output", str(output), "--checkpoint", "ckpt-0"]
+    argv = ["export", "--pipeline", str(trained_detector.pipeline), "--model-dir"]
+    argv += [str(trained_detector.model_dir), "--output", str(output), "--checkpoint", "ckpt-0"]
     # an export of the previous version (no marker; its export.json, only what export writes) is replaced
     (output / "tflite").mkdir(parents=True)
     (output / "tflite" / "model.tflite").write_bytes(b"stale")
     (output / "export.json").write_text(json.dumps({"pipeline": "p", "checkpoint": "c", "formats": {}}))
-    done = subprocess.run([*command, "--formats", "saved_model"], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
+    assert cli.main([*argv, "--formats", "saved_model"]) == 0, capsys.readouterr().err
     assert not (output / "tflite").exists() and json.loads((output / OWNER_FILE).read_text())["kind"] == "export"
     # and so is its own earlier output
-    done = subprocess.run([*command, "--formats", "tfjs"], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    assert "tfod-wrap serve --model" in done.stdout and "saved_model" in done.stdout
+    capsys.readouterr()
+    assert cli.main([*argv, "--formats", "tfjs"]) == 0
+    done = capsys.readouterr().out
+    assert "tfod-wrap serve --model" in done and "saved_model" in done
     assert json.loads((output / "export.json").read_text())["checkpoint"].endswith("ckpt-0")
     assert (output / "tfjs" / "metadata.json").is_file()
 
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    command[command.index(str(output))] = str(foreign)
-    refused = subprocess.run([*command, "--formats", "bogus"], capture_output=True, text=True, check=False)
-    assert refused.returncode == 2 and "unknown format bogus" in refused.stderr
-    refused = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert refused.returncode == 2 and f"{foreign}: a non-empty folder not written by tfod-wrap" in refused.stderr
+    argv[argv.index(str(output))] = str(foreign)
+    assert cli.main([*argv, "--formats", "bogus"]) == 2
+    assert "unknown format bogus" in capsys.readouterr().err
+    assert cli.main(argv) == 2
+    assert f"{foreign}: a non-empty folder not written by tfod-wrap" in capsys.readouterr().err
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
-def test_refuses_a_user_folder_with_an_export_json_before_any_work(tmp_path):
+def test_refuses_a_user_folder_with_an_export_json_before_any_work(tmp_path, capsys):
     """Issue 18.7: an export.json of the user's does not make a folder an earlier export (a stand-in checkpoint:
     the refusal comes before anything reads it)."""
     (tmp_path / "model").mkdir()
@@ -142,11 +138,12 @@ def test_refuses_a_user_folder_with_an_export_json_before_any_work(tmp_path):
     (mine / "export.json").write_text("{}")
     (mine / "notes.txt").write_text("keep me")
     pipeline = Path(config.__file__).parents[1] / "pipelines" / "ssd_mobilenet_v2.config"
-    command = [CLI, "export", "--pipeline", str(pipeline), "--model-dir", str(tmp_path / "model")]
-    command += ["--label-map", str(tmp_path / "label_map.pbtxt"), "--output", str(mine)]
-    refused = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert [line for line in refused.stderr.splitlines() if "error" in line.lower()] == [  # TensorFlow's log aside
+    argv = ["export", "--pipeline", str(pipeline), "--model-dir", str(tmp_path / "model")]
+    argv += ["--label-map", str(tmp_path / "label_map.pbtxt"), "--output", str(mine)]
+    assert cli.main(argv) == 2
+    refused = capsys.readouterr().err
+    assert "Traceback" not in refused
+    assert [line for line in refused.splitlines() if "error" in line.lower()] == [  # TensorFlow's log aside
         f"error: {mine}: a non-empty folder not written by tfod-wrap (no {OWNER_FILE}); refusing to replace it: "
         "choose a new or empty output folder, or remove it yourself"
     ]

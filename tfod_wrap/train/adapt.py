@@ -40,6 +40,7 @@ SCALES = (0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2)
 TOP_SCALES = (0.4, 0.6, 0.8, 0.95)
 ANCHOR_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0)
 COMMON_ASPECTS = ((1.0, 2.0, 0.5), (1.0, 2.0, 0.5, 3.0, 0.3333))
+BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
 
 
 class AdaptError(UserError):
@@ -71,7 +72,7 @@ def read_boxes(patterns: Iterable[str], classes: dict[str, int]) -> Boxes:
     where = ", ".join(files)
     for _, example in read_examples(files):
         features = example.features.feature
-        sizes.append((feature_values(features, "image/width")[0], feature_values(features, "image/height")[0]))
+        sizes.append([(feature_values(features, f"image/{side}") or [0])[0] for side in ("width", "height")])
         xmin, ymin, xmax, ymax = (feature_values(features, f"image/object/bbox/{key}") for key in BOX_KEYS)
         widths += [right - left for left, right in zip(xmin, xmax)]
         heights += [bottom - top for top, bottom in zip(ymin, ymax)]
@@ -82,15 +83,12 @@ def read_boxes(patterns: Iterable[str], classes: dict[str, int]) -> Boxes:
         raise AdaptError(f"{where}: no boxes in the training records; there is nothing to learn from")
     missing = [f"{name!r} (id {class_id})" for name, class_id in classes.items() if class_id not in set(labels)]
     if missing:
+        them = "it" if len(missing) == 1 else "them"
         raise AdaptError(
-            f"{where}: no training boxes of class {', '.join(missing)}; the model cannot learn "
-            f"{'it' if len(missing) == 1 else 'them'}. Annotate some, or drop {'it' if len(missing) == 1 else 'them'} "
-            "from the label map"
+            f"{where}: no training boxes of class {', '.join(missing)}; the model cannot learn {them}. Annotate "
+            f"some, or drop {them} from the label map"
         )
     return Boxes(*(np.asarray(values, np.float64) for values in (widths, heights, labels, sizes)))
-
-
-BOX_KEYS = ("xmin", "ymin", "xmax", "ymax")
 
 
 def adapt(config, boxes: Boxes, explicit: set[str], batch_size: int) -> Adaptation:
