@@ -151,7 +151,7 @@ def test_every_backend_finds_the_same_object(trained_detector):
     from tfod_wrap.core.detector import CheckpointDetector, SavedModelDetector, TFJSDetector, TFLiteDetector
     from tfod_wrap.core.labelmap import read_label_map
     from tfod_wrap.export.tflite import MAX_DETECTIONS
-    from tfod_wrap.export.verify import TOLERANCE, one_class_per_anchor
+    from tfod_wrap.export.verify import TOLERANCE, detection_differences, one_class_per_anchor
 
     image = np.asarray(Image.open(trained_detector.image).convert("RGB"))
     wanted = read_label_map(trained_detector.export_dir / "label_map.pbtxt")[trained_detector.class_name]
@@ -176,10 +176,11 @@ def test_every_backend_finds_the_same_object(trained_detector):
         found = detector(image)
         tolerance = TOLERANCE[(name.split("-")[0], "none")]
         reference = tflite_reference if name == "tflite" else expected
-        reference_box, reference_score = best_of_class(reference, wanted)
-        found_box, found_score = best_of_class(found, wanted)
-        assert np.abs(found_box - reference_box).max() <= tolerance, (name, found_box, reference_box)
-        assert abs(found_score - reference_score) <= tolerance, (name, found_score, reference_score)
+        # each confident detection against the format's detection of its class that overlaps it most, as export
+        # --verify compares them (among near-equal scores the order may differ between kernels)
+        box_difference, score_difference = detection_differences(reference, found)
+        assert box_difference <= tolerance and score_difference <= tolerance, (name, box_difference, score_difference)
+        assert iou(best_of_class(found, wanted)[0], trained_detector.box) > 0.6, name
         if name != "tflite":  # TFLite's op keeps no per-anchor scores of its own in this shape
             difference = np.abs(found.raw["raw_detection_scores"] - expected.raw["raw_detection_scores"]).max()
             assert difference <= tolerance, (name, difference)

@@ -249,7 +249,10 @@ def _write_tflite(job: Job, folder: Path) -> dict:
                 "shape": [1, height, width, 3],
                 "dtype": "float32",
                 "color": "RGB",
-                "preprocessing": "resize to shape, then pixel (0..255) * scale + offset, per channel",
+                "preprocessing": (
+                    "resize to shape (bilinear without half-pixel centres, as TFOD's fixed_shape_resizer: TF1 "
+                    "resize_images, align_corners false), then pixel (0..255) * scale + offset, per channel"
+                ),
                 **job.reference.normalisation(),
             },
             "outputs": _tflite_outputs(folder / "model.tflite"),

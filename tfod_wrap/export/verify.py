@@ -38,7 +38,7 @@ def compare(reference: Detections, candidate: Detections) -> dict[str, float]:
     differences = {}
     for key in ("raw_detection_scores", "raw_detection_boxes"):
         differences[key] = float(np.abs(candidate.raw[key] - reference.raw[key]).max())
-    box, score = _detection_differences(reference, candidate)
+    box, score = detection_differences(reference, candidate)
     differences["detection_boxes"] = box
     differences["detection_scores"] = score
     return differences
@@ -54,7 +54,9 @@ def one_class_per_anchor(reference: Detections, nms, max_detections: int) -> Det
     return Detections(np.clip(boxes[kept], 0.0, 1.0), scores[kept].argmax(axis=1) + 1, best[kept], reference.raw)
 
 
-def _detection_differences(reference: Detections, candidate: Detections) -> tuple[float, float]:
+def detection_differences(reference: Detections, candidate: Detections) -> tuple[float, float]:
+    """(box, score): the largest differences between each confident reference detection and the candidate's
+    detection of its class that overlaps it most; a reference detection with none of its class counts 1.0."""
     worst_box = worst_score = 0.0
     for box, label, score in zip(reference.boxes, reference.classes, reference.scores):
         if score < CONFIDENT:
