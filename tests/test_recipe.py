@@ -197,3 +197,17 @@ def test_rates_of_a_schedule_without_a_warmup_are_refused_naming_the_option(tmp_
         ConfigError, match="--warmup-rate: the pipeline.s ConstantLearningRate learning-rate schedule has no such rate"
     ):
         set_rates(config, warmup=0.001)
+
+
+def make_train(*variables: str) -> str:
+    """The `tfod-wrap train` line `make train` runs with these variables (read with make -n, nothing run)."""
+    command = ["make", "-C", str(REPO), "--no-print-directory", "-n", "-o", "install", "train", *variables]
+    printed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return " ".join(printed.replace("\\\n", " ").split("\n")[-2].split())
+
+
+def test_make_train_time_hands_the_budget_and_seed_to_train_and_leaves_freezing_to_it():
+    timed = make_train("TIME=10m", "TRAIN_SEED=3")
+    assert " train " in timed and "--time-budget 10m --seed 3" in timed and "--freeze" not in timed
+    assert "--freeze backbone:4" in make_train("TIME=10m", "FREEZE=backbone:4")
+    assert "--freeze backbone" in make_train() and "--time-budget" not in make_train()
