@@ -291,6 +291,6 @@ def build_small_run(root: Path) -> None:
         overrides=size,
         check=False,
     )
-    train.train(pipeline, root / "model", seed=0, log=lambda *_: None)  # the same detector every run
+    train.train(pipeline, root / "model", seed=0, log=lambda *_: None)  # the same run every time
     proto = config.load(pipeline)
     exporter_lib_v2.export_inference_graph("image_tensor", proto, str(root / "model"), str(root / "export"))

@@ -357,14 +357,13 @@ def test_train_cli_with_a_recipe_file_an_override_and_resume(records, tmp_path, 
     assert slot_count(str(run / "ckpt-3")) == slot_count(str(run / "ckpt-2")) > 0
 
 
-def learning_rates(run: Path) -> list[float]:
-    with open(run / "train_history.csv", newline="") as handle:
-        return [float(row["learning_rate"]) for row in csv.DictReader(handle)]
-
-
 def read_history(model_dir: Path) -> list[dict[str, str]]:
     with open(model_dir / "train_history.csv", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def learning_rates(run: Path) -> list[float]:
+    return [float(row["learning_rate"]) for row in read_history(run)]
 
 
 def test_a_time_budget_plans_the_steps_stretches_the_schedule_and_records_its_choices(records, tmp_path):
@@ -386,7 +385,7 @@ def test_a_time_budget_plans_the_steps_stretches_the_schedule_and_records_its_ch
     cosine = written.train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate
     assert written.train_config.num_steps == cosine.total_steps == result.step
     # the schedule spans the steps trained: warm-up, the base rate, and decay to (almost) nothing at the end
-    rates = [float(row["learning_rate"]) for row in read_history(model_dir)]
+    rates = learning_rates(model_dir)
     assert len(rates) == result.step and max(rates) == pytest.approx(0.0025, rel=0.02)
     assert rates[-1] < 0.02 * max(rates)
 

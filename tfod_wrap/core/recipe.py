@@ -105,8 +105,8 @@ class TrainRecipe:
     seed: int | None = field(
         default=None,
         metadata=option(
-            "seed Python, NumPy and TensorFlow and make TensorFlow's ops deterministic: the same data order, "
-            "augmentation and weights on the same machine and thread count (README, 'Repeatable runs')",
+            "seed Python, NumPy, TensorFlow and TFOD's augmentation, and read the input on one thread: the same "
+            "data order, augmentation and weights on the same machine and thread count (README, 'Repeatable runs')",
             metavar="N",
         ),
     )

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.overrides import override
 from tfod_wrap.core.pipeline import learning_rate, meta_architecture
 from tfod_wrap.core.records import expand_record_paths, feature_values, read_examples
 
@@ -246,21 +247,17 @@ def fit_anchors(config, boxes: Boxes, input_side: int | None) -> tuple[list[str]
     path = f"model.ssd.anchor_generator.{config.model.ssd.anchor_generator.WhichOneof('anchor_generator_oneof')}"
     best, best_settings = template, {}
     for settings in _anchor_candidates(generator, shapes):
-        candidate = type(generator)()
-        candidate.CopyFrom(generator)
-        for name, value in settings.items():
-            candidate.ClearField(name)
-            if isinstance(value, tuple):
-                getattr(candidate, name).extend(value)
-            else:
-                setattr(candidate, name, value)
-        score = best_possible_recall(shapes, anchor_shapes(candidate, input_hw), threshold)
+        # each candidate scored as the --set overrides it becomes, applied as `config --set` applies them
+        candidate = type(config)()
+        candidate.CopyFrom(config)
+        override(candidate, _overrides(path, settings))
+        score = best_possible_recall(shapes, anchor_shapes(_anchor_generator(candidate), input_hw), threshold)
         if score > best:
             best, best_settings = score, settings
     recall = f"best possible recall at IoU {threshold:g}"
     if not best_settings or best[0] <= template[0] + 0.01:
         return [], f"anchors: kept ({recall} {template[0]:.2f}, mean best IoU {template[1]:.2f})"
-    overrides = [f"{path}.{name}={_value_text(value)}" for name, value in best_settings.items()]
+    overrides = _overrides(path, best_settings)
     changed = ", ".join(f"{name} {_value_text(value)}" for name, value in best_settings.items())
     gain = f"{recall} {template[0]:.2f} -> {best[0]:.2f}, mean best IoU {template[1]:.2f} -> {best[1]:.2f}"
     return overrides, f"anchors: {changed} ({gain})"
@@ -279,6 +276,10 @@ def _anchor_candidates(generator, shapes: np.ndarray) -> Iterable[dict[str, obje
     else:
         for scale in ANCHOR_SCALES:
             yield from ({"anchor_scale": scale, "aspect_ratios": aspects} for aspects in aspect_sets)
+
+
+def _overrides(path: str, settings: dict[str, object]) -> list[str]:
+    return [f"{path}.{name}={_value_text(value)}" for name, value in settings.items()]
 
 
 def _value_text(value: object) -> str:
@@ -313,9 +314,10 @@ def pick_rates(config, batch_size: int, explicit: set[str]) -> tuple[dict[str, f
         return {}, f"rates: the template's, scaled with the batch ({optimizer})"
     base = RATE_PER_IMAGE * batch_size
     changes = {"learning_rate": base}
-    if "warmup_rate" not in explicit and schedule.DESCRIPTOR.name in ("CosineDecayLearningRate",):
+    if "warmup_rate" not in explicit and schedule.DESCRIPTOR.name == "CosineDecayLearningRate":
         changes["warmup_rate"] = base / 4
-    return changes, f"rates: base {base:g}, warm-up {base / 4:g} (0.00125 per image of the batch of {batch_size})"
+    warmup = f", warm-up {changes['warmup_rate']:g}" if "warmup_rate" in changes else ""
+    return changes, f"rates: base {base:g}{warmup} (0.00125 per image of the batch of {batch_size})"
 
 
 def freeze_spec(blocks: int, batch_size: int, pretrained: bool) -> tuple[tuple[str, ...], str]:

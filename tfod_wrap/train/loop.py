@@ -99,8 +99,9 @@ def train(
     budget = _budget(recipe, resume, changes)
     if recipe.seed is not None:
         _seed(recipe.seed, log)
+    chosen = explicit_fields(recipe, changes)  # before the adaptive recipe fills in the rest
     if budget:
-        recipe = adaptive_recipe(Path(pipeline), recipe, explicit_fields(recipe, changes), log)
+        recipe = adaptive_recipe(Path(pipeline), recipe, chosen, log)
     pipeline_proto, edited = edited_pipeline(Path(pipeline), recipe, log)
     configs = config_util.create_configs_from_pipeline_proto(pipeline_proto)
     train_config = configs["train_config"]
@@ -131,7 +132,7 @@ def train(
         ensure_built(model, pipeline_proto)
         if budget and budget.elapsed() > budget.seconds:
             raise BudgetTooShort(budget.too_short_message(0))
-        if budget and not {"freeze", "train_only"} & explicit_fields(recipe, changes):
+        if budget and not {"freeze", "train_only"} & chosen:
             specs, reason = freeze_spec(backbone_blocks(model), train_config.batch_size, _has_fine_tune(train_config))
             log(f"adaptive recipe: {reason}")
             recipe = recipe.replace(freeze=specs)
@@ -201,8 +202,7 @@ def train(
         total_steps = sys.maxsize  # until the warm-up has timed the steps
     losses: dict[str, float] = {}
     rates = []
-    durations: list[float] = []  # of the steps alone
-    iterations: list[float] = []  # of the loop's iterations, checkpoint writes included
+    iterations: list[float] = []  # wall time of the loop's iterations, checkpoint writes included
     with (
         writer.as_default(),
         tqdm(
@@ -215,8 +215,7 @@ def train(
             reduced, applied = step_fn(iterator)
             losses = {key: float(value) for key, value in reduced.items()}
             step = int(global_step.numpy())
-            durations.append(max(time.perf_counter() - began, 1e-9))
-            rates.append(1.0 / durations[-1])
+            rates.append(1.0 / max(time.perf_counter() - began, 1e-9))
             losses["learning_rate"] = float(learning_rate() if callable(learning_rate) else learning_rate)
             if not bool(applied) or not math.isfinite(losses["Loss/total_loss"]):
                 history.flush()
