@@ -183,12 +183,23 @@ def test_the_plan_fills_what_is_left_of_the_budget():
     assert budget.next_end(WARMUP_STEPS - 1, iterations[:-1], 1.0, 50, saved=False) is None  # still warming up
     # 60 s left, less the last checkpoint write (1 s), at 0.5 s a step plus a 1 s write every 50 steps
     assert budget.next_end(WARMUP_STEPS, iterations, 1.0, 50, saved=False) == WARMUP_STEPS + int(59 // 0.52)
-    # after a checkpoint, a re-plan from the mean iteration since the last one (the write included), which moves
-    # the end only when it changes by more than 5%
+    # after a checkpoint, a re-plan from the mean of the recent iterations, which moves the end only when it
+    # changes by more than 5%
     budget.elapsed = lambda: 70.0
     assert budget.next_end(60, iterations + [0.5] * 55, 1.0, 50, saved=True) is None
-    assert budget.next_end(60, iterations + [1.0] * 55, 1.0, 50, saved=True) == 60 + 30
-    assert budget.next_end(61, iterations + [1.0] * 56, 1.0, 50, saved=False) is None  # only after a write
+    assert budget.next_end(60, iterations + [1.0] * 55, 1.0, 50, saved=True) == 60 + int(29 // 1.02)
+    # between checkpoints, a later end waits for the next write; an earlier one (a slower machine) is taken at once
+    # when it is more than 5% of the steps left
+    assert budget.next_end(61, iterations + [0.5] * 56, 1.0, 50, saved=False) is None
+    assert budget.next_end(62, iterations + [1.0] * 37 + [3.0] * 20, 1.0, 50, saved=False) == 62 + int(29 // 3.02)
+    # near the end, two steps behind is reason enough (one is not)
+    budget.elapsed = lambda: 97.5
+    assert budget.next_end(69, iterations + [1.0] * 20, 1.0, 50, saved=False) is None
+    assert budget.next_end(68, iterations + [1.0] * 20, 1.0, 50, saved=False) == 69
+    # when one more step and the last write no longer fit, the end is the step the run is at
+    budget.elapsed = lambda: 99.5
+    assert budget.next_end(63, iterations + [1.0] * 58, 1.0, 50, saved=False) == 63
+    assert budget.next_end(63, iterations + [1.0] * 58, 1.0, 50, saved=False) is None  # it is at its end
 
 
 def test_a_budget_spent_in_the_warm_up_is_refused():

@@ -4,8 +4,10 @@ The run's first step traces the model; the next WARMUP_STEPS are timed, and thei
 every checkpoint_every steps and one at the end) gives the steps that fit in what is left of the budget. The
 schedule is stretched to that count by the loop (see loop.py). After every checkpoint the plan is made again from
 the wall time of the recent loop iterations, everything they did included (summaries, the history, the checks
-before a save, the save and the loss curve), so a machine that gets busier or quieter moves the end, not the
-budget.
+before a save), and the time of the last write, so a machine that gets busier or quieter moves the end, not the
+budget. A machine that slows down between checkpoints (another process taking the cores) brings the end forward
+at once, on the iteration that shows it, and when not even one more step and the last save fit, the run ends at
+the step it is at.
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ class Budget:
 
     def next_end(self, step: int, iterations: list[float], save_seconds: float, every: int, saved: bool) -> int | None:
         """A new step to train to when one is due, else None. `iterations`: the wall time of each loop iteration
-        so far (the first traces the step; an iteration that wrote a checkpoint includes the write).
-        - The first plan, once the warm-up's steps are timed: their median, with a checkpoint write of
-          `save_seconds` every `every` steps and one at the end. Planning no more steps than done is a
-          BudgetTooShort.
-        - After a checkpoint write (`saved`), a re-plan from the mean of the iterations since the one before, the
-          write included; it moves the end only when that changes it by more than REPLAN_TOLERANCE."""
+        so far, less the checkpoint write of those that made one (the first iteration traces the step); the
+        plans add a write of `save_seconds` (the last one's time) every `every` steps and one at the end.
+        - The first plan, once the warm-up's steps are timed, from their median. Planning no more steps than
+          done is a BudgetTooShort.
+        - Later, from the mean of the recent iterations: after a checkpoint write (`saved`), a plan that moves the
+          end by more than REPLAN_TOLERANCE of it; on any iteration, one that brings the end forward by more than
+          that share of the steps left (at least one). The end can become `step` itself: stop now."""
         if self.end is None:
             if len(iterations) <= WARMUP_STEPS:
                 return None
@@ -53,15 +56,23 @@ class Budget:
             end = step + max(0, int((self.seconds - self.elapsed() - save_seconds) // seconds))
             if end <= step:
                 raise BudgetTooShort(self.too_short_message(step))
-        elif saved and step < self.end:
-            seconds = statistics.fmean(iterations[1:][-max(every, RECENT_STEPS) :])
-            end = max(step + 1, step + int((self.seconds - self.elapsed()) // seconds))
-            if abs(end - self.end) <= REPLAN_TOLERANCE * self.end:
+        elif step < self.end:
+            seconds = self.step_seconds(iterations) + save_seconds / every
+            end = step + max(0, int((self.seconds - self.elapsed() - save_seconds) // seconds))
+            if saved:
+                due = abs(end - self.end) > REPLAN_TOLERANCE * self.end
+            else:  # behind the plan: near the end, by a step is enough, or the run meets the budget mid-schedule
+                due = self.end - end > max(1.0, REPLAN_TOLERANCE * (self.end - step))
+            if not due and end > step:
                 return None
         else:
             return None
         self.end = end
         return end
+
+    def step_seconds(self, iterations: list[float]) -> float:
+        """The recent seconds per loop iteration (checkpoint writes left out), for the plan and the log."""
+        return statistics.fmean(iterations[1:][-RECENT_STEPS:])
 
     def too_short_message(self, step: int) -> str:
         done = f"tracing the step and {step} steps" if step else "building the model"
@@ -70,9 +81,6 @@ class Budget:
             "longer budget, or a number of steps (--num-steps)"
         )
 
-    def step_seconds(self, iterations: list[float]) -> float:
-        """The recent seconds per step, for the log."""
-        return statistics.fmean(iterations[1:][-RECENT_STEPS:])
 
 
 class BudgetTooShort(UserError):

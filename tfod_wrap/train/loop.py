@@ -202,7 +202,21 @@ def train(
         total_steps = sys.maxsize  # until the warm-up has timed the steps
     losses: dict[str, float] = {}
     rates = []
-    iterations: list[float] = []  # wall time of the loop's iterations, checkpoint writes included
+    iterations: list[float] = []  # wall time of the loop's iterations, less their checkpoint writes
+
+    def save(step: int) -> float:
+        """Write the checkpoint of `step` (after its checks, with the history and loss curve); returns the seconds
+        all that took."""
+        began = time.perf_counter()
+        _check_finite(model, optimizer, step, manager, history)
+        # history first: a kill between the two must not leave a checkpoint whose steps have no rows
+        # (--resume keeps the rows up to the restored step and drops any later ones)
+        history.flush()
+        manager.save(checkpoint_number=step)
+        if is_chief:
+            history.plot(save_dir / LOSS_CURVE)
+        return time.perf_counter() - began
+
     with (
         writer.as_default(),
         tqdm(
@@ -226,21 +240,14 @@ def train(
             history.add(step, losses, rates[-1])
             bar.update(1)
             bar.set_postfix(_postfix(losses, rates), refresh=False)
-            if step - last_saved >= recipe.checkpoint_every or step == total_steps:
-                _check_finite(model, optimizer, step, manager, history)
-                # history first: a kill between the two must not leave a checkpoint whose steps have no rows
-                # (--resume keeps the rows up to the restored step and drops any later ones)
-                history.flush()
-                began = time.perf_counter()
-                manager.save(checkpoint_number=step)
-                save_seconds = time.perf_counter() - began
-                if is_chief:
-                    history.plot(save_dir / LOSS_CURVE)
+            saving = step - last_saved >= recipe.checkpoint_every or step == total_steps
+            if saving:
+                save_seconds = save(step)
                 last_saved = step
-            iterations.append(time.perf_counter() - iteration_began)
+            iterations.append(time.perf_counter() - iteration_began - (save_seconds if saving else 0.0))
             if budget:
                 try:
-                    end = budget.next_end(step, iterations, save_seconds, recipe.checkpoint_every, last_saved == step)
+                    end = budget.next_end(step, iterations, save_seconds, recipe.checkpoint_every, saving)
                 except BudgetTooShort:
                     history.flush()
                     undo()
@@ -248,9 +255,12 @@ def train(
                 if end is not None:
                     total_steps = end
                     seconds = budget.step_seconds(iterations)
-                    log(f"time budget {budget.text}: {seconds:.2f} s a step, training to step {end}")
+                    plan = f"training to step {end}" if end > step else f"no time for another step: ending at {end}"
+                    log(f"time budget {budget.text}: {seconds:.2f} s a step, {plan}")
                     recipe = _stretch(recipe, total_steps, schedule_steps, stretch, bar)
                     record_run(model_dir, Path(pipeline), recipe, resolved_text(Path(pipeline), recipe))
+        if last_saved < total_steps == int(global_step.numpy()):
+            save(total_steps)  # a time budget that ran out at a step between checkpoints
     if budget:
         log(f"time budget {budget.text}: trained {total_steps - start} steps in {budget.elapsed():.0f} s")
     steady = rates[1:] or rates
