@@ -82,7 +82,6 @@ class Budget:
         )
 
 
-
 class BudgetTooShort(UserError):
     """The budget ran out during the warm-up."""
 
