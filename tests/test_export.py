@@ -43,6 +43,18 @@ def test_every_format_is_written_and_matches_the_checkpoint(trained_detector):
         }
     assert "tfjs" in export.verify_table(report) and "ok" in export.verify_table(report)
 
+    # mAP@0.5 on the whole eval split (the fixture evaluates on its 16 training images), the checkpoint's and each
+    # format's: float32 conversions cost no accuracy
+    accuracy = verified["accuracy"]
+    assert accuracy["metric"] == "mAP@0.5" and accuracy["images"] == 16
+    assert set(accuracy["formats"]) == {"saved_model", "tfjs", "tflite", "onnx"}
+    assert accuracy["checkpoint"] > 0.8, accuracy
+    for name, value in accuracy["formats"].items():
+        assert abs(value - accuracy["checkpoint"]) <= 0.02, (name, accuracy)
+    assert f"mAP@0.5 on the 16 eval images: checkpoint {accuracy['checkpoint']:.4f}, saved_model" in (
+        export.verify_table(report)
+    )
+
 
 def test_tfjs_metadata_names_every_output_by_tensor(trained_detector):
     folder = trained_detector.export_dir / "tfjs"
@@ -124,6 +136,16 @@ def test_quantised_exports_stay_within_their_tolerances(trained_detector, tmp_pa
         result = report["verify"]["formats"][name]
         assert result["passed"] and result["tolerance"] == parity.TOLERANCE[(name, "float16")]
     assert json.loads((tmp_path / "float16" / "tfjs" / "metadata.json").read_text())["quantization"] == "float16"
+    accuracy = report["verify"]["accuracy"]
+    assert set(accuracy["formats"]) == {"saved_model", "tfjs", "tflite"}
+    for name in ("tfjs", "tflite"):  # float16 weights cost the fixture's eval split no accuracy to speak of
+        assert abs(accuracy["formats"][name] - accuracy["checkpoint"]) <= 0.02, (name, accuracy)
+
+
+def test_verify_table_says_why_map_was_not_measured():
+    unmeasured = {"metric": "mAP@0.5", "error": "val.record, image 3.jpg: class 'cat' is not in the label map x"}
+    report = {"pipeline": "p", "checkpoint": "c", "formats": {}, "verify": {"formats": {}, "accuracy": unmeasured}}
+    assert export.verify_table(report).splitlines()[-1] == f"mAP@0.5 not measured: {unmeasured['error']}"
 
 
 def test_cli_export_of_an_older_checkpoint_replaces_only_exports(trained_detector, tmp_path, capsys):

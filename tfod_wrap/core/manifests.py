@@ -225,13 +225,21 @@ class ExportManifest(Manifest):
         return [name for name, result in (self.verify or {}).get("formats", {}).items() if not result["passed"]]
 
     def verify_table(self) -> str:
-        """The parity report as a table: the largest difference per output and format, and the tolerance."""
+        """The parity report as a table: the largest difference per output and format, and the tolerance; then
+        the mAP@0.5 of the checkpoint and of each format on the eval split, where it was measured."""
         results = (self.verify or {}).get("formats", {})
         keys = sorted({key for result in results.values() for key in result["max_difference"]})
         lines = [f"{'format':<12}" + "".join(f"{key:>22}" for key in keys) + f"{'tolerance':>11}  result"]
         for name, result in results.items():
             cells = "".join(f"{result['max_difference'].get(key, float('nan')):>22.2e}" for key in keys)
             lines.append(f"{name:<12}{cells}{result['tolerance']:>11.2g}  {'ok' if result['passed'] else 'FAILED'}")
+        accuracy = (self.verify or {}).get("accuracy")
+        if accuracy and "error" in accuracy:
+            lines.append(f"{accuracy['metric']} not measured: {accuracy['error']}")
+        elif accuracy:
+            scores = {"checkpoint": accuracy["checkpoint"], **accuracy["formats"]}
+            measured = ", ".join(f"{name} {value:.4f}" for name, value in scores.items())
+            lines.append(f"{accuracy['metric']} on the {accuracy['images']} eval images: {measured}")
         return "\n".join(lines)
 
 

@@ -8,18 +8,14 @@ COCOeval's own per-image matching (`evalImgs`), so crowd and ignore rules are py
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 from collections import Counter
-from collections.abc import Iterator
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.coco import MetricsError as MetricsError  # raised by the shared scoring, named here as before
+from tfod_wrap.core.coco import coco_eval
 
 COCO_METRIC_NAMES: tuple[str, ...] = (
     "DetectionBoxes_Precision/mAP",
@@ -42,60 +38,6 @@ MISSED = "missed"
 # indices into COCOeval's default parameters: areaRng[0] is "all", maxDets[2] is 100
 _AREA_ALL = 0
 _MAX_DETS_100 = 2
-
-
-class MetricsError(UserError, ValueError):
-    """Ground truth and detections that cannot be scored together; the message says why."""
-
-
-@contextlib.contextmanager
-def _quiet(verbose: bool) -> Iterator[None]:
-    """pycocotools prints progress on every call; keep stdout clean unless asked."""
-    if verbose:
-        yield
-    else:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-
-
-def _groundtruth_api(groundtruth: dict) -> COCO:
-    # COCOeval writes "ignore" flags into the annotations: work on a copy so the caller's dict is untouched
-    dataset = copy.deepcopy(groundtruth)
-    dataset.setdefault("images", [])
-    dataset.setdefault("categories", [])
-    for annotation in dataset.setdefault("annotations", []):
-        annotation.setdefault("iscrowd", 0)
-        annotation.setdefault("area", float(annotation["bbox"][2] * annotation["bbox"][3]))
-    api = COCO()
-    api.dataset = dataset
-    api.createIndex()
-    return api
-
-
-def _detections_api(truth: COCO, detections: list[dict]) -> COCO:
-    known = set(truth.getImgIds())
-    unknown = sorted({str(d["image_id"]) for d in detections if d["image_id"] not in known})
-    if unknown:
-        raise MetricsError(f"detections for images not in the ground truth: {', '.join(unknown[:5])}")
-    if detections:
-        return truth.loadRes(copy.deepcopy(detections))  # loadRes adds ids and areas in place
-    # loadRes indexes detections[0]; an empty result set is a valid input, so build it by hand
-    empty = COCO()
-    empty.dataset = {"images": list(truth.dataset["images"]), "categories": list(truth.dataset["categories"])}
-    empty.dataset["annotations"] = []
-    empty.createIndex()
-    return empty
-
-
-def coco_eval(groundtruth: dict, detections: list[dict], verbose: bool = False) -> COCOeval:
-    """pycocotools' COCOeval (boxes) on these inputs, evaluated, accumulated and summarised (`.stats` is set)."""
-    with _quiet(verbose):
-        truth = _groundtruth_api(groundtruth)
-        evaluator = COCOeval(truth, _detections_api(truth, detections), iouType="bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator
 
 
 def _mean_valid(values: np.ndarray) -> float:

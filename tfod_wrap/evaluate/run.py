@@ -8,101 +8,22 @@ pixels. Scoring is pycocotools' COCOeval (`metrics.py`), so the numbers are COCO
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import tensorflow as tf
 
 from tfod_wrap.core.checkpoints import find_checkpoints
+from tfod_wrap.core.coco import EvalError as EvalError  # the stage's error, raised by the shared ground-truth reader
+from tfod_wrap.core.coco import groundtruth, records
 from tfod_wrap.core.detector import CheckpointDetector, Detector
-from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_json
 from tfod_wrap.core.labelmap import read_label_map
 from tfod_wrap.core.pipeline import load
-from tfod_wrap.core.records import decode_image, expand_record_paths, feature_values, read_examples
+from tfod_wrap.core.records import decode_image, expand_record_paths
 from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES, evaluate_detections
 from tfod_wrap.evaluate.plots import draw_examples, plot_confusion, plot_pr_curves
 
 PER_CLASS_PREFIX = "DetectionBoxes_PerformanceByCategory"
-
-
-class EvalError(UserError):
-    """An evaluation that cannot run; the message says why."""
-
-
-def _records(files: list[str]) -> Iterator[tuple[int, dict]]:
-    """(image id, parsed record) in file order; ids are 1-based positions, unique within one eval."""
-    for image_id, _, feature in _records_with_files(files):
-        yield image_id, feature
-
-
-def _records_with_files(files: list[str]) -> Iterator[tuple[int, str, dict]]:
-    """(image id, file, parsed record): the file names the record in error messages."""
-    for image_id, (file, example) in enumerate(read_examples(files), start=1):
-        yield image_id, file, example.features.feature
-
-
-class LabelSource:
-    """The label map of an eval, with its path for messages."""
-
-    def __init__(self, class_ids: dict[str, int], path: str | Path = "the label map"):
-        self.class_ids = class_ids
-        self.path = str(path)
-
-
-def _class_labels(feature, count: int, labels: LabelSource, where: str) -> list[int]:
-    """Each box's class id. Records name classes twice (class/label and class/text) or, as TFOD's own
-    create_coco_tf_record.py writes them, by text only; TFOD's decoder then maps text through the label map, and
-    so does this. A label that contradicts the text under this label map is an error: per-class results would
-    go under the wrong names."""
-    ids = [int(value) for value in feature_values(feature, "image/object/class/label")]
-    texts = [value.decode("utf-8", "replace") for value in feature_values(feature, "image/object/class/text")]
-    if len(ids) < count and len(texts) < count:
-        raise EvalError(
-            f"{where}: {count} boxes but {max(len(ids), len(texts))} class entries (no class for some boxes: "
-            "neither image/object/class/label nor image/object/class/text)"
-        )
-    if len(texts) < count:
-        return ids[:count]
-    result = []
-    for index, text in enumerate(texts[:count]):
-        mapped = labels.class_ids.get(text)
-        if mapped is None:
-            raise EvalError(f"{where}: class {text!r} is not in the label map {labels.path}")
-        if index < len(ids) and ids[index] != mapped:
-            raise EvalError(
-                f"{where}: the record gives class {text!r} id {ids[index]}, but the label map {labels.path} gives "
-                f"it id {mapped}; evaluate with the label map the records were written with"
-            )
-        result.append(mapped)
-    return result
-
-
-def _groundtruth(
-    image_id: int, feature, first_annotation_id: int, labels: LabelSource, file: str = "records"
-) -> tuple[dict, list[dict]]:
-    """One record's COCO image entry and annotations (boxes in pixels), ids counting from first_annotation_id."""
-    width, height = feature_values(feature, "image/width")[0], feature_values(feature, "image/height")[0]
-    name = feature_values(feature, "image/filename")[0].decode()
-    image = {"id": image_id, "width": width, "height": height, "file_name": name}
-    sides = ("xmin", "ymin", "xmax", "ymax")
-    corners = list(zip(*(feature_values(feature, f"image/object/bbox/{key}") for key in sides)))
-    crowd = feature_values(feature, "image/object/is_crowd")
-    class_labels = _class_labels(feature, len(corners), labels, f"{file}, image {name}")
-    annotations = []
-    for index, ((xmin, ymin, xmax, ymax), label) in enumerate(zip(corners, class_labels)):
-        box = [xmin * width, ymin * height, (xmax - xmin) * width, (ymax - ymin) * height]
-        annotations.append(
-            {
-                "id": first_annotation_id + index,
-                "image_id": image_id,
-                "category_id": int(label),
-                "bbox": box,
-                "area": box[2] * box[3],
-                "iscrowd": int(crowd[index]) if index < len(crowd) else 0,
-            }
-        )
-    return image, annotations
 
 
 def collect(
@@ -119,18 +40,13 @@ def collect(
     map stops the eval before any inference, and the progress bar knows its total."""
     from tqdm import tqdm
 
-    labels = LabelSource(class_ids, label_map)
-    images, annotations, detections = [], [], []
-    for image_id, file, feature in _records_with_files(files):
-        image, boxes = _groundtruth(image_id, feature, len(annotations) + 1, labels, file)
-        images.append(image)
-        annotations += boxes
+    truth = groundtruth(files, class_ids, label_map)
+    images, detections = truth["images"], []
     if detector is not None:
-        records = tqdm(_records(files), total=len(images), desc="evaluating", unit="img", disable=not progress)
-        for (image_id, feature), image in zip(records, images):
+        pending = tqdm(records(files), total=len(images), desc="evaluating", unit="img", disable=not progress)
+        for (image_id, feature), image in zip(pending, images):
             detections += detector(decode_image(feature)).to_coco(image_id, image["width"], image["height"])
-    categories = [{"id": class_id, "name": name} for name, class_id in sorted(class_ids.items(), key=lambda i: i[1])]
-    return {"images": images, "annotations": annotations, "categories": categories}, detections
+    return truth, detections
 
 
 def _example_images(files: list[str], groundtruth: dict, detections: list[dict], class_name: str, limit: int):
@@ -140,7 +56,7 @@ def _example_images(files: list[str], groundtruth: dict, detections: list[dict],
     wanted |= {d["image_id"] for d in detections if d["category_id"] == class_id}
     wanted = set(sorted(wanted)[:limit])
     images = []
-    for image_id, feature in _records(files):
+    for image_id, feature in records(files):
         if image_id in wanted:
             images.append((image_id, decode_image(feature)))
     return images

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfod_wrap.core import coco
 from tfod_wrap.core import pipeline as configs
 from tfod_wrap.core.detections import Detections
 from tfod_wrap.core.detector import (
@@ -28,6 +29,7 @@ from tfod_wrap.core.detector import (
     TFJSDetector,
     TFLiteDetector,
 )
+from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_json, check_output, claim_output
 from tfod_wrap.core.labelmap import read_label_map
 from tfod_wrap.core.manifests import ExportFolder, ExportManifest, ManifestError, RunFolder
@@ -147,7 +149,7 @@ def export(
             }
             log(f"{name}: {_bytes(staging / name) / 2**20:.1f} MiB in {time.perf_counter() - started:.0f} s")
         if verify:
-            manifest.verify = _verify(job, formats, verify_images)
+            manifest.verify = {**_verify(job, formats, verify_images), "accuracy": _accuracy(job, formats)}
         manifest.write(staging)
     failed = manifest.failed_formats()
     if failed:
@@ -343,6 +345,42 @@ def _verify(job: Job, formats: tuple[str, ...], count: int) -> dict:
     return {"images": len(images), "confident_score": parity.CONFIDENT, "formats": results}
 
 
+def _accuracy(job: Job, formats: tuple[str, ...]) -> dict:
+    """COCO mAP@0.5 of the checkpoint and of every verifiable format on the pipeline's whole eval split, scored as
+    `tfod-wrap eval` scores (core.coco): what a conversion or quantisation costs in accuracy, beside the parity
+    check's largest differences. Records the eval cannot score (a class the label map lacks) are reported, not
+    raised: the export itself is sound."""
+    files = expand_record_paths(_eval_paths(job.pipeline_config))
+    try:
+        truth = coco.groundtruth(files, job.classes, job.label_map)
+    except UserError as error:
+        return {"metric": "mAP@0.5", "error": str(error)}
+    images = [decode_image(feature) for _, feature in coco.records(files)]  # ids 1.. in the ground truth's order
+    expected = job.reference.batch(images)
+    scores = {}
+    for name in formats:
+        run = BACKENDS[name].run(job, images, expected) if FORMATS[name].verify else None
+        if run is not None:
+            scores[name] = _map_at_50(truth, run[0])
+    return {"metric": "mAP@0.5", "images": len(images), "checkpoint": _map_at_50(truth, expected), "formats": scores}
+
+
+def _map_at_50(truth: dict, found: list[Detections]) -> float:
+    results = [
+        result
+        for image, detections in zip(truth["images"], found)
+        for result in detections.to_coco(image["id"], image["width"], image["height"])
+    ]
+    return round(coco.map_at_50(truth, results), 4)
+
+
+def _eval_paths(pipeline_config) -> list[str]:
+    paths = [path for reader in pipeline_config.eval_input_reader for path in reader.tf_record_input_reader.input_path]
+    if not paths:
+        raise ExportError("the pipeline has no eval_input_reader records to take images from")
+    return paths
+
+
 def _fixed_size(model) -> list[int] | None:
     """[height, width] when the model resizes every image to one size: the page then resizes before sending."""
     resizer = getattr(model, "image_resizer", None)
@@ -353,9 +391,7 @@ def _fixed_size(model) -> list[int] | None:
 
 def _read_eval_images(pipeline_config, count: int) -> list[np.ndarray]:
     """The first `count` images of the pipeline's eval records, decoded to RGB uint8."""
-    paths = [path for reader in pipeline_config.eval_input_reader for path in reader.tf_record_input_reader.input_path]
-    if not paths:
-        raise ExportError("the pipeline has no eval_input_reader records to take images from")
+    paths = _eval_paths(pipeline_config)
     examples = itertools.islice(read_examples(expand_record_paths(paths)), count)
     images = [decode_image(example.features.feature) for _, example in examples]
     if not images:
