@@ -228,6 +228,17 @@ def test_cast_repair_rewrites_only_float_to_bool():
     assert nodes["b"]["input"] == ["x"]
 
 
+def test_parity_of_a_model_without_anchors_compares_its_detections():
+    """CenterNet gives no raw_* outputs (it has no anchors): its formats are compared on their detections alone."""
+    reference = Detections([[0.1, 0.1, 0.5, 0.5]], [1], [0.9])
+    candidate = Detections([[0.1, 0.1, 0.5, 0.52]], [1], [0.89])
+    differences = parity.compare(reference, candidate)
+    assert set(differences) == {"detection_boxes", "detection_scores"}
+    assert differences["detection_boxes"] == pytest.approx(0.02) and differences["detection_scores"] == pytest.approx(
+        0.01
+    )
+
+
 def test_tflite_reference_keeps_one_class_per_anchor():
     """TFLite's fast NMS keeps each anchor's best class and suppresses across classes; TFOD's NMS would also keep
     anchor 0's second class and anchor 1 (another class over the same place). Anchor 2 stands apart."""
