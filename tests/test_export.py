@@ -118,6 +118,31 @@ def test_onnx_runs_in_plain_onnxruntime_and_finds_the_known_object(trained_detec
     np.testing.assert_allclose(outputs["detection_boxes"][0, 0], trained_detector.box, atol=0.06)
 
 
+def test_a_graph_with_an_op_onnx_lacks_is_refused_in_one_line(tmp_path, capsys):
+    """No template has such an op (SSD, EfficientDet, Faster R-CNN and CenterNet all convert), so a stand-in
+    SavedModel with TensorFlow's Igamma, which tf2onnx cannot map, shows the refusal."""
+    import tensorflow as tf
+
+    from tfod_wrap.export.onnx import convert_to_onnx
+
+    class Stand(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
+        def serve(self, input_tensor):
+            pixels = tf.cast(input_tensor, tf.float32) / 255.0 + 1.0
+            return {"detection_scores": tf.reduce_mean(tf.math.igamma(pixels, pixels), axis=[1, 2])}
+
+    stand = Stand()
+    tf.saved_model.save(stand, str(tmp_path / "saved_model"), signatures={"serving_default": stand.serve})
+    capsys.readouterr()
+    with pytest.raises(export.ExportError) as refused:
+        convert_to_onnx(tmp_path / "saved_model", tmp_path / "model.onnx")
+    assert str(refused.value) == (
+        "ONNX export: tf2onnx has no ONNX form for TensorFlow ops Igamma of this model; "
+        "export --formats saved_model (or tflite for an SSD) instead"
+    )
+    assert not (tmp_path / "model.onnx").exists() and "Igamma" not in capsys.readouterr().err
+
+
 def test_quantised_exports_stay_within_their_tolerances(trained_detector, tmp_path):
     report = export.export(
         trained_detector.pipeline,

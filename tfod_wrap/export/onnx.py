@@ -96,10 +96,10 @@ def _first_line(error: Exception) -> str:
 
 @contextmanager
 def _quiet(logger_name: str) -> Iterator[None]:
-    """tf2onnx logs every step at INFO; keep its warnings only for the duration."""
+    """tf2onnx logs every step at INFO, and each op it cannot convert at ERROR: the ExportError says that once."""
     logger = logging.getLogger(logger_name)
     level = logger.level
-    logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
