@@ -196,16 +196,17 @@ class RunFolder:
 @dataclass
 class ExportManifest(Manifest):
     """export.json of `tfod-wrap export`: the pipeline and checkpoint, each format written (path, bytes, seconds
-    and its settings) and, with --verify, the parity report."""
+    and its settings), with --verify the parity report, and the model card's facts (MODEL_CARD.md beside it)."""
 
     FILE: ClassVar[str] = "export.json"
     WHAT: ClassVar[str] = "`tfod-wrap export`"
-    TYPES: ClassVar[dict] = {"pipeline": str, "checkpoint": str, "formats": dict, "verify": dict}
+    TYPES: ClassVar[dict] = {"pipeline": str, "checkpoint": str, "formats": dict, "verify": dict, "card": dict}
 
     pipeline: str
     checkpoint: str
     formats: dict[str, dict] = field(default_factory=dict)
     verify: dict | None = None
+    card: dict | None = None
 
     @classmethod
     def _problem(cls, data: Any) -> str | None:

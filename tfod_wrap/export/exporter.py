@@ -21,13 +21,14 @@ import numpy as np
 from tfod_wrap.core import pipeline as configs
 from tfod_wrap.core.detections import Detections
 from tfod_wrap.core.detector import CheckpointDetector, SavedModelDetector, TFJSDetector, TFLiteDetector
-from tfod_wrap.core.files import atomic_write_json, check_output, claim_output
+from tfod_wrap.core.files import atomic_write_json, atomic_write_text, check_output, claim_output
 from tfod_wrap.core.labelmap import read_label_map
 from tfod_wrap.core.manifests import ExportFolder, ExportManifest, ManifestError, RunFolder
 from tfod_wrap.core.processes import terminate_as_interrupt
 from tfod_wrap.core.records import decode_image, expand_record_paths, read_examples
 from tfod_wrap.core.tflite import box_scales, postprocess_tensors
 from tfod_wrap.core.tflite import interpreter as tflite_interpreter
+from tfod_wrap.export import card
 from tfod_wrap.export import verify as parity
 from tfod_wrap.export.formats import (
     ALWAYS,
@@ -140,6 +141,8 @@ def export(
             log(f"{name}: {_bytes(staging / name) / 2**20:.1f} MiB in {time.perf_counter() - started:.0f} s")
         if verify:
             manifest.verify = _verify(job, formats, verify_images)
+        manifest.card = card.card_facts(pipeline_config, prefix, job.classes, manifest, job.reference.normalisation())
+        atomic_write_text(staging / card.FILE, card.render(manifest.card))
         manifest.write(staging)
     failed = manifest.failed_formats()
     if failed:
@@ -170,7 +173,7 @@ def _earlier_output(folder: Path) -> bool:
         ExportManifest.read(folder)
     except ManifestError:
         return False
-    written = {*FORMATS, ExportManifest.FILE, ExportFolder.LABEL_MAP, "MODEL_CARD.md"}
+    written = {*FORMATS, ExportManifest.FILE, ExportFolder.LABEL_MAP, card.FILE}
     return {path.name for path in folder.iterdir()} <= written
 
 
