@@ -61,7 +61,7 @@ def python_snippets(text: str) -> dict[str, str]:
 def test_the_cards_python_loading_code_runs_and_finds_the_object(trained_detector, monkeypatch):
     folder = trained_detector.export_dir
     snippets = python_snippets((folder / card.FILE).read_text())
-    assert set(snippets) == {"saved_model", "tflite"}
+    assert set(snippets) == {"saved_model", "tflite", "onnx"}
     image = np.asarray(Image.open(trained_detector.image).convert("RGB"))
     class_id = read_label_map(folder / "label_map.pbtxt")[trained_detector.class_name]
     monkeypatch.chdir(folder)  # the card's paths are relative to its folder
@@ -71,6 +71,11 @@ def test_the_cards_python_loading_code_runs_and_finds_the_object(trained_detecto
     out = {key: value.numpy()[0] for key, value in found["out"].items()}
     assert out["detection_scores"][0] > 0.5 and out["detection_classes"][0] == class_id
     assert iou(out["detection_boxes"][0], trained_detector.box) > 0.7
+
+    found = {"image": image}
+    exec(snippets["onnx"], found)
+    assert found["scores"][0][0] > 0.5 and found["classes"][0][0] == class_id
+    assert iou(found["boxes"][0][0], trained_detector.box) > 0.7
 
     found = {"image": image}
     exec(snippets["tflite"], found)

@@ -144,11 +144,17 @@ def best_of_class(found: Detections, class_id: int) -> tuple[np.ndarray, float]:
 
 
 def test_every_backend_finds_the_same_object(trained_detector):
-    """The training photo through the checkpoint, the SavedModel, TFLite (preprocessed as its metadata.json says)
-    and TF.js in Node (wasm and cpu backends): the rectangle where it is, and each format's box and score within
-    its float32 parity tolerance of the checkpoint's."""
+    """The training photo through the checkpoint, the SavedModel, TFLite (preprocessed as its metadata.json says),
+    ONNX in onnxruntime and TF.js in Node (wasm and cpu backends): the rectangle where it is, and each format's box
+    and score within its float32 parity tolerance of the checkpoint's."""
     from tfod_wrap import config
-    from tfod_wrap.core.detector import CheckpointDetector, SavedModelDetector, TFJSDetector, TFLiteDetector
+    from tfod_wrap.core.detector import (
+        CheckpointDetector,
+        ONNXDetector,
+        SavedModelDetector,
+        TFJSDetector,
+        TFLiteDetector,
+    )
     from tfod_wrap.core.labelmap import read_label_map
     from tfod_wrap.export.tflite import MAX_DETECTIONS
     from tfod_wrap.export.verify import TOLERANCE, detection_differences, one_class_per_anchor
@@ -165,6 +171,7 @@ def test_every_backend_finds_the_same_object(trained_detector):
     backends = {
         "saved_model": SavedModelDetector(folder / "saved_model"),
         "tflite": TFLiteDetector(folder / "tflite" / "model.tflite"),
+        "onnx": ONNXDetector(folder / "onnx" / "model.onnx"),
         "tfjs": wasm,
         "tfjs-cpu": cpu,
     }

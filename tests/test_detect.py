@@ -149,6 +149,28 @@ def test_images_and_folders_find_the_known_object(trained_detector, photos, tmp_
     assert len(json.loads((out / "images.json").read_text())) == 1
 
 
+def test_the_onnx_export_finds_the_known_object(trained_detector, photos, tmp_path, capsys):
+    """detect --model EXPORT/onnx runs the ONNX file in onnxruntime with the export's label map."""
+    argv = ["detect", str(photos / "0.png"), "--model", str(trained_detector.export_dir / "onnx")]
+    assert cli.main([*argv, "--output", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    [model] = summary["models"]
+    assert model["kind"] == "onnx" and model["name"] == "export-onnx" and model["batch"] == 1
+    assert model["labels"] == str(trained_detector.export_dir / "label_map.pbtxt")
+    images = json.loads((tmp_path / "out" / "images.json").read_text())
+    label, box, score = top_detection(json.loads((tmp_path / "out" / "detections.json").read_text()), images[0])
+    assert label == class_id(trained_detector) and score > 0.9 and iou(box, trained_detector.box) > 0.7
+
+    # a file that is not ONNX: one line naming it
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a protobuf")
+    capsys.readouterr()
+    assert cli.main([*argv[:2], "--model", str(broken), "--output", str(tmp_path / "again")]) == 2
+    refused = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(refused) == 1 and refused[0].startswith(f"error: {broken}: onnxruntime cannot load it (")
+    assert not (tmp_path / "again").exists()
+
+
 def test_video_frames_in_equal_frames_out(trained_detector, clip, tmp_path):
     video, count = clip
     summary = detect.detect([trained_detector.export_dir], [video], tmp_path / "out", **QUIET)

@@ -19,17 +19,18 @@ from tfod_wrap.export.tflite import check_supported
 
 def test_every_format_is_written_and_matches_the_checkpoint(trained_detector):
     report, folder = trained_detector.report, trained_detector.export_dir
-    assert set(report["formats"]) == {"saved_model", "tfjs", "tflite"}
+    assert set(report["formats"]) == {"saved_model", "tfjs", "tflite", "onnx"}
     for name in ("saved_model/saved_model.pb", "checkpoint/ckpt-0.index", "pipeline.config", "label_map.pbtxt"):
         assert (folder / name).is_file(), name
     assert (folder / "tfjs" / "model.json").is_file() and list((folder / "tfjs").glob("group1-shard*.bin"))
     assert (folder / "tflite" / "model.tflite").stat().st_size > 1_000_000
+    assert (folder / "onnx" / "model.onnx").stat().st_size > 1_000_000
     assert json.loads((folder / "export.json").read_text()) == report
     assert not list(folder.parent.glob(".export.partial-*")), "the staging folder is left behind"
 
     verified = report["verify"]
     assert verified["images"] == 4
-    assert set(verified["formats"]) == {"saved_model", "tfjs", "tflite"}
+    assert set(verified["formats"]) == {"saved_model", "tfjs", "tflite", "onnx"}
     for name, result in verified["formats"].items():
         assert result["passed"], (name, result)
         assert result["max_difference"]["raw_detection_scores"] <= result["tolerance"]
@@ -75,6 +76,34 @@ def test_tflite_metadata_gives_the_preprocessing(trained_detector):
     assert metadata["input"]["scale"] == pytest.approx([2 / 255] * 3, rel=1e-5)
     assert metadata["input"]["offset"] == pytest.approx([-1.0] * 3)
     assert set(metadata["outputs"]) == {"detection_boxes", "detection_classes", "detection_scores", "num_detections"}
+
+
+def test_onnx_runs_in_plain_onnxruntime_and_finds_the_known_object(trained_detector):
+    """The README's three lines of onnxruntime on the training photo, with the graph's own resize and NMS; the
+    metadata names the input and every output of the graph."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    folder = trained_detector.export_dir / "onnx"
+    image = np.asarray(Image.open(trained_detector.image).convert("RGB"))  # 320x240: the graph resizes it
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, {"input_tensor": image[np.newaxis]})))
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["classes"] == [{"id": 1, "name": "ellipse"}, {"id": 2, "name": "rectangle"}]
+    assert metadata["input"]["name"] == "input_tensor" and metadata["input"]["dtype"] == "uint8"
+    assert metadata["input"]["shape"] == [1, -1, -1, 3] and metadata["input"]["resize_to"] == [160, 160]
+    assert set(metadata["outputs"]) == set(names) and metadata["outputs"]["raw_detection_scores"]["shape"] == [
+        1,
+        540,
+        3,
+    ]
+    assert trained_detector.report["formats"]["onnx"]["opset"] == metadata["opset"] == 17
+
+    classes = {item["id"]: item["name"] for item in metadata["classes"]}
+    assert classes[int(outputs["detection_classes"][0, 0])] == trained_detector.class_name
+    assert outputs["detection_scores"][0, 0] > 0.9
+    np.testing.assert_allclose(outputs["detection_boxes"][0, 0], trained_detector.box, atol=0.06)
 
 
 def test_quantised_exports_stay_within_their_tolerances(trained_detector, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from tfod_wrap import config
 from tfod_wrap.export import formats
-from tfod_wrap.export.formats import FORMATS, ExportError, Format, check_architecture, check_request
+from tfod_wrap.export.formats import FORMATS, ExportError, check_architecture, check_request
 
 
 def test_every_format_has_a_backend_and_a_model_file():
@@ -34,7 +34,8 @@ def test_every_verified_format_has_a_tolerance_for_each_quantisation_it_stores()
 def test_the_table_loads_without_tensorflow():
     code = "import sys, tfod_wrap.export as e; print(sorted(e.FORMATS), e.QUANTIZE, 'tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split("\n")[0] == "['saved_model', 'tfjs', 'tflite'] ('none', 'float16', 'uint8') False"
+    expected = "['onnx', 'saved_model', 'tfjs', 'tflite'] ('none', 'float16', 'uint8') False"
+    assert done.stdout.split("\n")[0] == expected
 
 
 def test_requests_come_back_in_table_order_once_each():
@@ -49,7 +50,7 @@ def test_requests_come_back_in_table_order_once_each():
 @pytest.mark.parametrize(
     ("request_", "message"),
     [
-        ((["onnx"], "none", "image_tensor"), "unknown format onnx; choose from saved_model, tfjs, tflite"),
+        ((["coreml"], "none", "image_tensor"), "unknown format coreml; choose from saved_model, tfjs, tflite, onnx"),
         (([], "none", "image_tensor"), r"unknown format \(none\)"),
         ((["tfjs"], "int4", "image_tensor"), "unknown quantisation 'int4'; choose from none, float16, uint8"),
         ((["tfjs"], "none", "jpeg"), "unknown input type 'jpeg'"),
@@ -63,10 +64,9 @@ def test_bad_requests_are_one_line_refusals(request_, message):
     assert "\n" not in str(refused.value)
 
 
-def test_a_format_that_stores_no_quantisation_refuses_one(monkeypatch):
-    """What a new row does with the rules as they stand: an ONNX row taking float32 only."""
-    onnx = Format("onnx", "ONNX", "model.onnx", ("none",), verify=False)
-    monkeypatch.setitem(FORMATS, "onnx", onnx)
+def test_a_format_that_stores_no_quantisation_refuses_one():
+    """The ONNX row takes float32 only: asked for with a quantisation, it is refused, not silently ignored."""
+    assert FORMATS["onnx"].quantize == ("none",)
     assert check_request(["onnx", "saved_model"], "none", "image_tensor") == ("saved_model", "onnx")
     with pytest.raises(ExportError, match="--quantize uint8: ONNX cannot store it; formats that can: tfjs, tflite"):
         check_request(["tfjs", "onnx"], "uint8", "image_tensor")

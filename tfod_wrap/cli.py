@@ -518,10 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     exporting = commands.add_parser(
         "export",
-        help="a checkpoint to SavedModel, TF.js (+ metadata.json) and TFLite, with a parity check",
+        help="a checkpoint to SavedModel, TF.js (+ metadata.json), TFLite and ONNX, with a parity check",
         description="Export a checkpoint of MODEL_DIR: a SavedModel through the TFOD API's exporter_lib_v2 (always; "
         "the other formats are made from it), a TF.js graph model with metadata.json (labels, input, outputs by "
-        "tensor name) for the webcam page, and TFLite for SSD models. --verify runs the pipeline's eval images "
+        "tensor name) for the webcam page, TFLite for SSD models, and ONNX (the whole graph, NMS included, through "
+        "tf2onnx). --verify runs the pipeline's eval images "
         "through the checkpoint and every format and fails beyond the tolerances in tfod_wrap/export/verify.py. "
         "OUTPUT is replaced whole at the end, and only if it is an earlier export.",
     )
@@ -563,7 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
         "whatever --min-score) with images.json (image ids and file names; a video's frame N has id N), one folder "
         "per model of these two with several --model, and summary.json (latency per image of each model, what was "
         "skipped). A --model is a `tfod-wrap export` folder (or its saved_model/), a model-zoo folder (`tfod-wrap "
-        "pretrained download`), any TFOD SavedModel, or a TF Hub handle (https://...; checked for reachability first, "
+        "pretrained download`), an export's onnx/ folder (run in onnxruntime), any TFOD SavedModel, or a TF Hub "
+        "handle (https://...; checked for reachability first, "
         "within seconds; $TFOD_WRAP_HUB_URL changes the address checked). Class names: --label-map, else the "
         "label_map.pbtxt beside the model, else the TFOD package's COCO label map for Hub models and models with "
         "COCO's 90 ids, else class ids. Decoding, inference and drawing run in parallel threads with bounded "
@@ -578,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         action="append",
         metavar="MODEL",
-        help="export/zoo/SavedModel folder or Hub handle; repeat to compare models side by side",
+        help="export/zoo/SavedModel folder, an export's onnx/ folder or Hub handle; repeat to compare models",
     )
     detecting.add_argument("--output", required=True, type=Path, help="output folder (new, or an earlier output)")
     detecting.add_argument("--min-score", type=float, default=0.5, help="draw boxes scoring at least this (0.5)")

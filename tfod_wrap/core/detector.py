@@ -1,6 +1,7 @@
 """One interface for every way tfod-wrap runs a detector: `detector(image) -> Detections`, an RGB uint8 [H, W, 3]
-image in, the same typed detections out, whether a training checkpoint, an exported SavedModel, a TFLite file or
-a TF.js model (in Node) computes them. Eval, detect, `export --verify` and the pretrained import's check use these.
+image in, the same typed detections out, whether a training checkpoint, an exported SavedModel, a TFLite file,
+an ONNX file (in onnxruntime) or a TF.js model (in Node) computes them. Eval, detect, `export --verify` and the
+pretrained import's check use these.
 
 Classes are label-map ids (1-based) from every backend: the model's own postprocess and TFLite's post-processing
 op count from 0, the exported signatures from 1.
@@ -181,6 +182,41 @@ def _metadata_preprocessing(metadata: Path) -> Callable[[np.ndarray], np.ndarray
         return resized * scale + offset
 
     return preprocess
+
+
+class ONNXDetector(Detector):
+    """A tfod-wrap ONNX export (the SavedModel's serving graph converted whole, NMS included) run in onnxruntime on
+    the CPU. It takes the image as it is, like the SavedModel: the graph resizes and normalises it. Its outputs
+    have the signature's names, classes already label-map ids; the batch is fixed at one image, as the
+    SavedModel's. `num_threads` caps onnxruntime's threads per call (default: every core)."""
+
+    def __init__(self, model: str | Path, *, num_threads: int | None = None):
+        import onnxruntime
+
+        path = Path(model)
+        if not path.is_file():
+            raise UserError(f"{path}: no such ONNX file; pass the `onnx` folder of an export or its model.onnx")
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # its warnings about unused initialisers, once per session, say nothing here
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        try:
+            self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own untyped errors for files it cannot read
+            raise UserError(f"{path}: onnxruntime cannot load it ({str(error).splitlines()[0]})") from None
+        (image,) = self._session.get_inputs()
+        self._input = image.name
+        self._dtype = np.uint8 if image.type == "tensor(uint8)" else np.float32
+        self._outputs = [output.name for output in self._session.get_outputs()]
+        missing = {BOXES, CLASSES, SCORES, COUNT} - set(self._outputs)
+        if missing:
+            raise UserError(f"{path}: the ONNX model gives {', '.join(self._outputs)}; not a TFOD detection export")
+        self.batchable, self.largest_batch, self.note = False, 0, ""  # as SavedModelDetector, for detect's report
+
+    def __call__(self, image: np.ndarray) -> Detections:
+        self.largest_batch = 1
+        arrays = self._session.run(self._outputs, {self._input: np.asarray(image, self._dtype)[np.newaxis]})
+        return Detections.from_outputs({name: value[0] for name, value in zip(self._outputs, arrays)})
 
 
 class TFJSDetector(Detector):

@@ -6,7 +6,9 @@ Kinds of --model:
                  pipeline.config)
     saved_model  any other folder holding a SavedModel
     hub          a TF Hub handle (http:// or https://), fetched into tensorflow_hub's cache
-Every kind is loaded with `tensorflow_hub.load` (a local SavedModel folder is a Hub module) and run as a
+    onnx         the onnx/ folder of a `tfod-wrap export` (or its model.onnx), run in onnxruntime
+                 (`tfod_wrap.core.detector.ONNXDetector`): the same graph, outputs and names as the SavedModel's
+Every other kind is loaded with `tensorflow_hub.load` (a local SavedModel folder is a Hub module) and run as a
 `tfod_wrap.core.detector.SavedModelDetector`, through its serving_default signature. TFOD exports, and so the
 zoo's and TF Hub's TF2 detection models, all have one, with the outputs used here: detection_boxes (normalised
 ymin, xmin, ymax, xmax), detection_classes (label-map ids), detection_scores and num_detections.
@@ -15,6 +17,7 @@ ymin, xmin, ymax, xmax), detection_classes (label-map ids), detection_scores and
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import urllib.error
@@ -23,12 +26,13 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfod_wrap.core.detector import SavedModelDetector
+from tfod_wrap.core.detector import ONNXDetector, SavedModelDetector
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.labelmap import check_label_map
 
 OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 LABEL_MAP = "label_map.pbtxt"
+ONNX_FILE = "model.onnx"
 COCO_CLASSES = 90  # TFOD's COCO label map uses ids 1..90 (80 classes, with gaps)
 # The PyPI TFOD package leaves out object_detection/data/, so the COCO names ship with tfod-wrap.
 COCO_LABEL_MAP = Path(__file__).with_name("mscoco_label_map.pbtxt")
@@ -51,10 +55,24 @@ class Model(SavedModelDetector):
         self.class_names, self.labels = class_names, labels
 
 
-def load_model(spec: str | Path, label_map: str | Path | None = None, name: str | None = None) -> Model:
-    """Load a --model (folder or Hub handle) with its class names: `label_map` if given, else the label map beside
-    the model, else the COCO names for a Hub model or any model with COCO's 90 class ids."""
+class ONNXModel(ONNXDetector):
+    """An ONNX export, with the same name and class-name attributes as Model."""
+
+    def __init__(self, name: str, source: str, model: Path, class_names: dict[int, str], labels: str):
+        super().__init__(model)
+        self.name, self.source, self.kind = name, source, "onnx"
+        self.class_names, self.labels = class_names, labels
+
+
+def load_model(spec: str | Path, label_map: str | Path | None = None, name: str | None = None) -> Model | ONNXModel:
+    """Load a --model (folder, ONNX file or Hub handle) with its class names: `label_map` if given, else the label
+    map beside the model (or the export's, for its onnx/ folder), else the COCO names for a Hub model or any model
+    with COCO's 90 class ids."""
     spec = str(spec)
+    onnx_file = None if is_remote(spec) else _onnx_file(Path(spec))
+    if onnx_file is not None:
+        names, labels = _onnx_class_names(onnx_file, Path(label_map) if label_map else None)
+        return ONNXModel(name or model_name(spec), spec, onnx_file, names, labels)
     if is_remote(spec):
         loaded, owner, kind = _load_hub(spec), None, "hub"
     else:
@@ -77,8 +95,40 @@ def model_name(spec: str) -> str:
         name = "_".join(parts[-2:]) or "hub"
     else:
         path = Path(spec).resolve()
-        name = (path.parent if path.name == "saved_model" else path).name
+        if path.name == ONNX_FILE:
+            path = path.parent
+        if path.name == "onnx" and (path.parent / LABEL_MAP).is_file():  # an export's onnx/: the export, as ONNX
+            name = f"{path.parent.name}-onnx"
+        else:
+            name = (path.parent if path.name == "saved_model" else path).name
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _onnx_file(path: Path) -> Path | None:
+    """The .onnx file a --model names (the file, or a folder holding model.onnx and no SavedModel), else None."""
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise DetectError(f"{path}: no such file")
+        return path
+    if (path / ONNX_FILE).is_file() and not (path / "saved_model.pb").is_file():
+        return path / ONNX_FILE
+    return None
+
+
+def _onnx_class_names(model: Path, label_map: Path | None) -> tuple[dict[int, str], str]:
+    """({id: name}, where they came from): `label_map`, else the export's label map (beside its onnx/ folder),
+    else the classes of metadata.json beside the model."""
+    beside = model.parent.parent / LABEL_MAP
+    if label_map or beside.is_file():
+        return read_names(label_map or beside), str(label_map or beside)
+    metadata = model.with_name("metadata.json")
+    try:
+        classes = json.loads(metadata.read_text())["classes"]
+        return {int(item["id"]): str(item["name"]) for item in classes}, str(metadata)
+    except FileNotFoundError:
+        return {}, f"class ids: no {LABEL_MAP} beside the export; pass --label-map FILE"
+    except (ValueError, KeyError, TypeError) as error:
+        raise DetectError(f"{metadata}: no classes list of an ONNX export ({error}); pass --label-map FILE") from None
 
 
 def _saved_model_folder(path: Path) -> tuple[Path, Path]:

@@ -1,10 +1,11 @@
-"""Stage 5: a checkpoint -> SavedModel, TF.js graph model and TFLite, checked for parity (`tfod-wrap export`).
+"""Stage 5: a checkpoint -> SavedModel, TF.js graph model, TFLite and ONNX, checked for parity (`tfod-wrap export`).
 
 Output folder:
     saved_model/  checkpoint/  pipeline.config   exporter_lib_v2's own layout (what model_main users know)
     label_map.pbtxt
     tfjs/         model.json + shards + metadata.json (labels, input, outputs by name)
     tflite/       model.tflite + metadata.json (SSD models only)
+    onnx/         model.onnx (the whole serving graph, NMS included) + metadata.json
     export.json   what was written, sizes, the checkpoint, and the parity report when --verify ran
 
 The formats are a table (`formats.FORMATS`, no TensorFlow: the command line reads its choices there); the work is

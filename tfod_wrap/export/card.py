@@ -39,6 +39,13 @@ SNIPPETS: dict[str, tuple[str, str]] = {
         'outputs = {{d["name"]: model.get_tensor(d["index"]) for d in model.get_output_details()}}'
         "  # names: tflite/metadata.json; classes 0-based\n",
     ),
+    "onnx": (
+        "python",
+        "import onnxruntime as ort\n"
+        'session = ort.InferenceSession("onnx/model.onnx", providers=["CPUExecutionProvider"])\n'
+        'names = ["detection_boxes", "detection_classes", "detection_scores", "num_detections"]\n'
+        'boxes, classes, scores, count = session.run(names, {{"input_tensor": image[None]}})  # label map ids\n',
+    ),
     "tfjs": (
         "js",
         'const model = await tf.loadGraphModel("tfjs/model.json");\n'

@@ -11,7 +11,8 @@ import itertools
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,7 +21,13 @@ import numpy as np
 
 from tfod_wrap.core import pipeline as configs
 from tfod_wrap.core.detections import Detections
-from tfod_wrap.core.detector import CheckpointDetector, SavedModelDetector, TFJSDetector, TFLiteDetector
+from tfod_wrap.core.detector import (
+    CheckpointDetector,
+    ONNXDetector,
+    SavedModelDetector,
+    TFJSDetector,
+    TFLiteDetector,
+)
 from tfod_wrap.core.files import atomic_write_json, atomic_write_text, check_output, claim_output
 from tfod_wrap.core.labelmap import read_label_map
 from tfod_wrap.core.manifests import ExportFolder, ExportManifest, ManifestError, RunFolder
@@ -39,6 +46,7 @@ from tfod_wrap.export.formats import (
     check_architecture,
     check_request,
 )
+from tfod_wrap.export.onnx import convert_to_onnx, onnx_metadata
 from tfod_wrap.export.savedmodel import export_saved_model, signature_outputs
 from tfod_wrap.export.tfjs import OUTPUT_DESCRIPTIONS, convert_to_tfjs, output_shapes, tfjs_metadata
 from tfod_wrap.export.tflite import MAX_DETECTIONS, check_supported, export_tflite
@@ -205,11 +213,7 @@ def _run_saved_model(job: Job, images: list[np.ndarray], expected: list[Detectio
 
 
 def _write_tfjs(job: Job, folder: Path) -> dict:
-    with tempfile.TemporaryDirectory(prefix="tfod-wrap-browser-") as scratch:
-        source, browser_input = job.staging / "saved_model", job.input_type
-        if job.input_type not in PIXEL_INPUT_TYPES:  # a browser has pixels, not encoded strings or tf.Examples
-            browser_input = "image_tensor"
-            source = export_saved_model(job.pipeline_config, job.checkpoint, Path(scratch), browser_input)
+    with _pixel_saved_model(job) as (source, browser_input):
         model_json = convert_to_tfjs(source, folder, job.quantize)
         outputs = signature_outputs(source)
     metadata = tfjs_metadata(
@@ -227,6 +231,39 @@ def _write_tfjs(job: Job, folder: Path) -> dict:
 
 def _run_tfjs(job: Job, images: list[np.ndarray], expected: list[Detections]) -> tuple[list, list]:
     return TFJSDetector(job.staging / "tfjs").batch(images), expected
+
+
+@contextmanager
+def _pixel_saved_model(job: Job) -> Iterator[tuple[Path, str]]:
+    """(a SavedModel taking pixels, its input type): the export's own, or for an export taking encoded strings
+    or tf.Examples, one exported with image_tensor into a scratch folder (a browser or onnxruntime has pixels)."""
+    if job.input_type in PIXEL_INPUT_TYPES:
+        yield job.staging / "saved_model", job.input_type
+        return
+    with tempfile.TemporaryDirectory(prefix="tfod-wrap-pixels-") as scratch:
+        yield export_saved_model(job.pipeline_config, job.checkpoint, Path(scratch), "image_tensor"), "image_tensor"
+
+
+# ---- onnx -------------------------------------------------------------------------------------------------------
+
+
+def _write_onnx(job: Job, folder: Path) -> dict:
+    folder.mkdir()
+    with _pixel_saved_model(job) as (source, input_type):
+        proto = convert_to_onnx(source, folder / "model.onnx")
+    metadata = onnx_metadata(
+        proto,
+        job.classes,
+        _fixed_size(configs.meta_architecture(job.pipeline_config)),
+        architecture=job.architecture,
+        quantization="none",
+    )
+    atomic_write_json(folder / "metadata.json", metadata)
+    return {"input_type": input_type, "opset": metadata["opset"]}
+
+
+def _run_onnx(job: Job, images: list[np.ndarray], expected: list[Detections]) -> tuple[list, list]:
+    return ONNXDetector(job.staging / "onnx" / "model.onnx").batch(images), expected
 
 
 # ---- tflite -----------------------------------------------------------------------------------------------------
@@ -288,6 +325,7 @@ BACKENDS: dict[str, Backend] = {
     "saved_model": Backend(_write_saved_model, _run_saved_model),
     "tfjs": Backend(_write_tfjs, _run_tfjs),
     "tflite": Backend(_write_tflite, _run_tflite, check=check_supported),
+    "onnx": Backend(_write_onnx, _run_onnx),
 }
 
 

@@ -48,6 +48,8 @@ FORMATS: dict[str, Format] = {
     "tflite": Format(
         "tflite", "TFLite", "model.tflite", QUANTIZE, verify=True, architectures=("ssd",), why=" (TFOD's TFLite graph)"
     ),
+    # the whole serving graph, NMS included, converted from the SavedModel: float32 only
+    "onnx": Format("onnx", "ONNX", "model.onnx", ("none",), verify=True),
 }
 ALWAYS = "saved_model"
 DEFAULT_FORMATS = ("saved_model", "tfjs")

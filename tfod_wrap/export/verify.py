@@ -2,7 +2,8 @@
 backend), compared output by output.
 
 Compared per format, each where the format exposes it:
-- raw_detection_scores: every anchor's class scores before non-max suppression (all formats);
+- raw_detection_scores: every anchor's class scores before non-max suppression (all formats; for ONNX, as for
+  the SavedModel and TF.js, the converted graph's own output, its NMS being the converted graph's too);
 - raw_detection_boxes: every anchor's decoded box (for TFLite, decoded here from the encodings and anchors that
   enter its post-processing op);
 - detections: each reference detection scoring at least CONFIDENT is matched to the same class's best-overlapping
@@ -30,6 +31,7 @@ TOLERANCE = {
     ("tflite", "none"): 2e-3,
     ("tflite", "float16"): 2e-2,
     ("tflite", "uint8"): 0.1,
+    ("onnx", "none"): 1e-3,
 }
 
 
