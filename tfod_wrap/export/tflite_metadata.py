@@ -67,21 +67,21 @@ def embed_metadata(
     (0..255), as core.detector.Detector.normalisation gives them. `outputs`: the OUTPUTS key of each of the
     model's outputs, in the model's output order (the metadata lists its tensors in that order).
     """
-    metadata = metadata_buffer(labels, normalisation, outputs, name=name, description=description)
+    metadata = metadata_buffer(normalisation, outputs, name=name, description=description)
     model = _with_metadata(model_path.read_bytes(), metadata)
     atomic_write_bytes(model_path, _append_zip(model, {LABELS_FILE: "".join(f"{label}\n" for label in labels)}))
     return metadata
 
 
 def metadata_buffer(
-    labels: Sequence[str],
     normalisation: dict[str, list[float]],
     outputs: Sequence[str],
     *,
     name: str,
     description: str,
 ) -> bytes:
-    """The ModelMetadata flatbuffer (see embed_metadata)."""
+    """The ModelMetadata flatbuffer (see embed_metadata); the category tensor names labels.txt, whose content goes
+    into the zip appended to the model."""
     if sorted(outputs) != sorted(OUTPUTS):
         raise ValueError(f"the model's outputs must be {', '.join(OUTPUTS)} in some order, not {outputs}")
     builder = flatbuffers.Builder(1024)
@@ -102,7 +102,6 @@ def metadata_buffer(
             8: _vector(builder, [group]),  # output_tensor_groups
         },
     )
-    del labels  # the label file's entry sits on the category tensor; its content goes into the appended zip
     model = _table(
         builder,
         {
