@@ -56,18 +56,27 @@ DEMO_RECIPE = $(strip --recipe demo $(if $(DEMO_STEPS),--num-steps $(DEMO_STEPS)
 PRETRAINED ?= models/objectron_ssd_mobilenet_v2
 
 
-.PHONY: install check-installs check-templates check-python310 check-wheel test lint tfrecords train eval export-tfjs serve demo bench bench-demo clean
+.PHONY: install install-mediapipe check-installs check-templates check-python310 check-wheel test lint tfrecords train eval export-tfjs serve demo bench bench-demo clean
 
 # Idempotent: returns at once when .venv was made by the chosen Python from the same dependency files.
 install:
 	@bash tools/install.sh
+
+# MediaPipe Tasks, the client the TFLite export's embedded metadata is for, in a venv of its own (.venv-mediapipe):
+# its wheel needs opencv-contrib-python (a second owner of the cv2 folder beside opencv-python-headless) and a numpy
+# the TensorFlow stack does not take. tests/test_mediapipe.py runs its ObjectDetector there (skipped without it).
+MEDIAPIPE_VENV ?= .venv-mediapipe
+install-mediapipe: install
+	@$(MEDIAPIPE_VENV)/bin/python -c 'import mediapipe' 2>/dev/null || { \
+		$(PY) -m venv --clear $(MEDIAPIPE_VENV) && \
+		$(MEDIAPIPE_VENV)/bin/pip install -q -c constraints-mediapipe.txt mediapipe; }
 
 # In CI the oldest supported Python is checked first, so pytest's summary stays the last line of the run. Two
 # pytest-xdist workers (tests sharing a costly fixture stay on one: tests/conftest.py); every run prints the 15
 # slowest tests and the total line coverage of tfod_wrap (setup.cfg [coverage:run]), and fails below
 # COVERAGE_FLOOR, a point under the coverage measured (docs/BENCHMARKS.md, "Test suite").
 COVERAGE_FLOOR ?= 92
-test: install
+test: install install-mediapipe
 	$(if $(CI),$(MAKE) check-python310)
 	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 --cov --cov-report= --cov-fail-under=$(COVERAGE_FLOOR)
 

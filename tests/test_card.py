@@ -61,7 +61,7 @@ def python_snippets(text: str) -> dict[str, str]:
 def test_the_cards_python_loading_code_runs_and_finds_the_object(trained_detector, monkeypatch):
     folder = trained_detector.export_dir
     snippets = python_snippets((folder / card.FILE).read_text())
-    assert set(snippets) == {"saved_model", "tflite", "onnx"}
+    assert set(snippets) == {"saved_model", "tflite", "onnx", "mediapipe"}  # MediaPipe's: test_mediapipe.py
     image = np.asarray(Image.open(trained_detector.image).convert("RGB"))
     class_id = read_label_map(folder / "label_map.pbtxt")[trained_detector.class_name]
     monkeypatch.chdir(folder)  # the card's paths are relative to its folder

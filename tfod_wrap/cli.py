@@ -560,18 +560,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one or more detectors on INPUTs (image files, folders searched recursively for images and "
         "videos, video files; OpenCV reads them) and write into OUTPUT: images/ (each image drawn; with several "
         "--model a grid, one column per model under its name), videos/ (each video drawn frame for frame, MP4 with "
-        "the mp4v codec, or GIF with --gif), detections.json (COCO results: every detection the model returns, "
-        "whatever --min-score) with images.json (image ids and file names; a video's frame N has id N), one folder "
-        "per model of these two with several --model, and summary.json (latency per image of each model, what was "
-        "skipped). A --model is a `tfod-wrap export` folder (or its saved_model/), a model-zoo folder (`tfod-wrap "
-        "pretrained download`), an export's onnx/ folder (run in onnxruntime), any TFOD SavedModel, or a TF Hub "
-        "handle (https://...; checked for reachability first, "
-        "within seconds; $TFOD_WRAP_HUB_URL changes the address checked). Class names: --label-map, else the "
-        "label_map.pbtxt beside the model, else the TFOD package's COCO label map for Hub models and models with "
-        "COCO's 90 ids, else class ids. Decoding, inference and drawing run in parallel threads with bounded "
-        "queues; unreadable inputs are skipped and listed. OUTPUT is built beside itself and swapped in at the end; "
-        "it must not be inside an input folder, and an existing OUTPUT is replaced only if it is an earlier detect "
-        "output.",
+        "H.264, yuv420p and faststart, which browsers play, or GIF with --gif), detections.json (COCO results: every "
+        "detection the model returns, whatever --min-score) with images.json (image ids and file names; a video's "
+        "frame N has id N), one folder per model of these two with several --model, and summary.json (latency per "
+        "image of each model, what was skipped). A --model is a `tfod-wrap export` folder (or its saved_model/), a "
+        "model-zoo folder (`tfod-wrap pretrained download`), an export's onnx/ folder (run in onnxruntime), any TFOD "
+        "SavedModel, or a TF Hub handle (https://...; checked for reachability first, within seconds; "
+        "$TFOD_WRAP_HUB_URL changes the address checked). Class names: --label-map, else the label_map.pbtxt beside "
+        "the model, else the TFOD package's COCO label map for Hub models and models with COCO's 90 ids, else class "
+        "ids. Decoding, inference and drawing run in parallel threads with bounded queues; unreadable inputs are "
+        "skipped and listed. OUTPUT is built beside itself and swapped in at the end; it must not be inside an input "
+        "folder, and an existing OUTPUT is replaced only if it is an earlier detect output.",
     )
     detecting.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image, video or folder")
     detecting.add_argument(
@@ -593,6 +592,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detecting.add_argument("--video-fps", type=float, help="frame rate of written videos (default: the input's)")
     detecting.add_argument("--gif", action="store_true", help="write videos as animated GIF instead of MP4")
+    detecting.add_argument(
+        "--video-codec",
+        default="h264",
+        choices=("h264", "mp4v"),  # detect.outputs.VIDEO_CODECS (importing it here would load TensorFlow)
+        help="MP4 codec: h264 (default; browsers play it; odd sizes are padded to even) or mp4v (MPEG-4 Part 2, "
+        "OpenCV's writer, as before)",
+    )
     detecting.set_defaults(run=_detect)
 
     inspect = commands.add_parser(

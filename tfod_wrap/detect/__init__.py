@@ -20,7 +20,7 @@ from tfod_wrap.core.files import claim_output, read_json_object
 from tfod_wrap.core.manifests import DetectSummary
 from tfod_wrap.detect import inputs as sources
 from tfod_wrap.detect.models import DetectError, Model, load_model, model_name
-from tfod_wrap.detect.outputs import DETECTIONS, IMAGES, Outputs
+from tfod_wrap.detect.outputs import DETECTIONS, IMAGES, VIDEO_CODECS, Outputs
 from tfod_wrap.detect.pipeline import run
 
 SUMMARY = DetectSummary.FILE
@@ -46,6 +46,7 @@ def detect(
     batch: int = 4,
     video_fps: float | None = None,
     gif: bool = False,
+    video_codec: str = "h264",
     tune_threads: bool = False,
     progress: bool = False,
     log: Callable[[str], None] = print,
@@ -57,10 +58,11 @@ def detect(
     a batch (TFOD's uint8 exports take one image: they get one); with one model, two calls run at once, so
     its latency is measured while they share the CPU. With `tune_threads` and one model, TensorFlow's threads
     are split between those two calls first (`split_cores`; it changes them for the rest of the process, and
-    only if TensorFlow has not run yet: the command line does it). Videos are written as MP4, or GIF with
-    `gif`, at `video_fps` or the input's rate. Unreadable inputs are skipped and listed.
+    only if TensorFlow has not run yet: the command line does it). Videos are written as MP4 (`video_codec`
+    "h264", which browsers play, or "mp4v"), or GIF with `gif`, at `video_fps` or the input's rate. Unreadable
+    inputs are skipped and listed.
     """
-    _check_options(models, min_score, batch, video_fps)
+    _check_options(models, min_score, batch, video_fps, video_codec)
     paths = [Path(path) for path in inputs]
     output = Path(output)
     found, skipped = sources.collect(paths)
@@ -80,7 +82,7 @@ def detect(
         claim_output(output, KIND, legacy=_earlier_output) as staging,
         tqdm(total=sources.frame_count(found), unit="img", desc="detecting", disable=not progress) as bar,
     ):
-        outputs = Outputs(staging, loaded, min_score=min_score, gif=gif, video_fps=video_fps)
+        outputs = Outputs(staging, loaded, min_score=min_score, gif=gif, video_fps=video_fps, video_codec=video_codec)
         try:
             latencies = run(sources.read(found), loaded, outputs, batch, calls, bar)
         finally:
@@ -143,7 +145,7 @@ def _earlier_output(folder: Path) -> bool:
     return {path.name for path in folder.iterdir()} <= names
 
 
-def _check_options(models: Sequence, min_score: float, batch: int, video_fps: float | None) -> None:
+def _check_options(models: Sequence, min_score: float, batch: int, video_fps: float | None, video_codec: str) -> None:
     if not models:
         raise DetectError("no model: pass --model at least once")
     if not 0 <= min_score <= 1:
@@ -152,6 +154,8 @@ def _check_options(models: Sequence, min_score: float, batch: int, video_fps: fl
         raise DetectError(f"--batch {batch}: at least 1")
     if video_fps is not None and video_fps <= 0:
         raise DetectError(f"--video-fps {video_fps}: frames per second above 0")
+    if video_codec not in VIDEO_CODECS:
+        raise DetectError(f"--video-codec {video_codec}: one of {', '.join(VIDEO_CODECS)}")
 
 
 def _load_models(specs: Sequence[str | Path], label_map: str | Path | None, log: Callable[[str], None]) -> list[Model]:

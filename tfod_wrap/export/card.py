@@ -21,8 +21,9 @@ FILE = "MODEL_CARD.md"
 HISTORY = "train_history.csv"  # train's loss history; its `seconds` column is the run's clock
 EVAL = "eval"  # `tfod-wrap eval` writes RUN/eval/ckpt-N/metrics.json
 
-# How to load each format, with {input} filled in: a few lines that run as they stand (tests/test_card.py runs the
-# Python ones). `image` is an RGB uint8 array (height, width, 3).
+# How to load each format, with the model's size and normalisation filled in: a few lines that run as they stand
+# (tests/test_card.py runs the Python ones but MediaPipe's, which needs its own venv). `image` is an RGB uint8 array
+# (height, width, 3). A snippet named after no format loads the file of the one in FORMAT_OF.
 SNIPPETS: dict[str, tuple[str, str]] = {
     "saved_model": (
         "python",
@@ -46,6 +47,15 @@ SNIPPETS: dict[str, tuple[str, str]] = {
         'names = ["detection_boxes", "detection_classes", "detection_scores", "num_detections"]\n'
         'boxes, classes, scores, count = session.run(names, {{"input_tensor": image[None]}})  # label map ids\n',
     ),
+    "mediapipe": (
+        "python",
+        "import mediapipe as mp\n"
+        "from mediapipe.tasks.python import vision\n"
+        "from mediapipe.tasks.python.core.base_options import BaseOptions\n"
+        'options = vision.ObjectDetectorOptions(base_options=BaseOptions(model_asset_path="tflite/model.tflite"))\n'
+        "detections = vision.ObjectDetector.create_from_options(options).detect(\n"
+        "    mp.Image(image_format=mp.ImageFormat.SRGB, data=image)).detections  # labels: embedded in the file\n",
+    ),
     "tfjs": (
         "js",
         'const model = await tf.loadGraphModel("tfjs/model.json");\n'
@@ -53,6 +63,9 @@ SNIPPETS: dict[str, tuple[str, str]] = {
         "  // tfjs/metadata.json names the outputs\n",
     ),
 }
+
+
+FORMAT_OF = {"mediapipe": "tflite"}  # MediaPipe Tasks runs the TFLite file (its metadata is embedded)
 
 
 def card_facts(
@@ -264,11 +277,9 @@ def _render_formats(facts: dict) -> list[str]:
 
 def _render_loading(facts: dict) -> list[str]:
     lines = ["## Loading", "", "Paths are relative to this folder; `image` is an RGB uint8 array.", ""]
-    for name in facts["sizes"]:
-        if name not in SNIPPETS:
-            continue
-        language, code = SNIPPETS[name]
-        lines += [f"{name}:", "", f"```{language}", snippet(name, facts).rstrip("\n"), "```", ""]
+    for name, (language, _) in SNIPPETS.items():
+        if FORMAT_OF.get(name, name) in facts["sizes"]:
+            lines += [f"{name}:", "", f"```{language}", snippet(name, facts).rstrip("\n"), "```", ""]
     return lines
 
 

@@ -50,6 +50,7 @@ from tfod_wrap.export.onnx import convert_to_onnx, onnx_metadata
 from tfod_wrap.export.savedmodel import export_saved_model, signature_outputs
 from tfod_wrap.export.tfjs import OUTPUT_DESCRIPTIONS, convert_to_tfjs, output_shapes, tfjs_metadata
 from tfod_wrap.export.tflite import MAX_DETECTIONS, check_supported, export_tflite
+from tfod_wrap.export.tflite_metadata import LABELS_FILE, embed_metadata
 
 KIND = "export"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
 CALIBRATION_IMAGES = 100  # uint8 TFLite's representative data set, from the eval records
@@ -278,6 +279,7 @@ def _write_tflite(job: Job, folder: Path) -> dict:
 
     export_tflite(job.pipeline_config, job.checkpoint, folder / "model.tflite", job.quantize, calibration)
     height, width = _fixed_size(configs.meta_architecture(job.pipeline_config))
+    _embed_tflite_metadata(job, folder / "model.tflite", (height, width))
     atomic_write_json(
         folder / "metadata.json",
         {
@@ -296,9 +298,34 @@ def _write_tflite(job: Job, folder: Path) -> dict:
                 **job.reference.normalisation(),
             },
             "outputs": _tflite_outputs(folder / "model.tflite"),
+            "embedded": (
+                "TFLite metadata in model.tflite (labels, input normalisation, outputs by meaning; the schema of "
+                f"MediaPipe Tasks and the TFLite Task Library), {LABELS_FILE} in the zip appended to it"
+            ),
         },
     )
-    return {"quantization": job.quantize}
+    return {"quantization": job.quantize, "embedded_metadata": True}
+
+
+def _embed_tflite_metadata(job: Job, model: Path, size: tuple[int, int]) -> None:
+    """Labels, normalisation and output meanings into the .tflite, for clients that read nothing beside it."""
+    names = {index: name for name, index in job.classes.items()}
+    # line N names 0-based class N (label map id N + 1); a gap in the ids keeps its line, named by its id
+    labels = [names.get(index, str(index)) for index in range(1, max(names) + 1)]
+    loaded = tflite_interpreter(model)
+    meaning = {tensor["index"]: key for key, tensor in postprocess_tensors(loaded).items()}
+    outputs = [meaning[output["index"]] for output in loaded.get_output_details()]
+    embed_metadata(
+        model,
+        labels,
+        job.reference.normalisation(),
+        outputs,
+        name="tfod-wrap SSD detector",
+        description=(
+            f"TFOD SSD exported by tfod-wrap: {size[1]}x{size[0]} RGB input, {len(labels)} classes, up to "
+            f"{MAX_DETECTIONS} detections, quantisation {job.quantize}."
+        ),
+    )
 
 
 def _run_tflite(job: Job, images: list[np.ndarray], expected: list[Detections]) -> tuple[list, list]:
