@@ -91,11 +91,8 @@ def build_site(model_dir: str | Path, output: str | Path, log: Callable[[str], N
         for name in HOST_FILES:
             _copy(HOSTING / name, staging / name)
         atomic_write_text(staging / ".nojekyll", "")
-        files = {
-            path.relative_to(staging).as_posix(): path.stat().st_size
-            for path in sorted(staging.rglob("*"))
-            if path.is_file()
-        }
+    written = sorted(path for path in output.rglob("*") if path.is_file())
+    files = {path.relative_to(output).as_posix(): path.stat().st_size for path in written}
     metadata = json.loads((model_dir / "metadata.json").read_text())
     report = {
         "path": str(output),
