@@ -199,19 +199,3 @@ def test_cli_site_is_checked_before_the_export(trained_detector, tmp_path, capsy
         assert error.startswith("error: ") and message in error, error
     assert not (tmp_path / "out").exists()
     assert (mine / "index.html").read_text() == "my own page"
-
-
-def test_cli_export_with_site(trained_detector, tmp_path, capsys):
-    """`export --site` without --quantize: float16 TF.js weights, in the export and in the site alike."""
-    out, site = tmp_path / "export", tmp_path / "site"
-    command = ["export", "--pipeline", str(trained_detector.pipeline), "--model-dir", str(trained_detector.model_dir)]
-    assert cli.main([*command, "--output", str(out), "--formats", "saved_model,tfjs", "--site", str(site)]) == 0
-    printed = capsys.readouterr().out
-    assert f"in {site} (float16 weights)" in printed, printed
-    assert json.loads((site / "model" / "metadata.json").read_text())["quantization"] == "float16"
-    assert json.loads((out / "export.json").read_text())["formats"]["tfjs"]["quantization"] == "float16"
-    model_json = (site / "model" / "model.json").read_bytes()
-    assert model_json == (out / "tfjs" / "model.json").read_bytes()
-    weights = [entry for group in json.loads(model_json)["weightsManifest"] for entry in group["weights"]]
-    floats = [entry for entry in weights if entry["dtype"] == "float32"]
-    assert floats and all(entry["quantization"]["dtype"] == "float16" for entry in floats)
