@@ -139,6 +139,7 @@ def test_site_is_isolated_by_its_service_worker_after_one_reload(isolated_run):
     assert state["crossOriginIsolated"] is True
     assert state["isolation"] == {"isolated": True, "via": "service worker", "reason": None}
     assert state["wasm"] == {"threads": True, "simd": True}
+    assert state["shown"] == {"backend": "wasm (threads, SIMD)", "isolation": "on (service worker)"}  # the page says so
     assert state["navigations"] == [f"{origin}/", f"{origin}/"]  # the first load, then one reload
     assert any(request["serviceWorker"] for request in state["requests"])  # the worker fetched for the page
     assert {"path": "/sw.js", "status": 200} in served
@@ -176,6 +177,7 @@ def test_site_runs_without_isolation(site, clip, trained_detector):
     assert state["crossOriginIsolated"] is False
     assert state["isolation"] == {"isolated": False, "via": None, "reason": "?isolation=off"}
     assert state["wasm"]["threads"] is False
+    assert state["shown"] == {"backend": "wasm (1 thread, SIMD)", "isolation": "off (wasm: 1 thread)"}
     assert len(state["navigations"]) == 1
     assert "/sw.js" not in served
     assert "/vendor/tfjs-backend-wasm/tfjs-backend-wasm-simd.wasm" in served  # the single-threaded binary

@@ -413,6 +413,7 @@ def test_page_runs_on_the_fake_camera(sample_model, camera_clip):
     assert state["crossOriginIsolated"] is True  # COOP/COEP work: the wasm backend may use threads
     assert state["isolation"] == {"isolated": True, "via": "headers", "reason": None}  # no service worker needed
     assert state["wasm"]["threads"] is True
+    assert state["shown"]["isolation"] == "on (headers)"
     assert len(state["navigations"]) == 1  # no reload
     assert state["frames"] >= 12
     assert state["fps"] > 0

@@ -6,7 +6,7 @@
 //           "query": {"backend": "wasm", ...} URL parameters, "clip": .y4m file played as the camera,
 //           "frames": N, "image": optional image file to choose in the page's file input afterwards,
 //           "timeout_ms": how long to wait for N frames}
-// Prints: {ready, backend, fps, frames, inferenceMs, lastDetections, error, crossOriginIsolated, isolation, wasm,
+// Prints: {ready, backend, fps, frames, inferenceMs, lastDetections, error, crossOriginIsolated, isolation, wasm, shown,
 //          numTensors: {early, late}, seconds, firstDetectionMs, timedOut, console: [...], requests: [...],
 //          navigations: [...], image?: {...}}
 // requests: every request of the browser context (pages and service workers): {url, resourceType, serviceWorker};
@@ -95,6 +95,11 @@ async function main() {
       backendErrors: final.backendErrors,
       model: final.model,
       crossOriginIsolated: await page.evaluate(() => window.crossOriginIsolated),
+      // what the page's header bar says
+      shown: await page.evaluate(() => ({
+        backend: document.getElementById("backend").textContent,
+        isolation: document.getElementById("isolation").textContent,
+      })),
       isolation: final.isolation,
       wasm: final.wasm,
       numTensors: { early: early.current.numTensors, late: final.numTensors },
