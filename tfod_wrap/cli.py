@@ -23,7 +23,6 @@ from tfod_wrap.compat.hooks import quiet_native_startup  # noqa: E402
 from tfod_wrap.config.pipeline import CHECKPOINT_TYPES  # noqa: E402
 from tfod_wrap.core import labelmap, records  # noqa: E402
 from tfod_wrap.core.errors import UserError  # noqa: E402
-from tfod_wrap.core.files import check_output  # noqa: E402
 from tfod_wrap.core.recipe import RECIPES, TrainRecipe, field_type, find_recipe  # noqa: E402
 from tfod_wrap.core.textfiles import read_text  # noqa: E402
 from tfod_wrap.data import annotations  # noqa: E402
@@ -245,7 +244,7 @@ def _check_site(args: argparse.Namespace) -> None:
     site, output = args.site.resolve(), args.output.resolve()
     if site == output or output in site.parents or site in output.parents:
         raise UserError(f"--site {args.site}: must be a folder apart from --output {args.output} (not in it)")
-    check_output(args.site, web_site.KIND)  # refused before the export's work, not after it
+    web_site.check_site(args.site)  # before the export's work, not after it
 
 
 def _detect(args: argparse.Namespace) -> int:

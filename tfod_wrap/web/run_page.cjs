@@ -6,8 +6,8 @@
 //           "query": {"backend": "wasm", ...} URL parameters, "clip": .y4m file played as the camera,
 //           "frames": N, "image": optional image file to choose in the page's file input afterwards,
 //           "timeout_ms": how long to wait for N frames}
-// Prints: {ready, backend, fps, frames, inferenceMs, lastDetections, error, crossOriginIsolated, isolation, wasm, shown,
-//          numTensors: {early, late}, seconds, firstDetectionMs, timedOut, console: [...], requests: [...],
+// Prints: {ready, backend, fps, frames, inferenceMs, lastDetections, error, crossOriginIsolated, isolation, wasm,
+//          shown, numTensors: {early, late}, seconds, firstDetectionMs, timedOut, console: [...], requests: [...],
 //          navigations: [...], image?: {...}}
 // requests: every request of the browser context (pages and service workers): {url, resourceType, serviceWorker};
 // navigations: the main frame's documents (the page may reload itself once for cross-origin isolation), so the

@@ -30,7 +30,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tfod_wrap.core.errors import UserError
-from tfod_wrap.core.files import atomic_write_text, claim_output
+from tfod_wrap.core.files import atomic_write_text, check_output, claim_output
 from tfod_wrap.core.nodejs import node_modules
 from tfod_wrap.core.resources import package_file
 from tfod_wrap.web.serve import STATIC, check_model_dir
@@ -71,6 +71,16 @@ def model_files(model_dir: Path) -> list[str]:
     if missing:
         raise UserError(f"{model_dir}: weight shards {', '.join(missing[:3])} listed in model.json are missing")
     return ["model.json", *shards, "metadata.json"]
+
+
+def check_site(output: str | Path) -> None:
+    """The refusals of `build_site` that do not depend on the model, for a caller to make before its own work: an
+    output folder that is not empty, absent or an earlier site; TF.js's files not installed."""
+    check_output(Path(output), KIND)
+    modules = node_modules()
+    missing = [source for source in RUNTIME if not (modules / source).is_file()]
+    if missing:
+        raise UserError(f"{modules}: {missing[0]} is missing; run `tfod-wrap install-web` (the site copies it)")
 
 
 def build_site(model_dir: str | Path, output: str | Path, log: Callable[[str], None] = print) -> dict:
