@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -182,6 +183,28 @@ def test_site_runs_without_isolation(site, clip, trained_detector):
     assert "/sw.js" not in served
     assert "/vendor/tfjs-backend-wasm/tfjs-backend-wasm-simd.wasm" in served  # the single-threaded binary
     assert any(d["name"] == trained_detector.class_name for d in state["lastDetections"]), state["lastDetections"]
+
+
+def test_no_reload_loop_when_the_worker_cannot_isolate(site, clip, tmp_path):
+    """A worker whose responses do not isolate the page (as in a browser that ignores them): the page reloads once,
+    then runs on one thread and says why, instead of reloading forever."""
+    copy = tmp_path / "site"
+    shutil.copytree(site, copy)
+    (copy / "sw.js").write_text(
+        'self.addEventListener("install", () => self.skipWaiting());\n'
+        'self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));\n'
+        'self.addEventListener("fetch", (event) => event.respondWith(fetch(event.request)));\n'
+    )
+    with serving_folder(copy) as server:
+        state = run_page(server.url, clip, frames=2, timeout=90)
+    assert state["error"] is None, state
+    assert len(state["navigations"]) == 2  # the one reload, no more
+    assert state["isolation"] == {
+        "isolated": False,
+        "via": None,
+        "reason": "the service worker's headers did not isolate the page",
+    }
+    assert state["wasm"]["threads"] is False and state["frames"] >= 2
 
 
 def test_cli_site_is_checked_before_the_export(trained_detector, tmp_path, capsys):
