@@ -37,6 +37,9 @@ QUANTIZE ?= none
 TFJS ?= $(EXPORT)/tfjs
 PORT ?= 8000
 HOST ?= 127.0.0.1
+# make site: the export plus the webcam page as a static site in SITE (README, "Step 5"); its TF.js weights are float16
+# unless QUANTIZE is given on the command line
+SITE ?= $(RUN)/site
 
 # make demo: the whole path on generated sample data, from the pretrained SSD MobileNet V2 (see README, "The demo")
 DEMO ?= runs/demo
@@ -56,7 +59,7 @@ DEMO_RECIPE = $(strip --recipe demo $(if $(DEMO_STEPS),--num-steps $(DEMO_STEPS)
 PRETRAINED ?= models/objectron_ssd_mobilenet_v2
 
 
-.PHONY: install install-mediapipe check-installs check-templates check-python310 check-wheel test lint tfrecords train eval export-tfjs serve demo bench bench-demo clean
+.PHONY: install install-mediapipe check-installs check-templates check-python310 check-wheel test lint tfrecords train eval export-tfjs serve site demo bench bench-demo clean
 
 # Idempotent: returns at once when .venv was made by the chosen Python from the same dependency files.
 install:
@@ -125,6 +128,10 @@ export-tfjs: install
 
 serve: install
 	$(CLI) serve --model $(TFJS) --port $(PORT) --host $(HOST)
+
+site: install
+	$(CLI) export --pipeline $(RUN)/pipeline.config --model-dir $(RUN) --output $(EXPORT) --formats saved_model,tfjs \
+		$(if $(filter command line,$(origin QUANTIZE)),--quantize $(QUANTIZE)) --verify --site $(SITE)
 
 demo: install
 	test -f $(DEMO_DATA)/README.txt || $(CLI) sample --output $(DEMO_DATA) --count $(DEMO_COUNT)

@@ -26,7 +26,8 @@ from tfod_wrap.core.errors import UserError  # noqa: E402
 from tfod_wrap.core.recipe import RECIPES, TrainRecipe, field_type, find_recipe  # noqa: E402
 from tfod_wrap.core.textfiles import read_text  # noqa: E402
 from tfod_wrap.data import annotations  # noqa: E402
-from tfod_wrap.export.formats import DEFAULT_FORMATS, FORMATS, INPUT_TYPES, QUANTIZE  # noqa: E402
+from tfod_wrap.export.formats import ALWAYS, DEFAULT_FORMATS, FORMATS, INPUT_TYPES, QUANTIZE  # noqa: E402
+from tfod_wrap.web import site as web_site  # noqa: E402
 
 CONFIG_USAGE = """tfod-wrap config MODEL_OR_FILE --output FILE [--data DIR] [--checkpoint PREFIX] [--set PATH=VALUE ...]
                         [--steps N] [--batch-size N] [--no-lr-scaling] [--no-check]
@@ -214,6 +215,13 @@ def _export(args: argparse.Namespace) -> int:
     from tfod_wrap import export
 
     _check_pipeline(args.pipeline)
+    if args.site:
+        _check_site(args)
+    if args.quantize is None:
+        # a site's weights are float16 where every requested format stores them (ONNX is float32 only)
+        chosen = [FORMATS[name] for name in args.formats if name in FORMATS and name != ALWAYS]
+        stores = all(web_site.SITE_QUANTIZE in entry.quantize for entry in chosen)
+        args.quantize = web_site.SITE_QUANTIZE if args.site and stores else "none"
     report = _call(export.export, args)
     print(f"exported {Path(report['checkpoint']).name} to {args.output}:")
     for name, written in report["formats"].items():
@@ -223,7 +231,23 @@ def _export(args: argparse.Namespace) -> int:
         print(export.verify_table(report))
     if "tfjs" in report["formats"]:
         print(f"webcam page: tfod-wrap serve --model {report['formats']['tfjs']['path']}")
+    if args.site:
+        site = web_site.build_site(report["formats"]["tfjs"]["path"], args.site, log=lambda _: None)
+        print(
+            f"static site: {site['bytes'] / 2**20:.1f} MiB in {args.site} ({site['quantization']} weights); try it: "
+            f"python3 -m http.server -d {args.site} 8000, then open http://127.0.0.1:8000/"
+        )
     return 0
+
+
+def _check_site(args: argparse.Namespace) -> None:
+    """--site needs the TF.js format, and a folder apart from the export (each is replaced whole)."""
+    if "tfjs" not in args.formats:
+        raise UserError(f"--site {args.site}: the site runs the TF.js model; add tfjs to --formats")
+    site, output = args.site.resolve(), args.output.resolve()
+    if site == output or output in site.parents or site in output.parents:
+        raise UserError(f"--site {args.site}: must be a folder apart from --output {args.output} (not in it)")
+    web_site.check_site(args.site)  # before the export's work, not after it
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -537,10 +561,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exporting.add_argument(
         "--quantize",
-        default="none",
         choices=QUANTIZE,
         help="TF.js: weights stored as float16/uint8; TFLite: float16 weights, or full-integer uint8 calibrated on "
-        "the eval images. The SavedModel stays float32",
+        "the eval images. The SavedModel (and ONNX) stay float32. Default: none, or float16 with --site when every "
+        "requested format stores it",
     )
     exporting.add_argument("--checkpoint", default="latest", help="latest (default) or ckpt-N")
     exporting.add_argument(
@@ -552,6 +576,13 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--label-map", type=Path, help="default: the pipeline's train_input_reader label map")
     exporting.add_argument("--verify", action="store_true", help="check every format against the checkpoint")
     exporting.add_argument("--verify-images", type=int, default=4, help="eval images for --verify (4)")
+    exporting.add_argument(
+        "--site",
+        type=Path,
+        metavar="DIR",
+        help="also write the webcam page as a static site for any host: page, TF.js model, TF.js and its wasm "
+        "files, a service worker for cross-origin isolation, _headers/netlify.toml/vercel.json (README, Step 5)",
+    )
     exporting.set_defaults(run=_export)
 
     detecting = commands.add_parser(

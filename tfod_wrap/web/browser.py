@@ -67,8 +67,12 @@ def run_page(
     detections come back under "image".
 
     Returns the page state: ready, backend, fps, frames, inferenceMs, lastDetections, error, crossOriginIsolated,
-    numTensors ({"early": after frame 2, "late": at the end}), seconds (wall time of the wait), timedOut, console
-    (the page's tfod-wrap: log lines and errors) and, with `image`, image.
+    isolation ({isolated, via, reason}), wasm ({threads, simd}), shown (the header bar's backend and isolation
+    texts), numTensors ({"early": after frame 2, "late": at the end}), seconds (wall time of the wait),
+    firstDetectionMs (from the start of the navigation to the first camera frame with a detection above the
+    threshold, reloads included), timedOut, console (the page's tfod-wrap: log lines and errors), requests (every
+    request of the browser context, workers' included: url, resourceType, serviceWorker), navigations (the main
+    frame's documents: two when the page reloaded itself for isolation) and, with `image`, image.
     """
     parameters = dict(query or {})
     if backend:
