@@ -71,7 +71,8 @@ def _tfrecords(args: argparse.Namespace) -> int:
     report = _call(data.convert, args, progress=True)
     out = args.output_dir
     print(data.summary_table(report))
-    print(f"wrote {report['images_written']} images to {out} (details: {out}/report.json)")
+    what = "tiles" if report.get("tiling") else "images"
+    print(f"wrote {report['images_written']} {what} to {out} (details: {out}/report.json)")
     return 0
 
 
@@ -355,6 +356,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read images that resolve outside their image folder (../, absolute paths, symlinks leading out); "
         "refused by default. Devices and FIFOs are refused always",
+    )
+    tfrecords.add_argument(
+        "--tile",
+        type=int,
+        metavar="SIZE",
+        help="one record per SIZExSIZE tile of each image (large images, small objects); the split stays by image",
+    )
+    tfrecords.add_argument(
+        "--tile-overlap", type=float, default=0.2, help="with --tile: neighbouring tiles overlap this much (0.2)"
+    )
+    tfrecords.add_argument(
+        "--min-visible",
+        type=float,
+        default=0.5,
+        help="with --tile: a box showing less of itself in a tile is dropped from that tile (0.5)",
+    )
+    tfrecords.add_argument(
+        "--negative-ratio",
+        type=float,
+        default=1.0,
+        help="with --tile: the fraction of tiles without boxes to keep, drawn with --seed (1: all)",
     )
     tfrecords.set_defaults(run=_tfrecords)
 

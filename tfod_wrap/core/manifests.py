@@ -128,6 +128,7 @@ class RecordsManifest(Manifest):
     boxes_per_class: dict[str, int] | None = None
     problem_counts: dict[str, int] | None = None
     image_handling: dict[str, int] | None = None
+    tiling: dict | None = None  # `--tile`: the options and counts of tiles and boxes
     skipped: list[dict] | None = None
     box_problems: list[dict] | None = None
 

@@ -1,0 +1,207 @@
+"""Tiles of large images, shared by tiled training records (`tfrecords --tile`) and sliced inference (`detect
+--tile`, `eval --tile`): where the tiles lie, how a box shows in a tile, and how detections from overlapping tiles
+become one set. NumPy only: the tfrecords workers never import TensorFlow.
+
+Boxes here are pixels, (xmin, ymin, xmax, ymax) rows of a float array.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tfod_wrap.core.errors import UserError
+
+MERGES = ("nms", "fuse")
+DEFAULT_OVERLAP = 0.2
+MERGE_THRESHOLD = 0.5
+# A detection whose side lies within this many pixels of a tile edge inside the image was cut by that edge
+CUT_MARGIN = 2.0
+
+
+class TileError(UserError):
+    """Tiling options that cannot work; the message names the option."""
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its top-left corner in the source image and its size, in pixels."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return self.x, self.y, self.x + self.width, self.y + self.height
+
+
+def check_tiling(size: int, overlap: float) -> None:
+    if size < 32:
+        raise TileError(f"--tile {size}: tiles of at least 32 pixels")
+    if not 0 <= overlap < 1:
+        raise TileError(f"--tile-overlap {overlap}: a fraction of the tile, at least 0 and below 1")
+
+
+def tile_grid(width: int, height: int, size: int, overlap: float = DEFAULT_OVERLAP) -> list[Tile]:
+    """Tiles of `size` x `size` covering the image, row by row, neighbours overlapping by at least `overlap` of a
+    tile. The last tile of a row or column ends at the image's edge (no padding: every tile holds only real pixels),
+    the others spread evenly between. A side shorter than a tile gets one tile of its own length, so an image
+    smaller than a tile is one tile: the whole image."""
+    check_tiling(size, overlap)
+    columns, rows = _starts(width, size, overlap), _starts(height, size, overlap)
+    return [Tile(x, y, min(size, width), min(size, height)) for y in rows for x in columns]
+
+
+def _starts(length: int, size: int, overlap: float) -> list[int]:
+    if length <= size:
+        return [0]
+    stride = max(1, math.floor(size * (1 - overlap)))
+    count = math.ceil((length - size) / stride) + 1
+    return [round(index * (length - size) / (count - 1)) for index in range(count)]
+
+
+def visible_part(box: tuple[float, float, float, float], tile: Tile) -> tuple[tuple[float, ...] | None, float]:
+    """(the box clipped to the tile, in the tile's pixels, or None; its visibility). Visibility is the clipped area
+    over the most of the box a tile can show: min(box side, tile side) on each axis. A box that fits in a tile is
+    fully visible only when whole; a box larger than a tile counts as fully visible where it fills the tile, so it
+    is not lost from every tile of a training set."""
+    xmin, ymin, xmax, ymax = box
+    left, top, right, bottom = tile.box
+    clipped = (max(xmin, left), max(ymin, top), min(xmax, right), min(ymax, bottom))
+    width, height = clipped[2] - clipped[0], clipped[3] - clipped[1]
+    if width <= 0 or height <= 0:
+        return None, 0.0
+    most = min(xmax - xmin, tile.width) * min(ymax - ymin, tile.height)
+    local = (clipped[0] - left, clipped[1] - top, clipped[2] - left, clipped[3] - top)
+    return local, min(1.0, width * height / most)
+
+
+def to_image(boxes: np.ndarray, tile: Tile) -> np.ndarray:
+    """Normalised (ymin, xmin, ymax, xmax) boxes of a tile, as TFOD gives them -> pixel (xmin, ymin, xmax, ymax) in
+    the source image."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.stack(
+        [
+            tile.x + boxes[:, 1] * tile.width,
+            tile.y + boxes[:, 0] * tile.height,
+            tile.x + boxes[:, 3] * tile.width,
+            tile.y + boxes[:, 2] * tile.height,
+        ],
+        axis=1,
+    )
+
+
+def cut_by_tile(boxes: np.ndarray, tile: Tile, width: int, height: int) -> np.ndarray:
+    """Which pixel boxes (in the source image) touch an edge of `tile` that lies inside the image: the tile saw only
+    part of those objects, or could have."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    left, top, right, bottom = tile.box
+    return (
+        ((boxes[:, 0] <= left + CUT_MARGIN) & (left > 0))
+        | ((boxes[:, 1] <= top + CUT_MARGIN) & (top > 0))
+        | ((boxes[:, 2] >= right - CUT_MARGIN) & (right < width))
+        | ((boxes[:, 3] >= bottom - CUT_MARGIN) & (bottom < height))
+    )
+
+
+def _intersections(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    width = np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0])
+    height = np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1])
+    return np.clip(width, 0, None) * np.clip(height, 0, None)
+
+
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Intersection over union of one pixel box with each of `others`."""
+    inter = _intersections(box, others)
+    union = _areas(box[np.newaxis])[0] + _areas(others) - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def ios(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Intersection over the smaller of the two areas: 1 when one box holds the other, as a part of an object cut
+    by a tile edge lies inside the whole object's box."""
+    inter = _intersections(box, others)
+    smaller = np.minimum(_areas(box[np.newaxis])[0], _areas(others))
+    return np.divide(inter, smaller, out=np.zeros_like(inter), where=smaller > 0)
+
+
+def merge(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    cut: np.ndarray | None = None,
+    *,
+    method: str = "nms",
+    threshold: float = MERGE_THRESHOLD,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One detection per object from the detections of overlapping tiles (pixel boxes), class by class; returns
+    (boxes, scores, classes), best score first. No cap on the count.
+
+    nms:  greedy non-maximum suppression: the best box suppresses those of IoU >= threshold with it; besides, a box
+          cut by a tile edge (`cut`) is suppressed by a kept box that holds it (intersection over its own area >=
+          threshold): the part of an object that one tile saw, inside the whole object another tile saw.
+    fuse: greedy grouping by intersection over the smaller area >= threshold, each group becoming the box that
+          encloses it, with the group's best score: joins the parts of an object that no tile saw whole (one part
+          on each side of a tile edge), where NMS keeps both parts."""
+    if method not in MERGES:
+        raise TileError(f"--tile-merge {method!r}: one of {', '.join(MERGES)}")
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    cut = np.zeros(len(boxes), bool) if cut is None else np.asarray(cut, bool).reshape(-1)
+    kept_boxes, kept_scores, kept_classes = [], [], []
+    for label in np.unique(classes):
+        members = np.flatnonzero(classes == label)
+        members = members[np.argsort(-scores[members], kind="stable")]
+        merged = _nms(boxes[members], cut[members], threshold) if method == "nms" else _fuse(boxes[members], threshold)
+        for box, group in merged:
+            kept_boxes.append(box)
+            kept_scores.append(scores[members[group]])
+            kept_classes.append(label)
+    if not kept_boxes:
+        return np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)
+    order = np.argsort(-np.asarray(kept_scores), kind="stable")
+    return np.asarray(kept_boxes)[order], np.asarray(kept_scores)[order], np.asarray(kept_classes, np.int64)[order]
+
+
+def _nms(boxes: np.ndarray, cut: np.ndarray, threshold: float) -> list[tuple[np.ndarray, int]]:
+    """(box, index of its score) of each kept box; boxes come best score first."""
+    alive = np.ones(len(boxes), bool)
+    kept = []
+    for index in range(len(boxes)):
+        if not alive[index]:
+            continue
+        kept.append((boxes[index], index))
+        rest = np.flatnonzero(alive)
+        rest = rest[rest > index]
+        if not rest.size:
+            continue
+        overlap = iou(boxes[index], boxes[rest])
+        inside = _intersections(boxes[index], boxes[rest]) / np.maximum(_areas(boxes[rest]), 1e-9)
+        alive[rest[(overlap >= threshold) | (cut[rest] & (inside >= threshold))]] = False
+    return kept
+
+
+def _fuse(boxes: np.ndarray, threshold: float) -> list[tuple[np.ndarray, int]]:
+    """(enclosing box, index of the best score) of each group; boxes come best score first. Each box joins the
+    group of the best box it overlaps, matched against the group's growing box, so a chain of parts joins up."""
+    groups: list[list] = []  # [enclosing box, best index]
+    for index, box in enumerate(boxes):
+        if groups:
+            enclosing = np.asarray([group[0] for group in groups])
+            overlap = ios(box, enclosing)
+            best = int(np.argmax(overlap))
+            if overlap[best] >= threshold:
+                group = groups[best]
+                group[0] = np.concatenate([np.minimum(group[0][:2], box[:2]), np.maximum(group[0][2:], box[2:])])
+                continue
+        groups.append([box.copy(), index])
+    return [(group[0], group[1]) for group in groups]
