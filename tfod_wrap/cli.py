@@ -171,7 +171,10 @@ def _variables(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from tfod_wrap import evaluate
 
+    tiling = _tiling(args)
     if args.detections:
+        if tiling:
+            raise UserError("--tile runs a model; --detections scores what detect found (run detect --tile)")
         if not (args.data and args.label_map):
             raise UserError("--detections needs --data RECORDS and --label-map FILE")
         output = args.output or evaluate.detections_file(args.detections).parent / "eval"
@@ -190,7 +193,9 @@ def _eval(args: argparse.Namespace) -> int:
         from tfod_wrap.core.detector import SavedModelDetector
 
         detector = SavedModelDetector(args.saved_model)
-        metrics = evaluate.score(files, detector, args.label_map, output, score_threshold=args.threshold, progress=True)
+        metrics = evaluate.score(
+            files, detector, args.label_map, output, score_threshold=args.threshold, progress=True, tiling=tiling
+        )
         print(evaluate.metrics_table(metrics))
         print(f"wrote {output}/metrics.json and plots")
         return 0
@@ -200,7 +205,7 @@ def _eval(args: argparse.Namespace) -> int:
             "--data RECORDS --label-map FILE"
         )
     _check_pipeline(args.pipeline)
-    options = {"output_dir": args.output, "score_threshold": args.threshold, "progress": True}
+    options = {"output_dir": args.output, "score_threshold": args.threshold, "progress": True, "tiling": tiling}
     if args.watch:
         results = evaluate.watch(args.pipeline, args.model_dir, timeout=args.timeout, **options)
     else:
@@ -209,6 +214,14 @@ def _eval(args: argparse.Namespace) -> int:
         print(evaluate.metrics_table(list(results.values())[-1]))
         print(f"wrote {args.output or args.model_dir / 'eval'} (metrics.json, plots, TensorBoard scalars)")
     return 0
+
+
+def _tiling(args: argparse.Namespace):
+    if args.tile is None:
+        return None
+    from tfod_wrap.core.sliced import Tiling
+
+    return Tiling(args.tile, args.tile_overlap, args.tile_merge, args.tile_full_image)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -309,6 +322,30 @@ def _given_fields(args: argparse.Namespace, cls: type) -> dict[str, object]:
     return {
         item.name: getattr(args, item.name) for item in dataclasses.fields(cls) if getattr(args, item.name) is not None
     }
+
+
+def _add_tiling(parser: argparse.ArgumentParser) -> None:
+    """detect's and eval's sliced inference options (tfod_wrap.core.sliced)."""
+    parser.add_argument(
+        "--tile",
+        type=int,
+        metavar="SIZE",
+        help="sliced inference: run the model on overlapping SIZExSIZE tiles of each image and merge the boxes "
+        "(large images, small objects); no cap of 100 detections per image",
+    )
+    parser.add_argument("--tile-overlap", type=float, default=0.2, help="with --tile: tiles overlap this much (0.2)")
+    parser.add_argument(
+        "--tile-merge",
+        choices=("nms", "fuse"),
+        default="nms",
+        help="with --tile: nms keeps the best of overlapping boxes (and drops parts cut by a tile edge inside a "
+        "whole box); fuse joins boxes that overlap into their enclosing box (objects that no tile saw whole)",
+    )
+    parser.add_argument(
+        "--tile-full-image",
+        action="store_true",
+        help="with --tile: also run the whole image resized, for objects larger than a tile",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -536,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score threshold for P/R/F1 and the confusion matrix (0.5); the F1-best threshold is reported too",
     )
     evaluation.add_argument("--output", type=Path, help="where metrics and plots go")
+    _add_tiling(evaluation)
     evaluation.set_defaults(run=_eval)
 
     exporting = commands.add_parser(
@@ -613,6 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detecting.add_argument("--video-fps", type=float, help="frame rate of written videos (default: the input's)")
     detecting.add_argument("--gif", action="store_true", help="write videos as animated GIF instead of MP4")
+    _add_tiling(detecting)
     detecting.set_defaults(run=_detect)
 
     inspect = commands.add_parser(

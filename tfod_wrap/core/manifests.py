@@ -276,6 +276,7 @@ class DetectSummary(Manifest):
     batch: int
     concurrent_calls: int
     tensorflow_threads: dict[str, int]
+    tiling: dict | None = None  # `--tile`: the sliced inference's options
 
 
 class DetectFolder(OutputFolder[DetectSummary]):

@@ -145,12 +145,14 @@ def merge(
     """One detection per object from the detections of overlapping tiles (pixel boxes), class by class; returns
     (boxes, scores, classes), best score first. No cap on the count.
 
-    nms:  greedy non-maximum suppression: the best box suppresses those of IoU >= threshold with it; besides, a box
-          cut by a tile edge (`cut`) is suppressed by a kept box that holds it (intersection over its own area >=
-          threshold): the part of an object that one tile saw, inside the whole object another tile saw.
-    fuse: greedy grouping by intersection over the smaller area >= threshold, each group becoming the box that
-          encloses it, with the group's best score: joins the parts of an object that no tile saw whole (one part
-          on each side of a tile edge), where NMS keeps both parts."""
+    Both methods group alike, greedily by score: a box joins the group of a better box when their IoU is at least
+    `threshold` (non-maximum suppression), or, where either box was cut by a tile edge (`cut`), when their
+    intersection over the smaller box is: the part of an object that one tile saw lies inside the whole object
+    another tile saw, and the two parts of an object cut by an edge overlap mostly in the tiles' overlap.
+    nms:  each group is its best box.
+    fuse: each group is the box enclosing its best box and the members scoring at least half as much: the parts
+          of an object that no tile saw whole join into one box, where nms keeps the best part.
+    Each group scores its best box's score."""
     if method not in MERGES:
         raise TileError(f"--tile-merge {method!r}: one of {', '.join(MERGES)}")
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -161,10 +163,15 @@ def merge(
     for label in np.unique(classes):
         members = np.flatnonzero(classes == label)
         members = members[np.argsort(-scores[members], kind="stable")]
-        merged = _nms(boxes[members], cut[members], threshold) if method == "nms" else _fuse(boxes[members], threshold)
-        for box, group in merged:
+        for group in _groups(boxes[members], cut[members], threshold):
+            best = members[group[0]]
+            if method == "fuse":
+                joined = members[group][scores[members[group]] >= scores[best] / 2]
+                box = np.concatenate([boxes[joined, :2].min(axis=0), boxes[joined, 2:].max(axis=0)])
+            else:
+                box = boxes[best]
             kept_boxes.append(box)
-            kept_scores.append(scores[members[group]])
+            kept_scores.append(scores[best])
             kept_classes.append(label)
     if not kept_boxes:
         return np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)
@@ -172,36 +179,18 @@ def merge(
     return np.asarray(kept_boxes)[order], np.asarray(kept_scores)[order], np.asarray(kept_classes, np.int64)[order]
 
 
-def _nms(boxes: np.ndarray, cut: np.ndarray, threshold: float) -> list[tuple[np.ndarray, int]]:
-    """(box, index of its score) of each kept box; boxes come best score first."""
+def _groups(boxes: np.ndarray, cut: np.ndarray, threshold: float) -> list[list[int]]:
+    """Indices of each group, its best box first; `boxes` come best score first."""
     alive = np.ones(len(boxes), bool)
-    kept = []
+    groups = []
     for index in range(len(boxes)):
         if not alive[index]:
             continue
-        kept.append((boxes[index], index))
         rest = np.flatnonzero(alive)
         rest = rest[rest > index]
-        if not rest.size:
-            continue
-        overlap = iou(boxes[index], boxes[rest])
-        inside = _intersections(boxes[index], boxes[rest]) / np.maximum(_areas(boxes[rest]), 1e-9)
-        alive[rest[(overlap >= threshold) | (cut[rest] & (inside >= threshold))]] = False
-    return kept
-
-
-def _fuse(boxes: np.ndarray, threshold: float) -> list[tuple[np.ndarray, int]]:
-    """(enclosing box, index of the best score) of each group; boxes come best score first. Each box joins the
-    group of the best box it overlaps, matched against the group's growing box, so a chain of parts joins up."""
-    groups: list[list] = []  # [enclosing box, best index]
-    for index, box in enumerate(boxes):
-        if groups:
-            enclosing = np.asarray([group[0] for group in groups])
-            overlap = ios(box, enclosing)
-            best = int(np.argmax(overlap))
-            if overlap[best] >= threshold:
-                group = groups[best]
-                group[0] = np.concatenate([np.minimum(group[0][:2], box[:2]), np.maximum(group[0][2:], box[2:])])
-                continue
-        groups.append([box.copy(), index])
-    return [(group[0], group[1]) for group in groups]
+        matched = (iou(boxes[index], boxes[rest]) >= threshold) | (
+            (cut[index] | cut[rest]) & (ios(boxes[index], boxes[rest]) >= threshold)
+        )
+        alive[rest[matched]] = False
+        groups.append([index, *rest[matched].tolist()])
+    return groups

@@ -165,6 +165,6 @@ def _run_models(pending: list[Frame], models: list[Model], latencies: dict) -> l
     found = []
     for model in models:
         started = time.perf_counter()
-        found.append(model.batch(images))
+        found.append(model.runner.batch(images))
         latencies[model.name].append(((time.perf_counter() - started) * 1000 / len(pending), len(pending)))
     return found
