@@ -149,10 +149,11 @@ def merge(
     `threshold` (non-maximum suppression), or, where either box was cut by a tile edge (`cut`), when their
     intersection over the smaller box is: the part of an object that one tile saw lies inside the whole object
     another tile saw, and the two parts of an object cut by an edge overlap mostly in the tiles' overlap.
-    nms:  each group is its best box.
+    nms:  each group is its best box, or its best box that no tile edge cut where that one scores at least half
+          as much (the whole object rather than a better-scoring part of it).
     fuse: each group is the box enclosing its best box and the members scoring at least half as much: the parts
           of an object that no tile saw whole join into one box, where nms keeps the best part.
-    Each group scores its best box's score."""
+    Each group scores its best box's score; of equal scores, an uncut box counts as the better."""
     if method not in MERGES:
         raise TileError(f"--tile-merge {method!r}: one of {', '.join(MERGES)}")
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -162,14 +163,15 @@ def merge(
     kept_boxes, kept_scores, kept_classes = [], [], []
     for label in np.unique(classes):
         members = np.flatnonzero(classes == label)
-        members = members[np.argsort(-scores[members], kind="stable")]
+        members = members[np.lexsort((cut[members], -scores[members]))]
         for group in _groups(boxes[members], cut[members], threshold):
-            best = members[group[0]]
+            best, strong = members[group[0]], members[group]
+            strong = strong[scores[strong] >= scores[best] / 2]
             if method == "fuse":
-                joined = members[group][scores[members[group]] >= scores[best] / 2]
-                box = np.concatenate([boxes[joined, :2].min(axis=0), boxes[joined, 2:].max(axis=0)])
+                box = np.concatenate([boxes[strong, :2].min(axis=0), boxes[strong, 2:].max(axis=0)])
             else:
-                box = boxes[best]
+                whole = strong[~cut[strong]]
+                box = boxes[whole[0] if whole.size else best]
             kept_boxes.append(box)
             kept_scores.append(scores[best])
             kept_classes.append(label)

@@ -21,11 +21,14 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
 
+import numpy as np
+import simplejpeg
 from PIL import Image
 
 from tfod_wrap.core.records import build_example, frame_record
@@ -88,9 +91,8 @@ def tile_records(
             encoded = image.encoded  # the whole image is the tile: its bytes as they are
         else:
             if decoded is None:
-                decoded = Image.open(io.BytesIO(image.encoded))
-                decoded.load()  # decoded once; each crop is then a copy of one tile's pixels
-            encoded = _encode(decoded.crop(tile.box), image.format, jpeg_quality)
+                decoded = _decode(image.encoded, image.format)
+            encoded = _encode(_crop(decoded, tile), image.format, jpeg_quality)
         counts["tiles"] += 1
         counts["negative_tiles"] += not local
         example = _example(annotation, image, tile, encoded, local, class_ids)
@@ -122,6 +124,28 @@ def _keep_empty(tiling: RecordTiling, source_id: str, tile: Tile) -> bool:
     if tiling.negative_ratio >= 1:
         return True
     return random.Random(f"{tiling.seed}:{source_id}:{tile.x}:{tile.y}").random() < tiling.negative_ratio
+
+
+def _decode(encoded: bytes, fmt: str) -> np.ndarray | Image.Image:
+    """The image's pixels, decoded once; each crop is then a copy of one tile's pixels. JPEGs decode to a NumPy
+    array of 3 bytes a pixel (Pillow keeps RGB in 4: a third more memory on a 10,000 x 10,000 image). The size
+    was checked against twice Pillow's bomb limit (encode._check_pixels): Pillow's warning beyond its own limit
+    is not news."""
+    if fmt == "jpeg":
+        colorspace = "GRAY" if simplejpeg.decode_jpeg_header(encoded)[2] == "Gray" else "RGB"
+        pixels = simplejpeg.decode_jpeg(encoded, colorspace=colorspace)
+        return pixels[..., 0] if colorspace == "GRAY" else pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        decoded = Image.open(io.BytesIO(encoded))
+        decoded.load()
+    return decoded
+
+
+def _crop(decoded: np.ndarray | Image.Image, tile: Tile) -> Image.Image:
+    if isinstance(decoded, Image.Image):
+        return decoded.crop(tile.box)
+    return Image.fromarray(np.ascontiguousarray(decoded[tile.y : tile.y + tile.height, tile.x : tile.x + tile.width]))
 
 
 def _encode(crop: Image.Image, fmt: str, jpeg_quality: int) -> bytes:
