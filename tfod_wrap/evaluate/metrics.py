@@ -109,6 +109,10 @@ def coco_eval(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    if max_detections != COCO_MAX_DETECTIONS:
+        # summarize() computes mAP at a fixed maxDets of 100 (its other numbers take maxDets[2]): -1 when 100 is not
+        # one of them. The same average, at the raised maxDets:
+        evaluator.stats[0] = _mean_valid(evaluator.eval["precision"][:, :, :, _AREA_ALL, _MAX_DETS_100])
     return evaluator
 
 
