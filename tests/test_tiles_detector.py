@@ -14,11 +14,8 @@ from PIL import Image
 
 from tfod_wrap.cli import main
 from tfod_wrap.core.checkpoints import find_checkpoints
-from tfod_wrap.core.detector import CheckpointDetector
-from tfod_wrap.core.sliced import Tiling
 from tfod_wrap.core.tiles import iou, tile_grid
 from tfod_wrap.data import convert
-from tfod_wrap.evaluate import score
 
 WIDTH, HEIGHT, TILE = 1280, 960, 320
 # A training image stretched to a tile's square (the model sees each 320 px tile as it saw a 320x240 image) at
@@ -75,10 +72,12 @@ def test_sliced_eval_scores_the_whole_canvas_for_an_export_and_a_checkpoint(trai
     tiled = ["--label-map", str(labels), "--output", str(output), "--tile", str(TILE), "--tile-merge", "fuse"]
     assert main([*args, *tiled]) == 0
     exported = json.loads((output / "metrics.json").read_text())
-    checkpoint = CheckpointDetector(
-        trained_detector.pipeline, find_checkpoints(trained_detector.model_dir, "latest")[0]
-    )
-    restored = score([str(records)], checkpoint, labels, tmp_path / "eval-ckpt", tiling=Tiling(TILE, merge="fuse"))
+    # the checkpoint, on these records instead of the pipeline's eval input
+    pipeline = ["eval", "--pipeline", str(trained_detector.pipeline), "--model-dir", str(trained_detector.model_dir)]
+    assert main([*pipeline, "--data", str(records), "--output", str(tmp_path / "eval-ckpt"), "--tile", str(TILE)]) == 0
+    restored = json.loads((tmp_path / "eval-ckpt" / "metrics.json").read_text())
+    latest = Path(find_checkpoints(trained_detector.model_dir, "latest")[0]).name
+    assert restored["tiling"]["merge"] == "nms" and Path(restored["checkpoint"]).name == latest
     for metrics in (exported, restored):
         assert metrics["tiling"]["size"] == TILE and metrics["images"] == 1
         values = metrics["per_class"][trained_detector.class_name]

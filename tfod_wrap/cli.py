@@ -206,6 +206,8 @@ def _eval(args: argparse.Namespace) -> int:
         )
     _check_pipeline(args.pipeline)
     options = {"output_dir": args.output, "score_threshold": args.threshold, "progress": True, "tiling": tiling}
+    if args.data:
+        options["data"] = [str(path) for path in args.data]
     if args.watch:
         results = evaluate.watch(args.pipeline, args.model_dir, timeout=args.timeout, **options)
     else:
@@ -563,7 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
         "images.json beside it): matched to the records by image file name",
     )
     evaluation.add_argument(
-        "--data", type=Path, nargs="+", help="with --saved-model or --detections: TFRecord files, globs or folders"
+        "--data",
+        type=Path,
+        nargs="+",
+        help="TFRecord files, globs or folders: needed with --saved-model or --detections; with --pipeline, instead of "
+        "its eval input (e.g. untiled records for --tile)",
     )
     evaluation.add_argument("--label-map", type=Path, help="with --saved-model or --detections: the label map")
     evaluation.add_argument(

@@ -220,12 +220,13 @@ def evaluate_checkpoints(
     score_threshold: float = 0.5,
     progress: bool = False,
     tiling: Tiling | None = None,
+    data: list[str] | None = None,
     log=print,
 ) -> dict[str, dict]:
-    """Evaluate checkpoints of a model dir on the pipeline's eval input: {checkpoint name: metrics}; sliced with
-    `tiling`."""
+    """Evaluate checkpoints of a model dir on the pipeline's eval input, or on the records `data` (as the pipeline's
+    label map reads them): {checkpoint name: metrics}; sliced with `tiling`."""
     reader = load(pipeline).eval_input_reader[0]
-    files = expand_record_paths(list(reader.tf_record_input_reader.input_path))
+    files = expand_record_paths(list(data or reader.tf_record_input_reader.input_path))
     output_dir = Path(output_dir) if output_dir else Path(model_dir) / "eval"
     results = {}
     for path in find_checkpoints(model_dir, checkpoint):
