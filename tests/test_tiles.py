@@ -454,3 +454,19 @@ def test_eval_tile_with_stored_detections_is_refused(tmp_path, capsys):
     code = main(["eval", "--detections", str(tmp_path), "--data", str(tmp_path), "--label-map", "x", "--tile", "320"])
     assert code == 2
     assert "--tile runs a model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command, flags, message",
+    [
+        (["detect", "in.jpg", "--model", "m", "--output", "out"], ["--tile", "8"], "--tile 8"),
+        (["detect", "in.jpg", "--model", "m", "--output", "out"], ["--tile", "320", "--tile-overlap", "-1"], "overlap"),
+        (["eval", "--saved-model", "m", "--data", "r", "--label-map", "l"], ["--tile", "0"], "--tile 0"),
+    ],
+)
+def test_bad_sliced_options_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, command, flags, message):
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, *flags]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and message in error and "\n" not in error
+    assert not (tmp_path / "out").exists()

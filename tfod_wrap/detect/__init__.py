@@ -83,7 +83,7 @@ def detect(
     loaded = _load_models(models, label_map, log)
     if tiling:
         for model in loaded:
-            model.runner = SlicedDetector(model, tiling)
+            model.sliced = SlicedDetector(model, tiling)  # what detect.pipeline runs instead of the model
     if tiling or not any(model.batchable for model in loaded):
         batch = 1  # waiting for a batch that is then run image by image would only delay the writer
     from tqdm import tqdm
@@ -250,5 +250,5 @@ def _tiling_summary(tiling: Tiling | None, models: list[Model], frames: int) -> 
     """The options, and the model calls an image took on average (tiles, plus the whole image if asked)."""
     if tiling is None:
         return None
-    calls = next((model.runner.tiles_run for model in models if isinstance(model.runner, SlicedDetector)), 0)
+    calls = next((model.sliced.tiles_run for model in models if hasattr(model, "sliced")), 0)
     return {**tiling.to_json(), "calls_per_image": round(calls / frames, 2) if frames else 0.0}

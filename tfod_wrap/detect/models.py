@@ -23,7 +23,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from tfod_wrap.core.detector import Detector, SavedModelDetector
+from tfod_wrap.core.detector import SavedModelDetector
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.labelmap import check_label_map
 
@@ -49,7 +49,6 @@ class Model(SavedModelDetector):
         super().__init__(loaded)
         self.name, self.source, self.kind = name, source, kind
         self.class_names, self.labels = class_names, labels
-        self.runner: Detector = self  # what runs the images: the model, or the model on tiles (`detect --tile`)
 
 
 def load_model(spec: str | Path, label_map: str | Path | None = None, name: str | None = None) -> Model:
