@@ -22,7 +22,7 @@ from tfod_wrap.cli import main
 from tfod_wrap.core.detections import Detections
 from tfod_wrap.core.detector import Detector
 from tfod_wrap.core.sliced import SlicedDetector, Tiling
-from tfod_wrap.core.tiles import Tile, TileError, merge, tile_grid, visible_part
+from tfod_wrap.core.tiles import Tile, TileError, ios, iou, merge, tile_grid, visible_part
 from tfod_wrap.data import convert
 from tfod_wrap.data.annotations import DataError
 from tfod_wrap.evaluate.metrics import evaluate_detections
@@ -116,6 +116,36 @@ def test_merge_caps_nothing():
     for method in ("nms", "fuse"):
         kept, _, _ = merge(boxes, np.linspace(1, 0.1, len(boxes)), np.ones(len(boxes)), method=method)
         assert len(kept) == len(boxes) == 300
+
+
+def _brute_force_nms(boxes, scores, cut, threshold=0.5):
+    """Greedy grouping comparing every kept box with every later free box: what merge must equal."""
+    order = np.lexsort((cut, -scores))
+    free, kept = np.ones(len(boxes), bool), []
+    for position, index in enumerate(order):
+        if not free[index]:
+            continue
+        kept.append(index)
+        for other in order[position + 1 :]:
+            if not free[other]:
+                continue
+            match = iou(boxes[index], boxes[other][np.newaxis])[0] >= threshold
+            inside = ios(boxes[index], boxes[other][np.newaxis])[0] >= threshold
+            free[other] = not (match or ((cut[index] or cut[other]) and inside))
+    return sorted(kept)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_merge_groups_as_comparing_every_pair_would(seed):
+    rng = np.random.default_rng(seed)
+    count = 300
+    corners = rng.integers(0, 400, (count, 2)).astype(float)
+    boxes = np.concatenate([corners, corners + rng.integers(0, 60, (count, 2))], axis=1)  # zero-width ones too
+    scores, cut = rng.random(count).round(2), rng.random(count) < 0.3  # ties in the scores too
+    kept, kept_scores, _ = merge(boxes, scores, np.ones(count), cut)
+    expected = _brute_force_nms(boxes, scores, cut)
+    assert sorted(kept_scores.tolist()) == sorted(scores[expected].tolist())
+    assert len(kept) == len(expected)
 
 
 def test_merge_rejects_an_unknown_method():
