@@ -49,7 +49,7 @@ class Tiling:
         if self.merge not in MERGES:
             raise TileError(f"--tile-merge {self.merge!r}: one of {', '.join(MERGES)}")
         if not 0 < self.threshold <= 1:
-            raise TileError(f"--tile-merge-threshold {self.threshold}: above 0 and at most 1")
+            raise TileError(f"tile merge threshold {self.threshold}: above 0 and at most 1")
 
     def to_json(self) -> dict:
         return asdict(self)
