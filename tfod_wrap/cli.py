@@ -72,7 +72,8 @@ def _tfrecords(args: argparse.Namespace) -> int:
     report = _call(data.convert, args, progress=True)
     out = args.output_dir
     print(data.summary_table(report))
-    print(f"wrote {report['images_written']} images to {out} (details: {out}/report.json)")
+    what = "tiles" if report.get("tiling") else "images"
+    print(f"wrote {report['images_written']} {what} to {out} (details: {out}/report.json)")
     return 0
 
 
@@ -171,7 +172,10 @@ def _variables(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from tfod_wrap import evaluate
 
+    tiling = _tiling(args)
     if args.detections:
+        if tiling:
+            raise UserError("--tile runs a model; --detections scores what detect found (run detect --tile)")
         if not (args.data and args.label_map):
             raise UserError("--detections needs --data RECORDS and --label-map FILE")
         output = args.output or evaluate.detections_file(args.detections).parent / "eval"
@@ -190,7 +194,9 @@ def _eval(args: argparse.Namespace) -> int:
         from tfod_wrap.core.detector import SavedModelDetector
 
         detector = SavedModelDetector(args.saved_model)
-        metrics = evaluate.score(files, detector, args.label_map, output, score_threshold=args.threshold, progress=True)
+        metrics = evaluate.score(
+            files, detector, args.label_map, output, score_threshold=args.threshold, progress=True, tiling=tiling
+        )
         print(evaluate.metrics_table(metrics))
         print(f"wrote {output}/metrics.json and plots")
         return 0
@@ -200,7 +206,9 @@ def _eval(args: argparse.Namespace) -> int:
             "--data RECORDS --label-map FILE"
         )
     _check_pipeline(args.pipeline)
-    options = {"output_dir": args.output, "score_threshold": args.threshold, "progress": True}
+    options = {"output_dir": args.output, "score_threshold": args.threshold, "progress": True, "tiling": tiling}
+    if args.data:
+        options["data"] = [str(path) for path in args.data]
     if args.watch:
         results = evaluate.watch(args.pipeline, args.model_dir, timeout=args.timeout, **options)
     else:
@@ -209,6 +217,14 @@ def _eval(args: argparse.Namespace) -> int:
         print(evaluate.metrics_table(list(results.values())[-1]))
         print(f"wrote {args.output or args.model_dir / 'eval'} (metrics.json, plots, TensorBoard scalars)")
     return 0
+
+
+def _tiling(args: argparse.Namespace):
+    if args.tile is None:
+        return None
+    from tfod_wrap.core.sliced import Tiling
+
+    return Tiling(args.tile, args.tile_overlap, args.tile_merge, args.tile_full_image)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -334,6 +350,30 @@ def _given_fields(args: argparse.Namespace, cls: type) -> dict[str, object]:
     }
 
 
+def _add_tiling(parser: argparse.ArgumentParser) -> None:
+    """detect's and eval's sliced inference options (tfod_wrap.core.sliced)."""
+    parser.add_argument(
+        "--tile",
+        type=int,
+        metavar="SIZE",
+        help="sliced inference: run the model on overlapping SIZExSIZE tiles of each image and merge the boxes "
+        "(large images, small objects); no cap of 100 detections per image",
+    )
+    parser.add_argument("--tile-overlap", type=float, default=0.2, help="with --tile: tiles overlap this much (0.2)")
+    parser.add_argument(
+        "--tile-merge",
+        choices=("nms", "fuse"),
+        default="nms",
+        help="with --tile: nms keeps the best of overlapping boxes (and drops parts cut by a tile edge inside a "
+        "whole box); fuse joins boxes that overlap into their enclosing box (objects that no tile saw whole)",
+    )
+    parser.add_argument(
+        "--tile-full-image",
+        action="store_true",
+        help="with --tile: also run the whole image resized, for objects larger than a tile",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfod-wrap",
@@ -379,6 +419,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read images that resolve outside their image folder (../, absolute paths, symlinks leading out); "
         "refused by default. Devices and FIFOs are refused always",
+    )
+    tfrecords.add_argument(
+        "--tile",
+        type=int,
+        metavar="SIZE",
+        help="one record per SIZExSIZE tile of each image (large images, small objects); the split stays by image",
+    )
+    tfrecords.add_argument(
+        "--tile-overlap", type=float, default=0.2, help="with --tile: neighbouring tiles overlap this much (0.2)"
+    )
+    tfrecords.add_argument(
+        "--min-visible",
+        type=float,
+        default=0.5,
+        help="with --tile: a box showing less of itself in a tile is dropped from that tile (0.5)",
+    )
+    tfrecords.add_argument(
+        "--negative-ratio",
+        type=float,
+        default=1.0,
+        help="with --tile: the fraction of tiles without boxes to keep, drawn with --seed (1: all)",
     )
     tfrecords.set_defaults(run=_tfrecords)
 
@@ -528,7 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
         "images.json beside it): matched to the records by image file name",
     )
     evaluation.add_argument(
-        "--data", type=Path, nargs="+", help="with --saved-model or --detections: TFRecord files, globs or folders"
+        "--data",
+        type=Path,
+        nargs="+",
+        help="TFRecord files, globs or folders: needed with --saved-model or --detections; with --pipeline, instead of "
+        "its eval input (e.g. untiled records for --tile)",
     )
     evaluation.add_argument("--label-map", type=Path, help="with --saved-model or --detections: the label map")
     evaluation.add_argument(
@@ -538,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score threshold for P/R/F1 and the confusion matrix (0.5); the F1-best threshold is reported too",
     )
     evaluation.add_argument("--output", type=Path, help="where metrics and plots go")
+    _add_tiling(evaluation)
     evaluation.set_defaults(run=_eval)
 
     exporting = commands.add_parser(
@@ -630,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="MP4 codec: h264 (default; browsers play it; odd sizes are padded to even) or mp4v (MPEG-4 Part 2, "
         "OpenCV's writer, as before)",
     )
+    _add_tiling(detecting)
     detecting.set_defaults(run=_detect)
 
     inspect = commands.add_parser(

@@ -128,6 +128,7 @@ class RecordsManifest(Manifest):
     boxes_per_class: dict[str, int] | None = None
     problem_counts: dict[str, int] | None = None
     image_handling: dict[str, int] | None = None
+    tiling: dict | None = None  # `--tile`: the options and counts of tiles and boxes
     skipped: list[dict] | None = None
     box_problems: list[dict] | None = None
 
@@ -276,6 +277,7 @@ class DetectSummary(Manifest):
     batch: int
     concurrent_calls: int
     tensorflow_threads: dict[str, int]
+    tiling: dict | None = None  # `--tile`: the sliced inference's options
 
 
 class DetectFolder(OutputFolder[DetectSummary]):

@@ -39,9 +39,10 @@ COCO_METRIC_NAMES: tuple[str, ...] = (
 MATCH_IOU = 0.5
 BACKGROUND = "background"
 MISSED = "missed"
-# indices into COCOeval's default parameters: areaRng[0] is "all", maxDets[2] is 100
+# indices into COCOeval's default parameters: areaRng[0] is "all", maxDets[2] is 100 (or more: `max_detections`)
 _AREA_ALL = 0
 _MAX_DETS_100 = 2
+COCO_MAX_DETECTIONS = 100
 
 
 class MetricsError(UserError, ValueError):
@@ -87,14 +88,31 @@ def _detections_api(truth: COCO, detections: list[dict]) -> COCO:
     return empty
 
 
-def coco_eval(groundtruth: dict, detections: list[dict], verbose: bool = False) -> COCOeval:
-    """pycocotools' COCOeval (boxes) on these inputs, evaluated, accumulated and summarised (`.stats` is set)."""
+def max_detections_needed(groundtruth: dict, detections: list[dict]) -> int:
+    """COCO's 100 detections per image, or as many as the most objects or detections of one image where that is
+    more (sliced inference has no cap, and a large image can hold hundreds of objects): with COCO's cap, the
+    lower-scoring detections of such an image would go unscored and its objects beyond 100 count as missed."""
+    most = Counter(a["image_id"] for a in groundtruth.get("annotations", []))
+    found = Counter(d["image_id"] for d in detections)
+    return max([COCO_MAX_DETECTIONS, *most.values(), *found.values()])
+
+
+def coco_eval(
+    groundtruth: dict, detections: list[dict], verbose: bool = False, max_detections: int = COCO_MAX_DETECTIONS
+) -> COCOeval:
+    """pycocotools' COCOeval (boxes) on these inputs, evaluated, accumulated and summarised (`.stats` is set).
+    `max_detections` replaces COCO's 100 as the largest maxDets (the one AP and AR@100 use)."""
     with _quiet(verbose):
         truth = _groundtruth_api(groundtruth)
         evaluator = COCOeval(truth, _detections_api(truth, detections), iouType="bbox")
+        evaluator.params.maxDets = [1, 10, max_detections]
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    if max_detections != COCO_MAX_DETECTIONS:
+        # summarize() computes mAP at a fixed maxDets of 100 (its other numbers take maxDets[2]): -1 when 100 is not
+        # one of them. The same average, at the raised maxDets:
+        evaluator.stats[0] = _mean_valid(evaluator.eval["precision"][:, :, :, _AREA_ALL, _MAX_DETS_100])
     return evaluator
 
 
@@ -285,8 +303,11 @@ def evaluate_detections(
       "confusion": see confusion_matrix()
       "curves": {class: {"recall": COCO's 101 recall points, "precision": [...]}} at IoU 0.5 (empty if no GT)
       "worst_class": the class with the lowest AP50 among classes with ground truth, or None
+      "max_detections": COCOeval's largest maxDets: 100, or more where an image has more objects or detections
+          (`max_detections_needed`); AP and the AR@100 names then count that many per image
     """
-    evaluator = coco_eval(groundtruth, detections, verbose=verbose)
+    max_detections = max_detections_needed(groundtruth, detections)
+    evaluator = coco_eval(groundtruth, detections, verbose=verbose, max_detections=max_detections)
     names = _class_names(groundtruth.get("categories", []))
     per_class, curves = _per_class(evaluator, names, detections, score_threshold)
     scored = [name for name, values in per_class.items() if values["num_groundtruth"] > 0]
@@ -296,4 +317,5 @@ def evaluate_detections(
         "confusion": confusion_matrix(groundtruth, detections, score_threshold),
         "curves": curves,
         "worst_class": min(scored, key=lambda name: per_class[name]["AP50"]) if scored else None,
+        "max_detections": max_detections,
     }
