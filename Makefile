@@ -37,6 +37,9 @@ QUANTIZE ?= none
 TFJS ?= $(EXPORT)/tfjs
 PORT ?= 8000
 HOST ?= 127.0.0.1
+# make site: the export plus the webcam page as a static site in SITE (README, "Step 5"); its TF.js weights are float16
+# unless QUANTIZE is given on the command line
+SITE ?= $(RUN)/site
 
 # make demo: the whole path on generated sample data, from the pretrained SSD MobileNet V2 (see README, "The demo")
 DEMO ?= runs/demo
@@ -56,18 +59,27 @@ DEMO_RECIPE = $(strip --recipe demo $(if $(DEMO_STEPS),--num-steps $(DEMO_STEPS)
 PRETRAINED ?= models/objectron_ssd_mobilenet_v2
 
 
-.PHONY: install check-installs check-templates check-python310 check-wheel test lint tfrecords train eval export-tfjs serve demo bench bench-demo clean
+.PHONY: install install-mediapipe check-installs check-templates check-python310 check-wheel test lint tfrecords train eval export-tfjs serve site demo bench bench-demo clean
 
 # Idempotent: returns at once when .venv was made by the chosen Python from the same dependency files.
 install:
 	@bash tools/install.sh
+
+# MediaPipe Tasks, the client the TFLite export's embedded metadata is for, in a venv of its own (.venv-mediapipe):
+# its wheel needs opencv-contrib-python (a second owner of the cv2 folder beside opencv-python-headless) and a numpy
+# the TensorFlow stack does not take. tests/test_mediapipe.py runs its ObjectDetector there (skipped without it).
+MEDIAPIPE_VENV ?= .venv-mediapipe
+install-mediapipe: install
+	@$(MEDIAPIPE_VENV)/bin/python -c 'import mediapipe' 2>/dev/null || { \
+		$(PY) -m venv --clear $(MEDIAPIPE_VENV) && \
+		$(MEDIAPIPE_VENV)/bin/pip install -q -c constraints-mediapipe.txt mediapipe; }
 
 # In CI the oldest supported Python is checked first, so pytest's summary stays the last line of the run. Two
 # pytest-xdist workers (tests sharing a costly fixture stay on one: tests/conftest.py); every run prints the 15
 # slowest tests and the total line coverage of tfod_wrap (setup.cfg [coverage:run]), and fails below
 # COVERAGE_FLOOR, a point under the coverage measured (docs/BENCHMARKS.md, "Test suite").
 COVERAGE_FLOOR ?= 92
-test: install
+test: install install-mediapipe
 	$(if $(CI),$(MAKE) check-python310)
 	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 --cov --cov-report= --cov-fail-under=$(COVERAGE_FLOOR)
 
@@ -116,6 +128,10 @@ export-tfjs: install
 
 serve: install
 	$(CLI) serve --model $(TFJS) --port $(PORT) --host $(HOST)
+
+site: install
+	$(CLI) export --pipeline $(RUN)/pipeline.config --model-dir $(RUN) --output $(EXPORT) --formats saved_model,tfjs \
+		$(if $(filter command line,$(origin QUANTIZE)),--quantize $(QUANTIZE)) --verify --site $(SITE)
 
 demo: install
 	test -f $(DEMO_DATA)/README.txt || $(CLI) sample --output $(DEMO_DATA) --count $(DEMO_COUNT)

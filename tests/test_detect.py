@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from tfod_wrap.core.records import expand_record_paths
 from tfod_wrap.detect import draw
 from tfod_wrap.detect.models import load_model
 from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES
+from tfod_wrap.web.browser import play_video
 
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
 QUIET = {"log": lambda *_: None}
@@ -175,7 +177,9 @@ def test_video_frames_in_equal_frames_out(trained_detector, clip, tmp_path):
     video, count = clip
     summary = detect.detect([trained_detector.export_dir], [video], tmp_path / "out", **QUIET)
     out = tmp_path / "out"
-    assert summary["videos"] == [{"input": str(video), "output": "videos/clip.mp4", "frames": count, "fps": 10.0}]
+    assert summary["videos"] == [
+        {"input": str(video), "output": "videos/clip.mp4", "frames": count, "fps": 10.0, "codec": "h264"}
+    ]
     written = read_video(out / "videos" / "clip.mp4")
     assert len(written) == count and written[0].shape == (120, 160, 3)
     # in order, although two frames are in the model at once: each written frame is closest to its own input
@@ -191,6 +195,66 @@ def test_video_frames_in_equal_frames_out(trained_detector, clip, tmp_path):
     for image in images[:: count // 3]:  # the rectangle moves 1 px a frame: the box of frame 1 still fits
         label, box, _ = top_detection(results, image)
         assert label == class_id(trained_detector) and iou(box, trained_detector.box) > 0.6
+
+
+def test_video_is_h264_that_chromium_plays_to_its_end(trained_detector, tmp_path):
+    """The default MP4: H.264 in yuv420p with the index in front, which Chromium's <video> plays to its end; an odd
+    frame size is padded to even by one repeated column and row."""
+    image = cv2.resize(cv2.imread(str(trained_detector.image)), (159, 119), interpolation=cv2.INTER_AREA)
+    frames = [np.roll(image, shift, axis=1) for shift in range(12)]
+    video = tmp_path / "odd.mkv"  # lossless FFV1, which keeps the odd size (OpenCV's mp4v writer would round it)
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 159, 119, "bgr0"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        container.mux(stream.encode(None))
+    summary = detect.detect([trained_detector.export_dir], [video], tmp_path / "out", **QUIET)
+    written = tmp_path / "out" / "videos" / "odd.mp4"
+    assert summary["videos"][0] | {"input": None} == {
+        "input": None,
+        "output": "videos/odd.mp4",
+        "frames": 12,
+        "fps": 10.0,
+        "codec": "h264",
+    }
+    with av.open(str(written)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+        assert (stream.width, stream.height, stream.average_rate) == (160, 120, 10)
+        decoded = [frame.to_ndarray(format="bgr24").astype(np.int16) for frame in container.decode(stream)]
+    assert len(decoded) == 12
+    # each frame is its own input, drawn (a box over the known object), in order; the padding repeats the edge
+    inputs = [frame.astype(np.int16) for frame in frames]
+    nearest = [int(np.argmin([np.abs(d[:119, :159] - f).mean() for f in inputs])) for d in decoded]
+    assert nearest == list(range(12))
+    assert np.abs(decoded[0][:, 159] - decoded[0][:, 158]).mean() < 8
+    assert np.abs(decoded[0][119] - decoded[0][118]).mean() < 8
+    data = written.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat"), "no faststart: the index is behind the frames"
+
+    played = play_video(written, timeout=30)
+    assert played["canPlayType"] == "probably" and played["error"] is None, played
+    assert played["ended"] and not played["timedOut"], played
+    assert (played["videoWidth"], played["videoHeight"]) == (160, 120)
+    assert played["duration"] == pytest.approx(1.2, abs=0.05) and played["framesDecoded"] == 12, played
+
+
+def test_video_codec_mp4v_keeps_the_old_writer(trained_detector, clip, tmp_path):
+    video, count = clip
+    with pytest.raises(detect.DetectError, match="--video-codec h265: one of h264, mp4v"):
+        detect.detect([trained_detector.export_dir], [video], tmp_path / "bad", video_codec="h265", **QUIET)
+    assert not (tmp_path / "bad").exists()
+    summary = detect.detect([trained_detector.export_dir], [video], tmp_path / "out", video_codec="mp4v", **QUIET)
+    written = tmp_path / "out" / "videos" / "clip.mp4"
+    assert summary["videos"][0]["codec"] == "mp4v"
+    with av.open(str(written)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "mpeg4" and (stream.width, stream.height) == (160, 120)
+        assert sum(1 for _ in container.decode(stream)) == count
+    # what the H.264 default is for: Chromium does not play MPEG-4 Part 2
+    played = play_video(written, 'video/mp4; codecs="mp4v.20.9"', timeout=10)
+    assert played["canPlayType"] == "" and played["error"] is not None and not played["ended"], played
 
 
 def test_two_models_side_by_side(trained_detector, photos, tmp_path):
@@ -418,8 +482,17 @@ def help_text(capsys, command: str) -> str:
 
 def test_help_is_complete(capsys):
     detect_help = help_text(capsys, "detect")
-    for option in ("--model", "--output", "--min-score", "--label-map", "--batch", "--video-fps", "--gif"):
+    for option in (
+        "--model",
+        "--output",
+        "--min-score",
+        "--label-map",
+        "--batch",
+        "--video-fps",
+        "--gif",
+        "--video-codec",
+    ):
         assert option in detect_help
-    for word in ("detections.json", "images.json", "summary.json", "TFOD_WRAP_HUB_URL", "GIF", "MP4"):
+    for word in ("detections.json", "images.json", "summary.json", "TFOD_WRAP_HUB_URL", "GIF", "MP4", "H.264"):
         assert word in detect_help
     assert "--detections" in help_text(capsys, "eval")

@@ -183,13 +183,17 @@ def test_cli_export_of_an_older_checkpoint_replaces_only_exports(trained_detecto
     (output / "export.json").write_text(json.dumps({"pipeline": "p", "checkpoint": "c", "formats": {}}))
     assert cli.main([*argv, "--formats", "saved_model"]) == 0, capsys.readouterr().err
     assert not (output / "tflite").exists() and json.loads((output / OWNER_FILE).read_text())["kind"] == "export"
-    # and so is its own earlier output
+    # and so is its own earlier output; with --site (and no --quantize) the TF.js weights are float16, in the export
+    # and in the site alike (tests/test_site.py checks the site itself)
     capsys.readouterr()
-    assert cli.main([*argv, "--formats", "tfjs"]) == 0
+    site = tmp_path / "site"
+    assert cli.main([*argv, "--formats", "tfjs", "--site", str(site)]) == 0
     done = capsys.readouterr().out
     assert "tfod-wrap serve --model" in done and "saved_model" in done
+    assert f"in {site} (float16 weights)" in done
     assert json.loads((output / "export.json").read_text())["checkpoint"].endswith("ckpt-0")
-    assert (output / "tfjs" / "metadata.json").is_file()
+    assert json.loads((output / "tfjs" / "metadata.json").read_text())["quantization"] == "float16"
+    assert (site / "model" / "model.json").read_bytes() == (output / "tfjs" / "model.json").read_bytes()
 
     foreign = tmp_path / "mine"
     foreign.mkdir()

@@ -390,15 +390,25 @@ def test_a_time_budget_plans_the_steps_stretches_the_schedule_and_records_its_ch
     assert rates[-1] < 0.02 * max(rates)
 
 
-def test_a_budget_shorter_than_the_warm_up_leaves_no_run_folder(records, tmp_path, capsys):
+@pytest.mark.parametrize("fixed", [False, True], ids=["adaptive", "fixed recipe"])
+def test_a_budget_shorter_than_the_warm_up_leaves_no_run_folder(records, tmp_path, capsys, fixed):
     pipeline = make_pipeline(records, tmp_path / "pipeline.config")
-    code = cli.main(
-        ["train", "--pipeline", str(pipeline), "--model-dir", str(tmp_path / "model"), "--time-budget", "2s"]
-    )
-    error = capsys.readouterr().err
-    assert code == 2 and "Traceback" not in error
-    assert error.strip().splitlines()[-1].startswith("error: --time-budget 2s is shorter than the warm-up")
+    argv = ["train", "--pipeline", str(pipeline), "--model-dir", str(tmp_path / "model"), "--time-budget", "2s"]
+    code = cli.main(argv + ["--fixed-recipe"] * fixed)
+    output = capsys.readouterr()
+    assert code == 2 and "Traceback" not in output.err
+    assert output.err.strip().splitlines()[-1].startswith("error: --time-budget 2s is shorter than the warm-up")
     assert not (tmp_path / "model").exists()
+    # --fixed-recipe: the budget only counts the steps; nothing of the pipeline is chosen for it
+    assert ("adaptive recipe:" in output.out + output.err) is not fixed
+
+
+def test_a_fixed_recipe_needs_a_budget(records, tmp_path, capsys):
+    pipeline = make_pipeline(records, tmp_path / "pipeline.config")
+    code = cli.main(["train", "--pipeline", str(pipeline), "--model-dir", str(tmp_path / "m"), "--fixed-recipe"])
+    assert code == 2 and capsys.readouterr().err.strip() == (
+        "error: --fixed-recipe goes with --time-budget (without a budget, nothing adapts)"
+    )
 
 
 def test_the_same_seed_trains_the_same_weights(records, tmp_path):

@@ -92,10 +92,11 @@ def assert_isolation_headers(headers: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("path", "content_type", "marker"),
     [
-        ("/", "text/html", b"/vendor/tfjs/tf.min.js"),
-        ("/index.html", "text/html", b'<script type="module" src="/main.js">'),
+        ("/", "text/html", b'<script type="module" src="main.js">'),
+        ("/index.html", "text/html", b'<link rel="stylesheet" href="style.css">'),
         ("/main.js", "text/javascript", b'from "./model.js"'),
-        ("/model.js", "text/javascript", b"executeAsync"),
+        ("/model.js", "text/javascript", b"vendor/tfjs/tf.min.js"),
+        ("/isolation.js", "text/javascript", b"serviceWorker"),
         ("/style.css", "text/css", b".stage"),
         ("/vendor/tfjs/tf.min.js", "text/javascript", b"loadGraphModel"),
         ("/vendor/tfjs-backend-wasm/tf-backend-wasm.min.js", "text/javascript", b"setWasmPaths"),
@@ -126,7 +127,7 @@ def test_serves_every_module_of_the_page_as_javascript(server):
         assert body == (static / name).read_bytes()
         pending += set(re.findall(r'from "\./([\w-]+\.js)"', body.decode())) - seen - set(pending)
     assert seen == {path.name for path in static.glob("*.js")}
-    assert {"model.js", "camera.js", "drawing.js", "controls.js", "state.js"} <= seen
+    assert {"model.js", "camera.js", "drawing.js", "controls.js", "state.js", "isolation.js"} <= seen
 
 
 def test_serves_the_model_files_byte_for_byte(server, model_folder):
@@ -410,6 +411,10 @@ def test_page_runs_on_the_fake_camera(sample_model, camera_clip):
     assert state["backend"] == "wasm", state
     assert "webgl" in state["backendErrors"]
     assert state["crossOriginIsolated"] is True  # COOP/COEP work: the wasm backend may use threads
+    assert state["isolation"] == {"isolated": True, "via": "headers", "reason": None}  # no service worker needed
+    assert state["wasm"]["threads"] is True
+    assert state["shown"]["isolation"] == "on (headers)"
+    assert len(state["navigations"]) == 1  # no reload
     assert state["frames"] >= 12
     assert state["fps"] > 0
     assert state["inferenceMs"] > 0

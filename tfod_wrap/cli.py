@@ -26,7 +26,8 @@ from tfod_wrap.core.errors import UserError  # noqa: E402
 from tfod_wrap.core.recipe import RECIPES, TrainRecipe, field_type, find_recipe  # noqa: E402
 from tfod_wrap.core.textfiles import read_text  # noqa: E402
 from tfod_wrap.data import annotations  # noqa: E402
-from tfod_wrap.export.formats import DEFAULT_FORMATS, FORMATS, INPUT_TYPES, QUANTIZE  # noqa: E402
+from tfod_wrap.export.formats import ALWAYS, DEFAULT_FORMATS, FORMATS, INPUT_TYPES, QUANTIZE  # noqa: E402
+from tfod_wrap.web import site as web_site  # noqa: E402
 
 CONFIG_USAGE = """tfod-wrap config MODEL_OR_FILE --output FILE [--data DIR] [--checkpoint PREFIX] [--set PATH=VALUE ...]
                         [--steps N] [--batch-size N] [--no-lr-scaling] [--no-check]
@@ -71,7 +72,8 @@ def _tfrecords(args: argparse.Namespace) -> int:
     report = _call(data.convert, args, progress=True)
     out = args.output_dir
     print(data.summary_table(report))
-    print(f"wrote {report['images_written']} images to {out} (details: {out}/report.json)")
+    what = "tiles" if report.get("tiling") else "images"
+    print(f"wrote {report['images_written']} {what} to {out} (details: {out}/report.json)")
     return 0
 
 
@@ -170,7 +172,10 @@ def _variables(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from tfod_wrap import evaluate
 
+    tiling = _tiling(args)
     if args.detections:
+        if tiling:
+            raise UserError("--tile runs a model; --detections scores what detect found (run detect --tile)")
         if not (args.data and args.label_map):
             raise UserError("--detections needs --data RECORDS and --label-map FILE")
         output = args.output or evaluate.detections_file(args.detections).parent / "eval"
@@ -189,7 +194,9 @@ def _eval(args: argparse.Namespace) -> int:
         from tfod_wrap.core.detector import SavedModelDetector
 
         detector = SavedModelDetector(args.saved_model)
-        metrics = evaluate.score(files, detector, args.label_map, output, score_threshold=args.threshold, progress=True)
+        metrics = evaluate.score(
+            files, detector, args.label_map, output, score_threshold=args.threshold, progress=True, tiling=tiling
+        )
         print(evaluate.metrics_table(metrics))
         print(f"wrote {output}/metrics.json and plots")
         return 0
@@ -199,7 +206,9 @@ def _eval(args: argparse.Namespace) -> int:
             "--data RECORDS --label-map FILE"
         )
     _check_pipeline(args.pipeline)
-    options = {"output_dir": args.output, "score_threshold": args.threshold, "progress": True}
+    options = {"output_dir": args.output, "score_threshold": args.threshold, "progress": True, "tiling": tiling}
+    if args.data:
+        options["data"] = [str(path) for path in args.data]
     if args.watch:
         results = evaluate.watch(args.pipeline, args.model_dir, timeout=args.timeout, **options)
     else:
@@ -210,10 +219,25 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tiling(args: argparse.Namespace):
+    if args.tile is None:
+        return None
+    from tfod_wrap.core.sliced import Tiling
+
+    return Tiling(args.tile, args.tile_overlap, args.tile_merge, args.tile_full_image)
+
+
 def _export(args: argparse.Namespace) -> int:
     from tfod_wrap import export
 
     _check_pipeline(args.pipeline)
+    if args.site:
+        _check_site(args)
+    if args.quantize is None:
+        # a site's weights are float16 where every requested format stores them (ONNX is float32 only)
+        chosen = [FORMATS[name] for name in args.formats if name in FORMATS and name != ALWAYS]
+        stores = all(web_site.SITE_QUANTIZE in entry.quantize for entry in chosen)
+        args.quantize = web_site.SITE_QUANTIZE if args.site and stores else "none"
     report = _call(export.export, args)
     print(f"exported {Path(report['checkpoint']).name} to {args.output}:")
     for name, written in report["formats"].items():
@@ -223,7 +247,23 @@ def _export(args: argparse.Namespace) -> int:
         print(export.verify_table(report))
     if "tfjs" in report["formats"]:
         print(f"webcam page: tfod-wrap serve --model {report['formats']['tfjs']['path']}")
+    if args.site:
+        site = web_site.build_site(report["formats"]["tfjs"]["path"], args.site, log=lambda _: None)
+        print(
+            f"static site: {site['bytes'] / 2**20:.1f} MiB in {args.site} ({site['quantization']} weights); try it: "
+            f"python3 -m http.server -d {args.site} 8000, then open http://127.0.0.1:8000/"
+        )
     return 0
+
+
+def _check_site(args: argparse.Namespace) -> None:
+    """--site needs the TF.js format, and a folder apart from the export (each is replaced whole)."""
+    if "tfjs" not in args.formats:
+        raise UserError(f"--site {args.site}: the site runs the TF.js model; add tfjs to --formats")
+    site, output = args.site.resolve(), args.output.resolve()
+    if site == output or output in site.parents or site in output.parents:
+        raise UserError(f"--site {args.site}: must be a folder apart from --output {args.output} (not in it)")
+    web_site.check_site(args.site)  # before the export's work, not after it
 
 
 def _detect(args: argparse.Namespace) -> int:
@@ -310,6 +350,30 @@ def _given_fields(args: argparse.Namespace, cls: type) -> dict[str, object]:
     }
 
 
+def _add_tiling(parser: argparse.ArgumentParser) -> None:
+    """detect's and eval's sliced inference options (tfod_wrap.core.sliced)."""
+    parser.add_argument(
+        "--tile",
+        type=int,
+        metavar="SIZE",
+        help="sliced inference: run the model on overlapping SIZExSIZE tiles of each image and merge the boxes "
+        "(large images, small objects); no cap of 100 detections per image",
+    )
+    parser.add_argument("--tile-overlap", type=float, default=0.2, help="with --tile: tiles overlap this much (0.2)")
+    parser.add_argument(
+        "--tile-merge",
+        choices=("nms", "fuse"),
+        default="nms",
+        help="with --tile: nms keeps the best of overlapping boxes (and drops parts cut by a tile edge inside a "
+        "whole box); fuse joins boxes that overlap into their enclosing box (objects that no tile saw whole)",
+    )
+    parser.add_argument(
+        "--tile-full-image",
+        action="store_true",
+        help="with --tile: also run the whole image resized, for objects larger than a tile",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfod-wrap",
@@ -355,6 +419,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read images that resolve outside their image folder (../, absolute paths, symlinks leading out); "
         "refused by default. Devices and FIFOs are refused always",
+    )
+    tfrecords.add_argument(
+        "--tile",
+        type=int,
+        metavar="SIZE",
+        help="one record per SIZExSIZE tile of each image (large images, small objects); the split stays by image",
+    )
+    tfrecords.add_argument(
+        "--tile-overlap", type=float, default=0.2, help="with --tile: neighbouring tiles overlap this much (0.2)"
+    )
+    tfrecords.add_argument(
+        "--min-visible",
+        type=float,
+        default=0.5,
+        help="with --tile: a box showing less of itself in a tile is dropped from that tile (0.5)",
+    )
+    tfrecords.add_argument(
+        "--negative-ratio",
+        type=float,
+        default=1.0,
+        help="with --tile: the fraction of tiles without boxes to keep, drawn with --seed (1: all)",
     )
     tfrecords.set_defaults(run=_tfrecords)
 
@@ -504,7 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
         "images.json beside it): matched to the records by image file name",
     )
     evaluation.add_argument(
-        "--data", type=Path, nargs="+", help="with --saved-model or --detections: TFRecord files, globs or folders"
+        "--data",
+        type=Path,
+        nargs="+",
+        help="TFRecord files, globs or folders: needed with --saved-model or --detections; with --pipeline, instead of "
+        "its eval input (e.g. untiled records for --tile)",
     )
     evaluation.add_argument("--label-map", type=Path, help="with --saved-model or --detections: the label map")
     evaluation.add_argument(
@@ -514,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score threshold for P/R/F1 and the confusion matrix (0.5); the F1-best threshold is reported too",
     )
     evaluation.add_argument("--output", type=Path, help="where metrics and plots go")
+    _add_tiling(evaluation)
     evaluation.set_defaults(run=_eval)
 
     exporting = commands.add_parser(
@@ -537,10 +627,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exporting.add_argument(
         "--quantize",
-        default="none",
         choices=QUANTIZE,
         help="TF.js: weights stored as float16/uint8; TFLite: float16 weights, or full-integer uint8 calibrated on "
-        "the eval images. The SavedModel stays float32",
+        "the training images. The SavedModel (and ONNX) stay float32. Default: none, or float16 with --site when every "
+        "requested format stores it",
     )
     exporting.add_argument("--checkpoint", default="latest", help="latest (default) or ckpt-N")
     exporting.add_argument(
@@ -552,6 +642,13 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--label-map", type=Path, help="default: the pipeline's train_input_reader label map")
     exporting.add_argument("--verify", action="store_true", help="check every format against the checkpoint")
     exporting.add_argument("--verify-images", type=int, default=4, help="eval images for --verify (4)")
+    exporting.add_argument(
+        "--site",
+        type=Path,
+        metavar="DIR",
+        help="also write the webcam page as a static site for any host: page, TF.js model, TF.js and its wasm "
+        "files, a service worker for cross-origin isolation, _headers/netlify.toml/vercel.json (README, Step 5)",
+    )
     exporting.set_defaults(run=_export)
 
     detecting = commands.add_parser(
@@ -560,18 +657,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one or more detectors on INPUTs (image files, folders searched recursively for images and "
         "videos, video files; OpenCV reads them) and write into OUTPUT: images/ (each image drawn; with several "
         "--model a grid, one column per model under its name), videos/ (each video drawn frame for frame, MP4 with "
-        "the mp4v codec, or GIF with --gif), detections.json (COCO results: every detection the model returns, "
-        "whatever --min-score) with images.json (image ids and file names; a video's frame N has id N), one folder "
-        "per model of these two with several --model, and summary.json (latency per image of each model, what was "
-        "skipped). A --model is a `tfod-wrap export` folder (or its saved_model/), a model-zoo folder (`tfod-wrap "
-        "pretrained download`), an export's onnx/ folder (run in onnxruntime), any TFOD SavedModel, or a TF Hub "
-        "handle (https://...; checked for reachability first, "
-        "within seconds; $TFOD_WRAP_HUB_URL changes the address checked). Class names: --label-map, else the "
-        "label_map.pbtxt beside the model, else the TFOD package's COCO label map for Hub models and models with "
-        "COCO's 90 ids, else class ids. Decoding, inference and drawing run in parallel threads with bounded "
-        "queues; unreadable inputs are skipped and listed. OUTPUT is built beside itself and swapped in at the end; "
-        "it must not be inside an input folder, and an existing OUTPUT is replaced only if it is an earlier detect "
-        "output.",
+        "H.264, yuv420p and faststart, which browsers play, or GIF with --gif), detections.json (COCO results: every "
+        "detection the model returns, whatever --min-score) with images.json (image ids and file names; a video's "
+        "frame N has id N), one folder per model of these two with several --model, and summary.json (latency per "
+        "image of each model, what was skipped). A --model is a `tfod-wrap export` folder (or its saved_model/), a "
+        "model-zoo folder (`tfod-wrap pretrained download`), an export's onnx/ folder (run in onnxruntime), any TFOD "
+        "SavedModel, or a TF Hub handle (https://...; checked for reachability first, within seconds; "
+        "$TFOD_WRAP_HUB_URL changes the address checked). Class names: --label-map, else the label_map.pbtxt beside "
+        "the model, else the TFOD package's COCO label map for Hub models and models with COCO's 90 ids, else class "
+        "ids. Decoding, inference and drawing run in parallel threads with bounded queues; unreadable inputs are "
+        "skipped and listed. OUTPUT is built beside itself and swapped in at the end; it must not be inside an input "
+        "folder, and an existing OUTPUT is replaced only if it is an earlier detect output.",
     )
     detecting.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image, video or folder")
     detecting.add_argument(
@@ -593,6 +689,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     detecting.add_argument("--video-fps", type=float, help="frame rate of written videos (default: the input's)")
     detecting.add_argument("--gif", action="store_true", help="write videos as animated GIF instead of MP4")
+    detecting.add_argument(
+        "--video-codec",
+        default="h264",
+        choices=("h264", "mp4v"),  # detect.outputs.VIDEO_CODECS (importing it here would load TensorFlow)
+        help="MP4 codec: h264 (default; browsers play it; odd sizes are padded to even) or mp4v (MPEG-4 Part 2, "
+        "OpenCV's writer, as before)",
+    )
+    _add_tiling(detecting)
     detecting.set_defaults(run=_detect)
 
     inspect = commands.add_parser(

@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -153,17 +155,49 @@ def _detections_api(truth: COCO, detections: list[dict]) -> COCO:
     return empty
 
 
-def coco_eval(groundtruth: dict, detections: list[dict], verbose: bool = False) -> COCOeval:
-    """pycocotools' COCOeval (boxes) on these inputs, evaluated, accumulated and summarised (`.stats` is set)."""
+# indices into COCOeval's parameters: areaRng[0] is "all", maxDets[2] is the largest (100, or `max_detections`)
+AREA_ALL = 0
+MAX_DETS_LAST = 2
+COCO_MAX_DETECTIONS = 100
+
+
+def max_detections_needed(groundtruth: dict, detections: list[dict]) -> int:
+    """COCO's 100 detections per image, or as many as the most objects or detections of one image where that is
+    more (sliced inference has no cap, and a large image can hold hundreds of objects): with COCO's cap, the
+    lower-scoring detections of such an image would go unscored and its objects beyond 100 count as missed."""
+    most = Counter(a["image_id"] for a in groundtruth.get("annotations", []))
+    found = Counter(d["image_id"] for d in detections)
+    return max([COCO_MAX_DETECTIONS, *most.values(), *found.values()])
+
+
+def mean_valid(values: np.ndarray) -> float:
+    """COCOeval.summarize's averaging: entries of -1 mean "no ground truth" and are left out."""
+    valid = values[values > -1]
+    return float(np.mean(valid)) if valid.size else -1.0
+
+
+def coco_eval(
+    groundtruth: dict, detections: list[dict], verbose: bool = False, max_detections: int = COCO_MAX_DETECTIONS
+) -> COCOeval:
+    """pycocotools' COCOeval (boxes) on these inputs, evaluated, accumulated and summarised (`.stats` is set).
+    `max_detections` replaces COCO's 100 as the largest maxDets (the one AP and AR@100 use)."""
     with quiet(verbose):
         truth = _groundtruth_api(groundtruth)
         evaluator = COCOeval(truth, _detections_api(truth, detections), iouType="bbox")
+        evaluator.params.maxDets = [1, 10, max_detections]
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    if max_detections != COCO_MAX_DETECTIONS:
+        # summarize() computes mAP at a fixed maxDets of 100 (its other numbers take maxDets[2]): -1 when 100 is not
+        # one of them. The same average, at the raised maxDets:
+        evaluator.stats[0] = mean_valid(evaluator.eval["precision"][:, :, :, AREA_ALL, MAX_DETS_LAST])
     return evaluator
 
 
 def map_at_50(groundtruth: dict, detections: list[dict]) -> float:
-    """COCO's mAP@0.5 (DetectionBoxes_Precision/mAP@.50IOU) of COCO results against the ground truth."""
-    return float(coco_eval(groundtruth, detections).stats[1])
+    """COCO's mAP@0.5 (DetectionBoxes_Precision/mAP@.50IOU) of COCO results against the ground truth, maxDets
+    raised where an image needs it."""
+    return float(
+        coco_eval(groundtruth, detections, max_detections=max_detections_needed(groundtruth, detections)).stats[1]
+    )

@@ -128,6 +128,7 @@ class RecordsManifest(Manifest):
     boxes_per_class: dict[str, int] | None = None
     problem_counts: dict[str, int] | None = None
     image_handling: dict[str, int] | None = None
+    tiling: dict | None = None  # `--tile`: the options and counts of tiles and boxes
     skipped: list[dict] | None = None
     box_problems: list[dict] | None = None
 
@@ -196,16 +197,17 @@ class RunFolder:
 @dataclass
 class ExportManifest(Manifest):
     """export.json of `tfod-wrap export`: the pipeline and checkpoint, each format written (path, bytes, seconds
-    and its settings) and, with --verify, the parity report."""
+    and its settings), with --verify the parity report, and the model card's facts (MODEL_CARD.md beside it)."""
 
     FILE: ClassVar[str] = "export.json"
     WHAT: ClassVar[str] = "`tfod-wrap export`"
-    TYPES: ClassVar[dict] = {"pipeline": str, "checkpoint": str, "formats": dict, "verify": dict}
+    TYPES: ClassVar[dict] = {"pipeline": str, "checkpoint": str, "formats": dict, "verify": dict, "card": dict}
 
     pipeline: str
     checkpoint: str
     formats: dict[str, dict] = field(default_factory=dict)
     verify: dict | None = None
+    card: dict | None = None
 
     @classmethod
     def _problem(cls, data: Any) -> str | None:
@@ -283,6 +285,7 @@ class DetectSummary(Manifest):
     batch: int
     concurrent_calls: int
     tensorflow_threads: dict[str, int]
+    tiling: dict | None = None  # `--tile`: the sliced inference's options
 
 
 class DetectFolder(OutputFolder[DetectSummary]):

@@ -102,6 +102,13 @@ class TrainRecipe:
             metavar="DURATION",
         ),
     )
+    fixed_recipe: bool = field(
+        default=False,
+        metadata=option(
+            "with --time-budget, only the number of steps fills the budget: anchors, input size, rates and freezing "
+            "stay as the pipeline and the other options give them (to compare the adaptive recipe with a fixed one)"
+        ),
+    )
     seed: int | None = field(
         default=None,
         metadata=option(

@@ -29,6 +29,7 @@ from tfod_wrap.core.files import check_output, claim_output, is_inside, read_jso
 from tfod_wrap.core.labelmap import label_map_from_names, read_label_map, write_label_map
 from tfod_wrap.core.manifests import RecordsManifest
 from tfod_wrap.core.processes import die_with_parent, terminate_as_interrupt
+from tfod_wrap.core.tiles import DEFAULT_OVERLAP
 from tfod_wrap.data.annotations import (
     DataError,
     Dataset,
@@ -43,6 +44,8 @@ from tfod_wrap.data.annotations import (
 from tfod_wrap.data.encode import Chunk, Encoded, encode_chunk
 from tfod_wrap.data.sources import check_sources
 from tfod_wrap.data.split import parse_split, stratified_split
+from tfod_wrap.data.tiling import COUNTS as TILE_COUNTS
+from tfod_wrap.data.tiling import RecordTiling
 
 REPORT = RecordsManifest.FILE
 LABEL_MAP = "label_map.pbtxt"
@@ -76,18 +79,25 @@ def convert(
     workers: int | None = None,
     progress: bool = False,
     allow_outside_images: bool = False,
+    tile: int | None = None,
+    tile_overlap: float = DEFAULT_OVERLAP,
+    min_visible: float = 0.5,
+    negative_ratio: float = 1.0,
 ) -> dict:
     """Convert annotations to TFRecords; returns the report (also written to OUTDIR/report.json).
 
     Lenient by default: bad images are skipped and bad boxes clipped or dropped, each with a reason
     in the report. With `strict`, the first problem raises DataError naming the file and the problem.
     Images are read only inside their image folder (see `sources`) unless `allow_outside_images`.
+    With `tile`, each image becomes the records of its tiles (see tiling.py); the split is still by image, so
+    the tiles of one image are all in one split, the split the image gets without `tile`.
     """
     input_path, output_dir = Path(input_path), Path(output_dir)
     images_dir = Path(images_dir) if images_dir else None
     fractions = parse_split(split) if isinstance(split, str) else dict(split)
     if shards < 1:
         raise DataError(f"--shards must be at least 1, got {shards}")
+    tiling = RecordTiling(tile, tile_overlap, min_visible, negative_ratio, seed) if tile is not None else None
     _check_paths(input_path, images_dir, output_dir)
     fmt = detect_format(input_path) if fmt == "auto" else fmt
     workers = workers or os.cpu_count() or 1
@@ -104,13 +114,13 @@ def convert(
         assignment = stratified_split(keys, [image.classes for image in images], fractions, seed)
         by_split = {name: [image for image, key in zip(images, keys) if assignment[key] == name] for name in fractions}
         with claim_output(output_dir, KIND, legacy=_earlier_output) as staging:
-            chunks = _plan_chunks(by_split, staging, shards, workers)
+            chunks = _plan_chunks(by_split, staging, shards, workers, tiling)
             task = partial(encode_chunk, class_ids=class_ids, check_labels=label_map is not None)
             with tqdm(total=len(images), unit="img", desc="encoding", disable=not progress) as bar:
                 results = _assemble(chunks, imap(task, chunks), staging, shards)
                 summary = _summarise(results, fractions, strict, bar.update)
             write_label_map(class_ids, staging / LABEL_MAP)
-            report = _report(input_path, fmt, fractions, shards, seed, class_ids, problems, summary)
+            report = _report(input_path, fmt, fractions, shards, seed, class_ids, problems, summary, tiling)
             report.write(staging)
             _check_paths(input_path, images_dir, output_dir)  # still safe to replace?
     return report.to_json()
@@ -130,7 +140,9 @@ def summary_table(report: dict) -> str:
     """The end-of-run table: images and boxes per class for each split, then problem counts."""
     splits = report["splits"]
     header = ["", *splits]
-    rows = [["images", *(str(split["images"]) for split in splits.values())]]
+    tiling = report.get("tiling")
+    rows = [["source images", *(str(split["source_images"]) for split in splits.values())]] if tiling else []
+    rows.append(["tiles" if tiling else "images", *(str(split["images"]) for split in splits.values())])
     rows.append(["  without boxes", *(str(split["negatives"]) for split in splits.values())])
     for name in report["classes"]:
         rows.append([f"boxes: {name}", *(str(split["boxes_per_class"][name]) for split in splits.values())])
@@ -144,6 +156,17 @@ def summary_table(report: dict) -> str:
         lines.append(f"  {kind}: {count}")
     handled = ", ".join(f"{action}: {count}" for action, count in sorted(report["image_handling"].items()))
     lines.append(f"image handling: {handled or 'none'}")
+    if tiling:
+        lines.append(
+            f"tiles of {tiling['size']} px, overlap {tiling['overlap']:g}: {tiling['tiles']} written "
+            f"({tiling['negative_tiles']} without boxes; {tiling['negative_tiles_left_out']} more left out by "
+            f"--negative-ratio {tiling['negative_ratio']:g})"
+        )
+        lines.append(
+            f"boxes in tiles: {tiling['boxes_whole']} whole, {tiling['boxes_clipped']} clipped (kept, truncated), "
+            f"{tiling['boxes_dropped']} dropped (less than {tiling['min_visible']:g} visible); objects in no tile: "
+            f"{tiling['objects_in_no_tile']}"
+        )
     return "\n".join(lines)
 
 
@@ -249,27 +272,35 @@ def _strict_error(problem: Problem) -> DataError:
     return DataError(f"{problem} (--strict: nothing was written; without --strict such inputs are skipped)")
 
 
-def _plan_chunks(by_split: dict[str, list[ImageAnnotation]], staging: Path, shards: int, workers: int) -> list[Chunk]:
+def _plan_chunks(
+    by_split: dict[str, list[ImageAnnotation]],
+    staging: Path,
+    shards: int,
+    workers: int,
+    tiling: RecordTiling | None = None,
+) -> list[Chunk]:
     """Image j of a split goes to shard j % shards (round robin, as TFOD's own tools do); each shard's
-    images are cut into chunks small enough to keep every worker busy to the end."""
+    images are cut into chunks small enough to keep every worker busy to the end (one image each when tiled:
+    a large image is many records)."""
     total = sum(len(members) for members in by_split.values())
-    size = max(1, min(64, math.ceil(total / (workers * 4))))
+    size = 1 if tiling else max(1, min(64, math.ceil(total / (workers * 4))))
     chunks = []
     for split, members in by_split.items():
         for shard, file in enumerate(record_files(split, shards)):
             shard_images = members[shard::shards]
             for number, start in enumerate(range(0, len(shard_images), size)):
                 part = staging / f".{file}.part{number:06d}"
-                chunks.append(Chunk(shard_images[start : start + size], split, file, part))
+                chunks.append(Chunk(shard_images[start : start + size], split, file, part, tiling))
     return chunks
 
 
 def _summarise(results: Iterable[list[Encoded]], fractions: dict[str, float], strict: bool, advance) -> dict:
     summary = {
-        "splits": {name: {"images": 0, "negatives": 0, "boxes": Counter()} for name in fractions},
+        "splits": {name: {"images": 0, "negatives": 0, "boxes": Counter(), "sources": 0} for name in fractions},
         "skipped": [],
         "box_problems": [],
         "actions": Counter(),
+        "tiles": Counter(),
     }
     for chunk_results in results:
         advance(len(chunk_results))
@@ -281,8 +312,14 @@ def _summarise(results: Iterable[list[Encoded]], fractions: dict[str, float], st
                 continue
             summary["box_problems"].extend(result.problems)
             split = summary["splits"][result.split]
-            split["images"] += 1
-            split["negatives"] += not result.classes
+            split["sources"] += 1
+            if result.tiles is None:
+                split["images"] += 1
+                split["negatives"] += not result.classes
+            else:
+                split["images"] += result.tiles["tiles"]
+                split["negatives"] += result.tiles["negative_tiles"]
+                summary["tiles"].update(result.tiles)
             split["boxes"].update(result.classes)
             summary["actions"][result.action] += 1
     return summary
@@ -327,6 +364,7 @@ def _report(
     class_ids: dict[str, int],
     read_problems: list[Problem],
     summary: dict,
+    tiling: RecordTiling | None = None,
 ) -> RecordsManifest:
     skipped = read_problems + summary["skipped"]
     all_problems = skipped + summary["box_problems"]
@@ -348,9 +386,11 @@ def _report(
         boxes_per_class={name: boxes[name] for name in class_ids},
         problem_counts=dict(Counter(problem.kind for problem in all_problems)),
         image_handling=dict(summary["actions"]),
+        tiling=_tiling_report(tiling, summary["tiles"]) if tiling else None,
         splits={
             name: {
                 "fraction": fractions[name],
+                **({"source_images": split["sources"]} if tiling else {}),
                 "images": split["images"],
                 "negatives": split["negatives"],
                 "boxes_per_class": {class_name: split["boxes"][class_name] for class_name in class_ids},
@@ -362,3 +402,16 @@ def _report(
         skipped=[dataclasses.asdict(problem) for problem in skipped],
         box_problems=[dataclasses.asdict(problem) for problem in summary["box_problems"]],
     )
+
+
+def _tiling_report(tiling: RecordTiling, counts: Counter) -> dict:
+    """The options and what they did: records are tiles; boxes counted per tile (a box in two tiles twice)."""
+    return {
+        "size": tiling.size,
+        "overlap": tiling.overlap,
+        "min_visible": tiling.min_visible,
+        "negative_ratio": tiling.negative_ratio,
+        **{name: counts[name] for name in TILE_COUNTS},
+        "dropped_boxes": f"a box showing less than {tiling.min_visible:g} of itself in a tile (of what a tile can "
+        "show of it) is left out of that tile; kept clipped boxes are marked truncated",
+    }

@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tfod_wrap.core.records import build_example, frame_record
 from tfod_wrap.data.annotations import Box, ImageAnnotation, Problem, describe
+from tfod_wrap.data.tiling import RecordTiling, tile_records
 
 PASS_THROUGH_MODES = {"JPEG": ("RGB", "L"), "PNG": ("RGB", "L")}
 EXIF_ORIENTATION = 0x0112
@@ -50,6 +52,7 @@ class Encoded:
     action: str = ""
     classes: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    tiles: Counter | None = None  # with --tile: tiling.COUNTS of this image (its records are its tiles)
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Chunk:
     split: str
     shard_file: str
     part: Path
+    tiling: RecordTiling | None = None
 
 
 def encode_chunk(chunk: Chunk, class_ids: dict[str, int], check_labels: bool) -> list[Encoded]:
@@ -77,11 +81,36 @@ def encode_chunk(chunk: Chunk, class_ids: dict[str, int], check_labels: bool) ->
     results = []
     with open(chunk.part, "wb") as part:
         for annotation in chunk.images:
-            record, result = encode(annotation, chunk.split, class_ids, check_labels)
-            if record is not None:
-                part.write(record)
+            if chunk.tiling is None:
+                record, result = encode(annotation, chunk.split, class_ids, check_labels)
+                if record is not None:
+                    part.write(record)
+            else:
+                result = encode_tiles(annotation, chunk.split, class_ids, check_labels, chunk.tiling, part)
             results.append(result)
     return results
+
+
+def encode_tiles(
+    annotation: ImageAnnotation, split: str, class_ids: dict[str, int], check_labels: bool, tiling: RecordTiling, part
+) -> Encoded:
+    """Write the records of one image's tiles to `part` (see tiling.py); skipped as `encode` skips, with nothing
+    written: a failure part way through an image drops the records of its tiles written so far."""
+    where = str(annotation.image_path)
+    start, counts, classes = part.tell(), Counter(), []
+    try:
+        image = prepare_image(annotation)
+        boxes, problems = check_boxes(annotation.boxes, image.width, image.height, class_ids, check_labels)
+        for record, names in tile_records(annotation, image, boxes, class_ids, tiling, counts, JPEG_QUALITY):
+            part.write(record)
+            classes += names
+    except Exception as error:  # any type, as in `encode`
+        part.seek(start)
+        part.truncate()
+        kind, reason = image_problem(error)
+        return Encoded(split, False, problems=[Problem(where, kind, reason)])
+    problems = [Problem(where, kind, reason) for kind, reason in problems]
+    return Encoded(split, True, image.action, classes, problems, counts)
 
 
 def encode(

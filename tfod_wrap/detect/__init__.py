@@ -18,9 +18,11 @@ import tensorflow as tf
 
 from tfod_wrap.core.files import claim_output, read_json_object
 from tfod_wrap.core.manifests import DetectSummary
+from tfod_wrap.core.sliced import SlicedDetector, Tiling
+from tfod_wrap.core.tiles import DEFAULT_OVERLAP
 from tfod_wrap.detect import inputs as sources
 from tfod_wrap.detect.models import DetectError, Model, load_model, model_name
-from tfod_wrap.detect.outputs import DETECTIONS, IMAGES, Outputs
+from tfod_wrap.detect.outputs import DETECTIONS, IMAGES, VIDEO_CODECS, Outputs
 from tfod_wrap.detect.pipeline import run
 
 SUMMARY = DetectSummary.FILE
@@ -46,9 +48,14 @@ def detect(
     batch: int = 4,
     video_fps: float | None = None,
     gif: bool = False,
+    video_codec: str = "h264",
     tune_threads: bool = False,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    tile: int | None = None,
+    tile_overlap: float = DEFAULT_OVERLAP,
+    tile_merge: str = "nms",
+    tile_full_image: bool = False,
 ) -> dict:
     """Run every model on every input and write the outputs into `output`; returns summary.json's content.
 
@@ -57,10 +64,15 @@ def detect(
     a batch (TFOD's uint8 exports take one image: they get one); with one model, two calls run at once, so
     its latency is measured while they share the CPU. With `tune_threads` and one model, TensorFlow's threads
     are split between those two calls first (`split_cores`; it changes them for the rest of the process, and
-    only if TensorFlow has not run yet: the command line does it). Videos are written as MP4, or GIF with
-    `gif`, at `video_fps` or the input's rate. Unreadable inputs are skipped and listed.
+    only if TensorFlow has not run yet: the command line does it). Videos are written as MP4 (`video_codec`
+    "h264", which browsers play, or "mp4v"), or GIF with `gif`, at `video_fps` or the input's rate. Unreadable
+    inputs are skipped and listed.
+
+    With `tile`, each image runs as overlapping tiles of that size (plus the whole image with `tile_full_image`),
+    the boxes merged with `tile_merge` (see core/sliced.py): one image at a time, its tiles batched.
     """
-    _check_options(models, min_score, batch, video_fps)
+    _check_options(models, min_score, batch, video_fps, video_codec)
+    tiling = Tiling(tile, tile_overlap, tile_merge, tile_full_image) if tile is not None else None
     paths = [Path(path) for path in inputs]
     output = Path(output)
     found, skipped = sources.collect(paths)
@@ -71,7 +83,10 @@ def detect(
     if tune_threads and calls > 1:
         split_cores(calls)
     loaded = _load_models(models, label_map, log)
-    if not any(model.batchable for model in loaded):
+    if tiling:
+        for model in loaded:
+            model.sliced = SlicedDetector(model, tiling)  # what detect.pipeline runs instead of the model
+    if tiling or not any(model.batchable for model in loaded):
         batch = 1  # waiting for a batch that is then run image by image would only delay the writer
     from tqdm import tqdm
 
@@ -80,7 +95,7 @@ def detect(
         claim_output(output, KIND, legacy=_earlier_output) as staging,
         tqdm(total=sources.frame_count(found), unit="img", desc="detecting", disable=not progress) as bar,
     ):
-        outputs = Outputs(staging, loaded, min_score=min_score, gif=gif, video_fps=video_fps)
+        outputs = Outputs(staging, loaded, min_score=min_score, gif=gif, video_fps=video_fps, video_codec=video_codec)
         try:
             latencies = run(sources.read(found), loaded, outputs, batch, calls, bar)
         finally:
@@ -89,7 +104,7 @@ def detect(
             outputs.add(item)
         seconds = time.perf_counter() - started
         options = {"min_score": min_score, "batch": batch, "concurrent_calls": calls}
-        summary = _summary(output, loaded, latencies, outputs, seconds, **options)
+        summary = _summary(output, loaded, latencies, outputs, seconds, tiling, **options)
         summary.write(staging)
     return summary.to_json()
 
@@ -124,6 +139,13 @@ def summary_table(summary: dict) -> str:
         f"{summary['frames']} frames in {summary['seconds']:.1f} s ({summary['fps']:.1f} per second): "
         f"{summary['images']} images, {len(summary['videos'])} videos written to {summary['output']}"
     )
+    tiling = summary.get("tiling")
+    if tiling:
+        whole = " plus the whole image" if tiling["full_image"] else ""
+        lines.append(
+            f"sliced: tiles of {tiling['size']} px{whole}, overlap {tiling['overlap']:g}, merged by "
+            f"{tiling['merge']}; {tiling['calls_per_image']:g} model calls per image (latency is per whole image)"
+        )
     for model in summary["models"]:
         if model["note"]:
             lines.append(f"note: {model['name']}: {model['note']}")
@@ -143,7 +165,7 @@ def _earlier_output(folder: Path) -> bool:
     return {path.name for path in folder.iterdir()} <= names
 
 
-def _check_options(models: Sequence, min_score: float, batch: int, video_fps: float | None) -> None:
+def _check_options(models: Sequence, min_score: float, batch: int, video_fps: float | None, video_codec: str) -> None:
     if not models:
         raise DetectError("no model: pass --model at least once")
     if not 0 <= min_score <= 1:
@@ -152,6 +174,8 @@ def _check_options(models: Sequence, min_score: float, batch: int, video_fps: fl
         raise DetectError(f"--batch {batch}: at least 1")
     if video_fps is not None and video_fps <= 0:
         raise DetectError(f"--video-fps {video_fps}: frames per second above 0")
+    if video_codec not in VIDEO_CODECS:
+        raise DetectError(f"--video-codec {video_codec}: one of {', '.join(VIDEO_CODECS)}")
 
 
 def _load_models(specs: Sequence[str | Path], label_map: str | Path | None, log: Callable[[str], None]) -> list[Model]:
@@ -185,7 +209,13 @@ def _latency(timings: list[tuple[float, int]]) -> dict[str, float]:
 
 
 def _summary(
-    output: Path, models: list[Model], latencies: dict, outputs: Outputs, seconds: float, **options
+    output: Path,
+    models: list[Model],
+    latencies: dict,
+    outputs: Outputs,
+    seconds: float,
+    tiling: Tiling | None,
+    **options,
 ) -> DetectSummary:
     files = outputs.files()
     frames = sum(images for _, images in next(iter(latencies.values()), []))
@@ -216,4 +246,13 @@ def _summary(
             "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
         },
+        tiling=_tiling_summary(tiling, models, frames),
     )
+
+
+def _tiling_summary(tiling: Tiling | None, models: list[Model], frames: int) -> dict | None:
+    """The options, and the model calls an image took on average (tiles, plus the whole image if asked)."""
+    if tiling is None:
+        return None
+    calls = next((model.sliced.tiles_run for model in models if hasattr(model, "sliced")), 0)
+    return {**tiling.to_json(), "calls_per_image": round(calls / frames, 2) if frames else 0.0}

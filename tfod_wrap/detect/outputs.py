@@ -1,7 +1,8 @@
 """What `tfod-wrap detect` writes, one frame at a time, into the staging folder that replaces --output at the end.
 
     images/NAME             each input image drawn (one model), or the side-by-side grid (several models)
-    videos/NAME.mp4|.gif    each input video drawn (or as grids), frame for frame
+    videos/NAME.mp4|.gif    each input video drawn (or as grids), frame for frame: H.264 by default (see
+                            H264Writer), MPEG-4 Part 2 with video_codec="mp4v", or GIF
     detections.json         COCO results: image_id, category_id, bbox [x, y, w, h] in pixels, score
     images.json             COCO "images": id, file_name (relative to its input folder; FOLDER/NAME, then numbered,
                             where an earlier input took the name), width, height (and video, for video frames)
@@ -15,8 +16,10 @@ whole output atomic.
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 from PIL import GifImagePlugin, Image
@@ -29,7 +32,9 @@ from tfod_wrap.detect.inputs import IMAGE_SUFFIXES, Frame, Skipped, VideoEnd
 from tfod_wrap.detect.models import DetectError, Model
 
 DETECTIONS, IMAGES = DetectFolder.DETECTIONS, DetectFolder.IMAGES  # detect writes them, eval reads them
-MP4_CODEC = "mp4v"  # MPEG-4 Part 2: the codec OpenCV's pip wheels can write into .mp4 (H.264 is not built in)
+# H.264 through PyAV (its wheels ship FFmpeg with libx264): what browsers play. mp4v is MPEG-4 Part 2, the codec
+# OpenCV's pip wheels write into .mp4 (H.264 is not built into them): desktop players only.
+VIDEO_CODECS = ("h264", "mp4v")
 
 
 class JsonList:
@@ -76,13 +81,47 @@ class GifWriter:
         self._file.close()
 
 
-def video_writer(path: Path, fps: float, size: tuple[int, int]):
-    """An OpenCV VideoWriter for .mp4, a GifWriter for .gif; both take BGR frames of `size` (width, height)."""
+class H264Writer:
+    """An H.264 MP4 that browsers play: yuv420p (the only chroma layout every browser decodes; it halves colour
+    resolution, so an odd width or height is padded to even by repeating the last column or row) and the index
+    (moov) at the front (+faststart), so playback starts before the whole file has loaded."""
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        width, height = size
+        self._pad = (width % 2, height % 2)
+        try:
+            self._container = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
+            # 29.97 and other NTSC rates arrive as floats: as a fraction x/1001 they stay exact
+            self._stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        except (av.FFmpegError, ValueError) as error:
+            raise DetectError(f"{path}: PyAV cannot write an H.264 video: {error}") from error
+        self._stream.width, self._stream.height = width + self._pad[0], height + self._pad[1]
+        self._stream.pix_fmt = "yuv420p"
+        self._frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if any(self._pad):
+            frame = cv2.copyMakeBorder(frame, 0, self._pad[1], 0, self._pad[0], cv2.BORDER_REPLICATE)
+        picture = av.VideoFrame.from_ndarray(frame, format="bgr24")
+        picture.pts = self._frames  # in frames: the stream's time base is 1/fps
+        self._frames += 1
+        self._container.mux(self._stream.encode(picture))
+
+    def release(self) -> None:
+        self._container.mux(self._stream.encode(None))  # the frames the encoder still holds
+        self._container.close()
+
+
+def video_writer(path: Path, fps: float, size: tuple[int, int], codec: str = "h264"):
+    """A writer of BGR frames of `size` (width, height): a GifWriter for .gif, else an H264Writer, or OpenCV's
+    VideoWriter with `codec` "mp4v"."""
     if path.suffix == ".gif":
         return GifWriter(path, fps)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*MP4_CODEC), fps, size)
+    if codec == "h264":
+        return H264Writer(path, fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
     if not writer.isOpened():
-        raise DetectError(f"{path}: OpenCV cannot write a {MP4_CODEC} video of {size[0]}x{size[1]}")
+        raise DetectError(f"{path}: OpenCV cannot write a {codec} video of {size[0]}x{size[1]}")
     return writer
 
 
@@ -99,9 +138,18 @@ def _unique(name: str, used: set[str]) -> str:
 class Outputs:
     """Everything detect writes, fed item by item from the writer thread; what was written is in its attributes."""
 
-    def __init__(self, folder: Path, models: list[Model], *, min_score: float, gif: bool, video_fps: float | None):
+    def __init__(
+        self,
+        folder: Path,
+        models: list[Model],
+        *,
+        min_score: float,
+        gif: bool,
+        video_fps: float | None,
+        video_codec: str = "h264",
+    ):
         self.folder, self.models, self.min_score = folder, models, min_score
-        self.gif, self.video_fps = gif, video_fps
+        self.gif, self.video_fps, self.video_codec = gif, video_fps, video_codec
         self.skipped: list[dict] = []
         self.images_written = 0
         self.videos: list[dict] = []
@@ -158,7 +206,8 @@ class Outputs:
             name = _unique(str(Path("videos") / Path(frame.source.name).with_suffix(suffix)), self._used)
             (self.folder / name).parent.mkdir(parents=True, exist_ok=True)
             fps = self.video_fps or frame.fps
-            writer = video_writer(self.folder / name, fps, (picture.shape[1], picture.shape[0]))
+            size = (picture.shape[1], picture.shape[0])
+            writer = video_writer(self.folder / name, fps, size, self.video_codec)
             self._video = (frame.source, writer, name, fps)
         self._video[1].write(picture)
 
@@ -166,7 +215,10 @@ class Outputs:
         source, writer, name, fps = self._video
         writer.release()
         self._video = None
-        self.videos.append({"input": str(source.path), "output": name, "frames": end.frames, "fps": fps})
+        codec = "gif" if self.gif else self.video_codec
+        self.videos.append(
+            {"input": str(source.path), "output": name, "frames": end.frames, "fps": fps, "codec": codec}
+        )
 
     def close(self) -> None:
         """Finish the files; also after a failure, so that no handle stays open (the folder is then dropped)."""

@@ -165,6 +165,7 @@ def _run_models(pending: list[Frame], models: list[Model], latencies: dict) -> l
     found = []
     for model in models:
         started = time.perf_counter()
-        found.append(model.batch(images))
+        runner = getattr(model, "sliced", None) or model  # `detect --tile` gives each model its sliced runner
+        found.append(runner.batch(images))
         latencies[model.name].append(((time.perf_counter() - started) * 1000 / len(pending), len(pending)))
     return found

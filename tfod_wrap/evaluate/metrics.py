@@ -14,8 +14,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
+from tfod_wrap.core.coco import AREA_ALL, MAX_DETS_LAST, coco_eval, max_detections_needed, mean_valid
 from tfod_wrap.core.coco import MetricsError as MetricsError  # raised by the shared scoring, named here as before
-from tfod_wrap.core.coco import coco_eval
 
 COCO_METRIC_NAMES: tuple[str, ...] = (
     "DetectionBoxes_Precision/mAP",
@@ -35,15 +35,6 @@ COCO_METRIC_NAMES: tuple[str, ...] = (
 MATCH_IOU = 0.5
 BACKGROUND = "background"
 MISSED = "missed"
-# indices into COCOeval's default parameters: areaRng[0] is "all", maxDets[2] is 100
-_AREA_ALL = 0
-_MAX_DETS_100 = 2
-
-
-def _mean_valid(values: np.ndarray) -> float:
-    """COCOeval.summarize's averaging: entries of -1 mean "no ground truth" and are left out."""
-    valid = values[values > -1]
-    return float(np.mean(valid)) if valid.size else -1.0
 
 
 def _iou_index(evaluator: COCOeval, threshold: float) -> int:
@@ -52,11 +43,11 @@ def _iou_index(evaluator: COCOeval, threshold: float) -> int:
 
 def class_ap(evaluator: COCOeval, k: int) -> dict[str, float]:
     """AP, AP50, AP75 of the k-th evaluated category (area all, 100 detections), as summarize() would give."""
-    precision = evaluator.eval["precision"][:, :, k, _AREA_ALL, _MAX_DETS_100]
+    precision = evaluator.eval["precision"][:, :, k, AREA_ALL, MAX_DETS_LAST]
     return {
-        "AP": _mean_valid(precision),
-        "AP50": _mean_valid(precision[_iou_index(evaluator, 0.5)]),
-        "AP75": _mean_valid(precision[_iou_index(evaluator, 0.75)]),
+        "AP": mean_valid(precision),
+        "AP50": mean_valid(precision[_iou_index(evaluator, 0.5)]),
+        "AP75": mean_valid(precision[_iou_index(evaluator, 0.75)]),
     }
 
 
@@ -69,7 +60,7 @@ def _scored_matches(evaluator: COCOeval, k: int) -> tuple[np.ndarray, np.ndarray
     t = _iou_index(evaluator, MATCH_IOU)
     # evaluate() lists evalImgs category-major, then area range, then image (accumulate() indexes it the same way)
     n_images, n_areas = len(evaluator.params.imgIds), len(evaluator.params.areaRng)
-    start = (k * n_areas + _AREA_ALL) * n_images
+    start = (k * n_areas + AREA_ALL) * n_images
     images = [e for e in evaluator.evalImgs[start : start + n_images] if e is not None]
     if not images:
         return np.zeros(0), np.zeros(0, dtype=bool), 0
@@ -131,7 +122,7 @@ def _per_class(
             "best_f1": _best_f1(scores, hits, truth, score_threshold),
             "at_threshold": _at_threshold(scores, hits, truth, score_threshold),
         }
-        precision = evaluator.eval["precision"][_iou_index(evaluator, 0.5), :, k, _AREA_ALL, _MAX_DETS_100]
+        precision = evaluator.eval["precision"][_iou_index(evaluator, 0.5), :, k, AREA_ALL, MAX_DETS_LAST]
         has_curve = bool(np.any(precision > -1))
         curves[name] = {
             "recall": recall_points if has_curve else [],
@@ -227,8 +218,11 @@ def evaluate_detections(
       "confusion": see confusion_matrix()
       "curves": {class: {"recall": COCO's 101 recall points, "precision": [...]}} at IoU 0.5 (empty if no GT)
       "worst_class": the class with the lowest AP50 among classes with ground truth, or None
+      "max_detections": COCOeval's largest maxDets: 100, or more where an image has more objects or detections
+          (`max_detections_needed`); AP and the AR@100 names then count that many per image
     """
-    evaluator = coco_eval(groundtruth, detections, verbose=verbose)
+    max_detections = max_detections_needed(groundtruth, detections)
+    evaluator = coco_eval(groundtruth, detections, verbose=verbose, max_detections=max_detections)
     names = _class_names(groundtruth.get("categories", []))
     per_class, curves = _per_class(evaluator, names, detections, score_threshold)
     scored = [name for name, values in per_class.items() if values["num_groundtruth"] > 0]
@@ -238,4 +232,5 @@ def evaluate_detections(
         "confusion": confusion_matrix(groundtruth, detections, score_threshold),
         "curves": curves,
         "worst_class": min(scored, key=lambda name: per_class[name]["AP50"]) if scored else None,
+        "max_detections": max_detections,
     }

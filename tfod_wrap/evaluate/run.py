@@ -20,6 +20,7 @@ from tfod_wrap.core.files import atomic_write_json
 from tfod_wrap.core.labelmap import read_label_map
 from tfod_wrap.core.pipeline import load
 from tfod_wrap.core.records import decode_image, expand_record_paths
+from tfod_wrap.core.sliced import SlicedDetector, Tiling
 from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES, evaluate_detections
 from tfod_wrap.evaluate.plots import draw_examples, plot_confusion, plot_pr_curves
 
@@ -70,21 +71,33 @@ def score(
     *,
     score_threshold: float = 0.5,
     progress: bool = False,
+    tiling: Tiling | None = None,
 ) -> dict:
-    """Evaluate, write metrics.json and the plots into output_dir, and return the metrics."""
+    """Evaluate, write metrics.json and the plots into output_dir, and return the metrics. With `tiling`, the
+    detector runs sliced (core/sliced.py) and its merged detections are scored against each whole image."""
+    if tiling is not None:
+        detector = SlicedDetector(detector, tiling)
     groundtruth, detections = collect(files, detector, read_label_map(Path(label_map)), progress, label_map)
-    return score_collected(files, groundtruth, detections, output_dir, score_threshold=score_threshold)
+    extra = {"tiling": tiling.to_json()} if tiling is not None else {}
+    return score_collected(files, groundtruth, detections, output_dir, score_threshold=score_threshold, **extra)
 
 
 def score_collected(
-    files: list[str], groundtruth: dict, detections: list[dict], output_dir: str | Path, *, score_threshold: float
+    files: list[str],
+    groundtruth: dict,
+    detections: list[dict],
+    output_dir: str | Path,
+    *,
+    score_threshold: float,
+    **extra,
 ) -> dict:
     """Metrics of detections against the ground truth of `files` (as `collect` returns both), written with the
-    plots into output_dir."""
+    plots into output_dir; `extra` keys go into metrics.json as they are."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics = evaluate_detections(groundtruth, detections, score_threshold=score_threshold)
     metrics["images"] = len(groundtruth["images"])
+    metrics.update(extra)
     atomic_write_json(output_dir / "metrics.json", metrics)
     plot_pr_curves(metrics, output_dir / "pr_curves.png")
     plot_confusion(metrics, output_dir / "confusion_matrix.png")
@@ -122,11 +135,14 @@ def evaluate_checkpoints(
     output_dir: str | Path | None = None,
     score_threshold: float = 0.5,
     progress: bool = False,
+    tiling: Tiling | None = None,
+    data: list[str] | None = None,
     log=print,
 ) -> dict[str, dict]:
-    """Evaluate checkpoints of a model dir on the pipeline's eval input: {checkpoint name: metrics}."""
+    """Evaluate checkpoints of a model dir on the pipeline's eval input, or on the records `data` (as the pipeline's
+    label map reads them): {checkpoint name: metrics}; sliced with `tiling`."""
     reader = load(pipeline).eval_input_reader[0]
-    files = expand_record_paths(list(reader.tf_record_input_reader.input_path))
+    files = expand_record_paths(list(data or reader.tf_record_input_reader.input_path))
     output_dir = Path(output_dir) if output_dir else Path(model_dir) / "eval"
     results = {}
     for path in find_checkpoints(model_dir, checkpoint):
@@ -139,6 +155,7 @@ def evaluate_checkpoints(
             output_dir / name,
             score_threshold=score_threshold,
             progress=progress,
+            tiling=tiling,
         )
         metrics["checkpoint"] = path
         write_scalars(metrics, output_dir, step)
@@ -192,4 +209,14 @@ def metrics_table(metrics: dict) -> str:
         "P, R, F1 at the score threshold that maximises F1 (IoU 0.5); metrics.json also has them at "
         f"{next(iter(metrics['per_class'].values()), {}).get('at_threshold', {}).get('threshold', 0.5)}"
     )
+    tiling = metrics.get("tiling")
+    if tiling:
+        whole = " plus the whole image" if tiling["full_image"] else ""
+        lines.append(
+            f"sliced inference: tiles of {tiling['size']} px{whole}, overlap {tiling['overlap']:g}, merged by "
+            f"{tiling['merge']}; scored on the whole images"
+        )
+    most = metrics.get("max_detections", 100)
+    if most > 100:
+        lines.append(f"COCO maxDets raised from 100 to {most} (an image has that many objects or detections)")
     return "\n".join(lines)

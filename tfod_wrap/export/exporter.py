@@ -30,13 +30,14 @@ from tfod_wrap.core.detector import (
     TFLiteDetector,
 )
 from tfod_wrap.core.errors import UserError
-from tfod_wrap.core.files import atomic_write_json, check_output, claim_output
+from tfod_wrap.core.files import atomic_write_json, atomic_write_text, check_output, claim_output
 from tfod_wrap.core.labelmap import read_label_map
 from tfod_wrap.core.manifests import ExportFolder, ExportManifest, ManifestError, RunFolder
 from tfod_wrap.core.processes import terminate_as_interrupt
 from tfod_wrap.core.records import decode_image, expand_record_paths, read_examples
 from tfod_wrap.core.tflite import box_scales, postprocess_tensors
 from tfod_wrap.core.tflite import interpreter as tflite_interpreter
+from tfod_wrap.export import card
 from tfod_wrap.export import verify as parity
 from tfod_wrap.export.formats import (
     ALWAYS,
@@ -51,9 +52,10 @@ from tfod_wrap.export.onnx import convert_to_onnx, onnx_metadata
 from tfod_wrap.export.savedmodel import export_saved_model, signature_outputs
 from tfod_wrap.export.tfjs import OUTPUT_DESCRIPTIONS, convert_to_tfjs, output_shapes, tfjs_metadata
 from tfod_wrap.export.tflite import MAX_DETECTIONS, check_supported, export_tflite
+from tfod_wrap.export.tflite_metadata import LABELS_FILE, embed_metadata
 
 KIND = "export"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
-CALIBRATION_IMAGES = 100  # uint8 TFLite's representative data set, from the eval records
+CALIBRATION_IMAGES = 100  # uint8 TFLite's representative data set, from the training records (never the eval ones)
 
 
 @dataclass
@@ -84,6 +86,14 @@ class Job:
     @property
     def architecture(self) -> str:
         return self.pipeline_config.model.WhichOneof("model")
+
+    def train_images(self, count: int) -> list[np.ndarray]:
+        """The first `count` images of the pipeline's training records (RGB uint8): uint8 TFLite's calibration,
+        kept apart from the eval images that --verify scores it on."""
+        paths = list(self.pipeline_config.train_input_reader.tf_record_input_reader.input_path)
+        if not paths:
+            raise ExportError("the pipeline has no train_input_reader records to calibrate uint8 on")
+        return _read_images(paths, count, "training")
 
     @cached_property
     def classes(self) -> dict[str, int]:
@@ -150,6 +160,8 @@ def export(
             log(f"{name}: {_bytes(staging / name) / 2**20:.1f} MiB in {time.perf_counter() - started:.0f} s")
         if verify:
             manifest.verify = {**_verify(job, formats, verify_images), "accuracy": _accuracy(job, formats)}
+        manifest.card = card.card_facts(pipeline_config, prefix, job.classes, manifest, job.reference.normalisation())
+        atomic_write_text(staging / card.FILE, card.render(manifest.card))
         manifest.write(staging)
     failed = manifest.failed_formats()
     if failed:
@@ -180,7 +192,7 @@ def _earlier_output(folder: Path) -> bool:
         ExportManifest.read(folder)
     except ManifestError:
         return False
-    written = {*FORMATS, ExportManifest.FILE, ExportFolder.LABEL_MAP, "MODEL_CARD.md"}
+    written = {*FORMATS, ExportManifest.FILE, ExportFolder.LABEL_MAP, card.FILE}
     return {path.name for path in folder.iterdir()} <= written
 
 
@@ -272,11 +284,12 @@ def _write_tflite(job: Job, folder: Path) -> dict:
     folder.mkdir()
 
     def calibration():
-        for image in job.eval_images(CALIBRATION_IMAGES):
+        for image in job.train_images(CALIBRATION_IMAGES):
             yield job.reference.preprocess(image)
 
     export_tflite(job.pipeline_config, job.checkpoint, folder / "model.tflite", job.quantize, calibration)
     height, width = _fixed_size(configs.meta_architecture(job.pipeline_config))
+    _embed_tflite_metadata(job, folder / "model.tflite", (height, width))
     atomic_write_json(
         folder / "metadata.json",
         {
@@ -295,9 +308,34 @@ def _write_tflite(job: Job, folder: Path) -> dict:
                 **job.reference.normalisation(),
             },
             "outputs": _tflite_outputs(folder / "model.tflite"),
+            "embedded": (
+                "TFLite metadata in model.tflite (labels, input normalisation, outputs by meaning; the schema of "
+                f"MediaPipe Tasks and the TFLite Task Library), {LABELS_FILE} in the zip appended to it"
+            ),
         },
     )
-    return {"quantization": job.quantize}
+    return {"quantization": job.quantize, "embedded_metadata": True}
+
+
+def _embed_tflite_metadata(job: Job, model: Path, size: tuple[int, int]) -> None:
+    """Labels, normalisation and output meanings into the .tflite, for clients that read nothing beside it."""
+    names = {index: name for name, index in job.classes.items()}
+    # line N names 0-based class N (label map id N + 1); a gap in the ids keeps its line, named by its id
+    labels = [names.get(index, str(index)) for index in range(1, max(names) + 1)]
+    loaded = tflite_interpreter(model)
+    meaning = {tensor["index"]: key for key, tensor in postprocess_tensors(loaded).items()}
+    outputs = [meaning[output["index"]] for output in loaded.get_output_details()]
+    embed_metadata(
+        model,
+        labels,
+        job.reference.normalisation(),
+        outputs,
+        name="tfod-wrap SSD detector",
+        description=(
+            f"TFOD SSD exported by tfod-wrap: {size[1]}x{size[0]} RGB input, {len(labels)} classes, up to "
+            f"{MAX_DETECTIONS} detections, quantisation {job.quantize}."
+        ),
+    )
 
 
 def _run_tflite(job: Job, images: list[np.ndarray], expected: list[Detections]) -> tuple[list, list]:
@@ -391,11 +429,14 @@ def _fixed_size(model) -> list[int] | None:
 
 def _read_eval_images(pipeline_config, count: int) -> list[np.ndarray]:
     """The first `count` images of the pipeline's eval records, decoded to RGB uint8."""
-    paths = _eval_paths(pipeline_config)
+    return _read_images(_eval_paths(pipeline_config), count, "eval")
+
+
+def _read_images(paths: list[str], count: int, split: str) -> list[np.ndarray]:
     examples = itertools.islice(read_examples(expand_record_paths(paths)), count)
     images = [decode_image(example.features.feature) for _, example in examples]
     if not images:
-        raise ExportError(f"{', '.join(paths)}: no images in the eval records")
+        raise ExportError(f"{', '.join(paths)}: no images in the {split} records")
     return images
 
 

@@ -100,7 +100,8 @@ def train(
     if recipe.seed is not None:
         _seed(recipe.seed, log)
     chosen = explicit_fields(recipe, changes)  # before the adaptive recipe fills in the rest
-    if budget:
+    adaptive = budget is not None and not recipe.fixed_recipe
+    if adaptive:
         recipe = adaptive_recipe(Path(pipeline), recipe, chosen, log)
     pipeline_proto, edited = edited_pipeline(Path(pipeline), recipe, log)
     configs = config_util.create_configs_from_pipeline_proto(pipeline_proto)
@@ -132,7 +133,7 @@ def train(
         ensure_built(model, pipeline_proto)
         if budget and budget.elapsed() > budget.seconds:
             raise BudgetTooShort(budget.too_short_message(0))
-        if budget and not {"freeze", "train_only"} & chosen:
+        if adaptive and not {"freeze", "train_only"} & chosen:
             specs, reason = freeze_spec(backbone_blocks(model), train_config.batch_size, _has_fine_tune(train_config))
             log(f"adaptive recipe: {reason}")
             recipe = recipe.replace(freeze=specs)
@@ -277,6 +278,8 @@ def train(
 
 def _budget(recipe: TrainRecipe, resume: bool, changes: dict[str, Any]) -> Budget | None:
     if recipe.time_budget is None:
+        if recipe.fixed_recipe:
+            raise TrainError("--fixed-recipe goes with --time-budget (without a budget, nothing adapts)")
         return None
     if resume:
         raise TrainError("--time-budget plans a new run; --resume continues the steps its run planned")
@@ -320,7 +323,7 @@ def _stretch(recipe: TrainRecipe, total_steps: int, schedule_steps: int, stretch
         stretch.assign(schedule_steps / total_steps)
     bar.total = total_steps
     bar.refresh()
-    return recipe.replace(time_budget=None, num_steps=total_steps)
+    return recipe.replace(time_budget=None, fixed_recipe=False, num_steps=total_steps)
 
 
 def _remove_partial_saves(save_dir: Path) -> None:

@@ -3,7 +3,8 @@
     clip = make_clip("photo.png", tmp / "clip.y4m")           # a still image as a short .y4m camera clip
     state = run_page(server.url, clip, frames=20)             # the page's window.tfodWrap after 20 frames
 
-Chromium plays the clip in a loop as its camera (--use-file-for-fake-video-capture). The Node side is
+Chromium plays the clip in a loop as its camera (--use-file-for-fake-video-capture).
+`play_video(path)` plays a video file in a <video> element to its end (tfod_wrap/web/play_video.cjs). The Node side is
 tfod_wrap/web/run_page.cjs on playwright-core (installed by `make install` with TF.js into .venv/node_modules).
 """
 
@@ -20,6 +21,7 @@ from tfod_wrap.core.nodejs import node_modules, run_node
 from tfod_wrap.core.resources import package_file
 
 RUN_PAGE = package_file("web", "run_page.cjs")
+PLAY_VIDEO = package_file("web", "play_video.cjs")
 
 
 def chromium_executable() -> str:
@@ -65,8 +67,12 @@ def run_page(
     detections come back under "image".
 
     Returns the page state: ready, backend, fps, frames, inferenceMs, lastDetections, error, crossOriginIsolated,
-    numTensors ({"early": after frame 2, "late": at the end}), seconds (wall time of the wait), timedOut, console
-    (the page's tfod-wrap: log lines and errors) and, with `image`, image.
+    isolation ({isolated, via, reason}), wasm ({threads, simd}), shown (the header bar's backend and isolation
+    texts), numTensors ({"early": after frame 2, "late": at the end}), seconds (wall time of the wait),
+    firstDetectionMs (from the start of the navigation to the first camera frame with a detection above the
+    threshold, reloads included), timedOut, console (the page's tfod-wrap: log lines and errors), requests (every
+    request of the browser context, workers' included: url, resourceType, serviceWorker), navigations (the main
+    frame's documents: two when the page reloaded itself for isolation) and, with `image`, image.
     """
     parameters = dict(query or {})
     if backend:
@@ -82,4 +88,22 @@ def run_page(
         "timeout_ms": int(timeout * 1000),
     }
     output = run_node(RUN_PAGE, json.dumps(request), timeout=timeout + 60)
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def play_video(video: str | Path, mime_type: str = 'video/mp4; codecs="avc1.640028"', timeout: float = 30) -> dict:
+    """Play `video` in headless Chromium's <video> element (muted, served over http from Playwright's router with
+    byte ranges) and wait for its `ended` event, an error, or `timeout` seconds.
+
+    Returns canPlayType (of `mime_type`), ended, error ({code, message} or None), duration, currentTime,
+    videoWidth, videoHeight, framesDecoded, seconds and timedOut.
+    """
+    request = {
+        "modules": str(node_modules()),
+        "chromium": chromium_executable(),
+        "video": str(Path(video).resolve()),
+        "type": mime_type,
+        "timeout_ms": int(timeout * 1000),
+    }
+    output = run_node(PLAY_VIDEO, json.dumps(request), timeout=timeout + 60)
     return json.loads(output.strip().splitlines()[-1])

@@ -6,8 +6,12 @@
 //           "query": {"backend": "wasm", ...} URL parameters, "clip": .y4m file played as the camera,
 //           "frames": N, "image": optional image file to choose in the page's file input afterwards,
 //           "timeout_ms": how long to wait for N frames}
-// Prints: {ready, backend, fps, frames, inferenceMs, lastDetections, error, crossOriginIsolated,
-//          numTensors: {early, late}, seconds, timedOut, console: [...], image?: {...}}
+// Prints: {ready, backend, fps, frames, inferenceMs, lastDetections, error, crossOriginIsolated, isolation, wasm,
+//          shown, numTensors: {early, late}, seconds, firstDetectionMs, timedOut, console: [...], requests: [...],
+//          navigations: [...], image?: {...}}
+// requests: every request of the browser context (pages and service workers): {url, resourceType, serviceWorker};
+// navigations: the main frame's documents (the page may reload itself once for cross-origin isolation), so the
+// state is read from whichever document is current.
 // Exit status 1 only when the harness itself fails (Chromium does not start, the page does not load);
 // errors of the page are in the printed state.
 "use strict";
@@ -32,9 +36,21 @@ async function main() {
     ],
   });
   const consoleLines = [];
+  const requests = [];
+  const navigations = [];
   try {
     const context = await browser.newContext({ viewport: { width: 1024, height: 800 } });
+    context.on("request", (request) => {
+      requests.push({
+        url: request.url(),
+        resourceType: request.resourceType(),
+        serviceWorker: Boolean(request.serviceWorker()),
+      });
+    });
     const page = await context.newPage();
+    page.on("framenavigated", (frame) => {
+      if (frame === page.mainFrame()) navigations.push(frame.url());
+    });
     page.on("console", (message) => {
       const text = message.text();
       if (message.type() === "error" || message.type() === "warning" || text.startsWith("tfod-wrap:")) {
@@ -45,11 +61,14 @@ async function main() {
 
     const url = new URL(request.url);
     for (const [key, value] of Object.entries(request.query || {})) url.searchParams.set(key, String(value));
+    const opened = Date.now();
     await page.goto(url.toString(), { waitUntil: "load" });
 
     const started = Date.now();
     const deadline = started + request.timeout_ms;
-    const state = () => page.evaluate(() => JSON.parse(JSON.stringify(window.tfodWrap || {})));
+    // A document being replaced (the page reloading itself) has no state to read: read again on the next poll.
+    const state = () =>
+      page.evaluate(() => JSON.parse(JSON.stringify(window.tfodWrap || {}))).catch(() => ({ reloading: true }));
     const waitFor = async (test) => {
       for (;;) {
         const current = await state();
@@ -76,10 +95,21 @@ async function main() {
       backendErrors: final.backendErrors,
       model: final.model,
       crossOriginIsolated: await page.evaluate(() => window.crossOriginIsolated),
+      // what the page's header bar says
+      shown: await page.evaluate(() => ({
+        backend: document.getElementById("backend").textContent,
+        isolation: document.getElementById("isolation").textContent,
+      })),
+      isolation: final.isolation,
+      wasm: final.wasm,
       numTensors: { early: early.current.numTensors, late: final.numTensors },
       seconds,
+      // from the start of the first navigation (reloads included) to the first camera frame with a detection
+      firstDetectionMs: final.firstDetectionAt ? final.firstDetectionAt - opened : null,
       timedOut: result.timedOut,
       console: consoleLines,
+      requests,
+      navigations,
     };
 
     if (request.image && !final.error) {

@@ -1,10 +1,11 @@
 // The page's elements: its controls (score threshold, file input, camera button, dropping an image anywhere)
 // and its messages (status line, error box, model, backend and speed).
 
+import { isolationText } from "./isolation.js";
 import { describe, log, params, state } from "./state.js";
 
 const IDS = ["video", "image", "overlay", "stage", "status", "error", "model-name", "backend", "fps", "inference",
-  "threshold", "threshold-value", "file", "camera", "detections"];
+  "isolation", "threshold", "threshold-value", "file", "camera", "detections"];
 
 export const ui = Object.fromEntries(IDS.map((id) => [id, document.getElementById(id)]));
 
@@ -33,6 +34,13 @@ export function showBackend() {
   const wasm = state.wasm;
   ui.backend.textContent = (state.backend || "none") +
     (wasm ? ` (${wasm.threads ? "threads" : "1 thread"}${wasm.simd ? ", SIMD" : ""})` : "");
+}
+
+// Whether the page is cross-origin isolated (wasm may use threads), and how; or why not (in the tooltip).
+export function showIsolation() {
+  const isolation = state.isolation;
+  ui.isolation.textContent = isolationText(isolation);
+  ui.isolation.title = isolation && !isolation.isolated ? `not cross-origin isolated: ${isolation.reason}` : "";
 }
 
 // FPS (on the camera only) and the last inference time.

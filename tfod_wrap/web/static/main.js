@@ -1,15 +1,18 @@
 // tfod-wrap live detection page: a TF.js graph model exported by `tfod-wrap export`, on the webcam or on an image.
 // ES modules, no build step: model.js (the detector), camera.js, drawing.js, controls.js (the page's elements),
-// state.js (window.tfodWrap) and this file, which runs the page. TF.js comes from /vendor/tfjs/, the model and its
-// metadata.json from /model/.
+// isolation.js (cross-origin isolation, for wasm threads), state.js (window.tfodWrap) and this file, which runs the
+// page. TF.js comes from vendor/tfjs/, the model and its metadata.json from model/, both beside the page.
 //
 // URL parameters: ?backend=webgl|wasm|cpu forces a backend (default: WebGL when it runs the model, else wasm, else
 // cpu); ?threshold=0.3 sets the initial score threshold; ?log=N logs a state line every N frames (default 30).
 
 import { Camera, FpsMeter, cameraError, nextFrame } from "./camera.js";
-import { clearError, setStatus, setupControls, showBackend, showError, showModel, showSpeed, ui } from "./controls.js";
+import {
+  clearError, setStatus, setupControls, showBackend, showError, showIsolation, showModel, showSpeed, ui,
+} from "./controls.js";
 import { drawDetections, listDetections } from "./drawing.js";
-import { loadModel } from "./model.js";
+import { settleIsolation } from "./isolation.js";
+import { loadModel, loadRuntime } from "./model.js";
 import { describe, log, params, state } from "./state.js";
 
 const logEvery = Math.max(1, parseInt(params.get("log") || "30", 10) || 30);
@@ -65,6 +68,9 @@ async function cameraLoop(loop) {
       if (fps !== null) state.fps = fps;
       state.frames += 1;
       show(detections, "camera");
+      if (state.firstDetectionAt === null && state.lastDetections.length) {
+        state.firstDetectionAt = performance.timeOrigin + performance.now(); // epoch ms: comparable across reloads
+      }
       if (state.frames % logEvery === 0) logFrame();
     }
     await nextFrame();
@@ -133,7 +139,12 @@ async function toImage(file) {
 }
 
 async function start() {
+  setStatus("Checking cross-origin isolation…");
+  state.isolation = await settleIsolation();
+  showIsolation();
   try {
+    setStatus("Loading TF.js…");
+    await loadRuntime();
     detector = await loadModel((text) => {
       setStatus(text);
       showModel();
@@ -150,7 +161,7 @@ async function start() {
   state.numTensors = tf.memory().numTensors;
   state.ready = true;
   log({ event: "ready", backend: state.backend, wasm: state.wasm, model: state.model,
-    crossOriginIsolated: window.crossOriginIsolated, backendErrors: state.backendErrors });
+    crossOriginIsolated: window.crossOriginIsolated, isolation: state.isolation, backendErrors: state.backendErrors });
   await toCamera();
 }
 

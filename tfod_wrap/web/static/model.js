@@ -1,7 +1,30 @@
-// The detector: /model/metadata.json checked, the TF.js graph model (/model/model.json) loaded on the first
-// backend that runs it, and detect(pixels) -> detections. TF.js itself is the global `tf` (/vendor/tfjs/).
+// The detector: model/metadata.json checked, the TF.js graph model (model/model.json) loaded on the first
+// backend that runs it, and detect(pixels) -> detections. TF.js itself is the global `tf`, loaded from vendor/.
+// Every path is relative to the page, so the page works in any folder of a host (a GitHub Pages project site is
+// served under /REPOSITORY/), not only at the root where `tfod-wrap serve` puts it.
 
 import { describe, log, params, state } from "./state.js";
+
+const TFJS = ["vendor/tfjs/tf.min.js", "vendor/tfjs-backend-wasm/tf-backend-wasm.min.js"]; // in this order
+const WASM_FOLDER = "vendor/tfjs-backend-wasm/";
+const METADATA = "model/metadata.json";
+const MODEL = "model/model.json";
+
+// A classic script, run: TF.js's UMD builds define the global `tf` (and register the wasm backend on it).
+function loadScript(path) {
+  return new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = path;
+    script.onload = () => resolve();
+    script.onerror = () => reject(new Error(`${path} did not load`));
+    document.head.appendChild(script);
+  });
+}
+
+// TF.js and its wasm backend (after cross-origin isolation is settled: a reload would fetch them for nothing).
+export async function loadRuntime() {
+  for (const path of TFJS) await loadScript(path);
+}
 
 const OUTPUTS = ["detection_boxes", "detection_classes", "detection_scores", "num_detections"];
 const BACKENDS = ["webgl", "wasm", "cpu"];
@@ -23,7 +46,7 @@ async function fetchJson(url) {
 
 function checkMetadata(data) {
   const problems = [];
-  if (!data || typeof data !== "object") throw new Error("/model/metadata.json: not a JSON object");
+  if (!data || typeof data !== "object") throw new Error(`${METADATA}: not a JSON object`);
   if (!data.input || typeof data.input.name !== "string") problems.push("input.name");
   if (!data.outputs) problems.push("outputs");
   for (const name of OUTPUTS) {
@@ -34,7 +57,7 @@ function checkMetadata(data) {
   if (!Array.isArray(data.classes)) problems.push("classes");
   const resize = data.input && data.input.resize_to;
   if (resize != null && !(Array.isArray(resize) && resize.length === 2)) problems.push("input.resize_to");
-  if (problems.length) throw new Error(`/model/metadata.json lacks or has a bad ${problems.join(", ")}`);
+  if (problems.length) throw new Error(`${METADATA} lacks or has a bad ${problems.join(", ")}`);
 }
 
 // The WebGL renderer's name when it is a software one (SwiftShader, llvmpipe): slower than wasm, so the automatic
@@ -152,9 +175,9 @@ class Detector {
 
 async function loadArtifacts() {
   try {
-    return await tf.io.http("/model/model.json").load();
+    return await tf.io.http(MODEL).load();
   } catch (error) {
-    throw new Error(`Could not load the model from /model/model.json: ${describe(error)}`);
+    throw new Error(`Could not load the model from ${MODEL}: ${describe(error)}`);
   }
 }
 
@@ -178,14 +201,15 @@ async function wasmFeatures() {
 // `progress(text)` is told what is being loaded.
 export async function loadModel(progress) {
   if (typeof tf === "undefined") {
-    throw new Error("TF.js did not load from /vendor/tfjs/tf.min.js: is the server `tfod-wrap serve`?");
+    throw new Error(`TF.js did not load from ${TFJS[0]}: is the server \`tfod-wrap serve\` or a site folder?`);
   }
-  if (tf.wasm) tf.wasm.setWasmPaths("/vendor/tfjs-backend-wasm/");
+  // An absolute address: the threaded backend hands it to its workers, which have no page to resolve it against.
+  if (tf.wasm) tf.wasm.setWasmPaths(new URL(WASM_FOLDER, document.baseURI).href);
 
   progress("Loading the model…");
   let metadata;
   try {
-    metadata = await fetchJson("/model/metadata.json");
+    metadata = await fetchJson(METADATA);
   } catch (error) {
     throw new Error(`Could not load the model: ${describe(error)}`);
   }

@@ -18,6 +18,8 @@ export const state = {
   lastDetections: [], // [{classId, name, score, box: [ymin, xmin, ymax, xmax] normalised}], score >= threshold
   numTensors: null, // tf.memory().numTensors after the last frame: flat when nothing leaks
   wasm: null, // {threads, simd} when the wasm backend is in use
+  isolation: null, // {isolated, via: "headers" | "service worker" | null, reason}: see isolation.js
+  firstDetectionAt: null, // when a camera frame first had a detection above the threshold (epoch ms)
   error: null, // the message shown on the page, or null
 };
 window.tfodWrap = state;
