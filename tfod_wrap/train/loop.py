@@ -38,6 +38,7 @@ from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_text
 from tfod_wrap.core.model import ensure_built
 from tfod_wrap.core.recipe import STRATEGIES, TrainRecipe, explicit_fields
+from tfod_wrap.core.schedule import set_steps
 from tfod_wrap.train.adapt import freeze_spec
 from tfod_wrap.train.budget import Budget, BudgetTooShort, Undo
 from tfod_wrap.train.freeze import apply_freeze, backbone_blocks, describe_variables, resolve_frozen, variables_table
@@ -45,6 +46,7 @@ from tfod_wrap.train.recipe import adaptive_recipe, edited_pipeline, record_run,
 
 PLACEHOLDER = "PATH_TO_BE_CONFIGURED"
 HISTORY = "train_history.csv"
+BUDGET_SCHEDULE_STEPS = 1_000_000  # the schedule's own steps under a time budget (see train())
 LOSS_CURVE = "loss_curve.png"
 
 
@@ -104,6 +106,12 @@ def train(
     if adaptive:
         recipe = adaptive_recipe(Path(pipeline), recipe, chosen, log)
     pipeline_proto, edited = edited_pipeline(Path(pipeline), recipe, log)
+    if budget:
+        # The budget stretches the schedule by scaling the step it reads (`stretch` below); on a grid of its own
+        # as fine as BUDGET_SCHEDULE_STEPS, so that a pipeline's short schedule (num_steps: 3) gives a smooth
+        # rate over however many steps fit, not a staircase. The run folder's pipeline.config is stretched to the
+        # steps trained instead (`_stretch`).
+        set_steps(pipeline_proto, BUDGET_SCHEDULE_STEPS)
     configs = config_util.create_configs_from_pipeline_proto(pipeline_proto)
     train_config = configs["train_config"]
     if train_config.use_bfloat16:
