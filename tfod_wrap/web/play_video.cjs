@@ -12,25 +12,13 @@
 "use strict";
 const fs = require("fs");
 const path = require("path");
+const { launch } = require(path.join(__dirname, "chromium.cjs"));
 
 const ORIGIN = "http://tfod-wrap.invalid";
 
 async function main() {
   const request = JSON.parse(process.argv[2]);
-  const { chromium } = require(path.join(request.modules, "playwright-core"));
-  const browser = await chromium.launch({
-    executablePath: request.chromium,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-  });
+  const browser = await launch(request, ["--autoplay-policy=no-user-gesture-required"]);
   try {
     const page = await browser.newPage();
     const body = fs.readFileSync(request.video);

@@ -16,25 +16,15 @@
 // errors of the page are in the printed state.
 "use strict";
 const path = require("path");
+const { launch } = require(path.join(__dirname, "chromium.cjs"));
 
 async function main() {
   const request = JSON.parse(process.argv[2]);
-  const { chromium } = require(path.join(request.modules, "playwright-core"));
-  const browser = await chromium.launch({
-    executablePath: request.chromium,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      "--use-fake-ui-for-media-stream",
-      "--use-fake-device-for-media-stream",
-      `--use-file-for-fake-video-capture=${request.clip}`,
-    ],
-  });
+  const browser = await launch(request, [
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    `--use-file-for-fake-video-capture=${request.clip}`,
+  ]);
   const consoleLines = [];
   const requests = [];
   const navigations = [];
