@@ -18,4 +18,22 @@ async function launch(request, args) {
   return chromium.launch({ executablePath: request.chromium, headless: true, args: [...QUIET, ...args] });
 }
 
-module.exports = { launch };
+// The script's whole run: `body(request, browser)` with Chromium started with `args(request)` (the request is the
+// JSON of the first argument); what it returns is printed as one JSON line. Exit status 1, with the stack on
+// stderr, only when the harness itself fails; the browser is closed either way.
+function run(args, body) {
+  (async () => {
+    const request = JSON.parse(process.argv[2]);
+    const browser = await launch(request, args(request));
+    try {
+      process.stdout.write(`${JSON.stringify(await body(request, browser))}\n`);
+    } finally {
+      await browser.close();
+    }
+  })().catch((error) => {
+    console.error(error && error.stack ? error.stack : String(error));
+    process.exit(1);
+  });
+}
+
+module.exports = { run };
