@@ -55,6 +55,12 @@ class Tiling:
         return asdict(self)
 
 
+def describe_tiling(tiling: dict) -> str:
+    """A tiling as reports print it, from its JSON (summary.json's or metrics.json's `tiling`)."""
+    whole = " plus the whole image" if tiling["full_image"] else ""
+    return f"tiles of {tiling['size']} px{whole}, overlap {tiling['overlap']:g}, merged by {tiling['merge']}"
+
+
 class SlicedDetector(Detector):
     """`detector` on the tiles of each image; the same Detections out, boxes normalised to the whole image."""
 

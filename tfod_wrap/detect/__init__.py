@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tfod_wrap.core.files import claim_output, read_json_object
 from tfod_wrap.core.manifests import DetectSummary
-from tfod_wrap.core.sliced import SlicedDetector, Tiling
+from tfod_wrap.core.sliced import SlicedDetector, Tiling, describe_tiling
 from tfod_wrap.core.tiles import DEFAULT_OVERLAP
 from tfod_wrap.detect import inputs as sources
 from tfod_wrap.detect.models import DetectError, Model, load_model, model_name
@@ -141,10 +141,9 @@ def summary_table(summary: dict) -> str:
     )
     tiling = summary.get("tiling")
     if tiling:
-        whole = " plus the whole image" if tiling["full_image"] else ""
         lines.append(
-            f"sliced: tiles of {tiling['size']} px{whole}, overlap {tiling['overlap']:g}, merged by "
-            f"{tiling['merge']}; {tiling['calls_per_image']:g} model calls per image (latency is per whole image)"
+            f"sliced: {describe_tiling(tiling)}; {tiling['calls_per_image']:g} model calls per image (latency is per "
+            "whole image)"
         )
     for model in summary["models"]:
         if model["note"]:

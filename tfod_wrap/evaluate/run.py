@@ -20,7 +20,7 @@ from tfod_wrap.core.files import atomic_write_json
 from tfod_wrap.core.labelmap import read_label_map
 from tfod_wrap.core.pipeline import load
 from tfod_wrap.core.records import decode_image, expand_record_paths
-from tfod_wrap.core.sliced import SlicedDetector, Tiling
+from tfod_wrap.core.sliced import SlicedDetector, Tiling, describe_tiling
 from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES, evaluate_detections
 from tfod_wrap.evaluate.plots import draw_examples, plot_confusion, plot_pr_curves
 
@@ -211,11 +211,7 @@ def metrics_table(metrics: dict) -> str:
     )
     tiling = metrics.get("tiling")
     if tiling:
-        whole = " plus the whole image" if tiling["full_image"] else ""
-        lines.append(
-            f"sliced inference: tiles of {tiling['size']} px{whole}, overlap {tiling['overlap']:g}, merged by "
-            f"{tiling['merge']}; scored on the whole images"
-        )
+        lines.append(f"sliced inference: {describe_tiling(tiling)}; scored on the whole images")
     most = metrics.get("max_detections", 100)
     if most > 100:
         lines.append(f"COCO maxDets raised from 100 to {most} (an image has that many objects or detections)")

@@ -31,10 +31,13 @@ from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.nodejs import node_modules
+
+S = TypeVar("S", bound=ThreadingHTTPServer)
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -332,8 +335,14 @@ def serving(model_dir: str | Path, host: str = "127.0.0.1", port: int = 0) -> It
     with serving("export/tfjs") as server:
         state = run_page(server.url, clip)
     """
-    server = make_server(model_dir, host, port)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="tfod-wrap-serve", daemon=True)
+    with in_background(make_server(model_dir, host, port), "tfod-wrap-serve") as server:
+        yield server
+
+
+@contextmanager
+def in_background(server: S, name: str) -> Iterator[S]:
+    """`server` serving in a daemon thread for the duration of the block, then shut down and closed."""
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=name, daemon=True)
     thread.start()
     try:
         yield server

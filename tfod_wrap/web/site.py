@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -33,7 +32,7 @@ from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_text, check_output, claim_output
 from tfod_wrap.core.nodejs import node_modules
 from tfod_wrap.core.resources import package_file
-from tfod_wrap.web.serve import STATIC, check_model_dir
+from tfod_wrap.web.serve import STATIC, check_model_dir, in_background
 
 KIND = "site"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
 HOSTING = package_file("web", "hosting")
@@ -179,12 +178,5 @@ class PlainServer(ThreadingHTTPServer):
 @contextmanager
 def serving_folder(folder: str | Path) -> Iterator[PlainServer]:
     """A plain static server (no COOP/COEP or any other special header) on `folder`, in a background thread."""
-    server = PlainServer(Path(folder))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="tfod-wrap-site", daemon=True)
-    thread.start()
-    try:
+    with in_background(PlainServer(Path(folder)), "tfod-wrap-site") as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
