@@ -166,17 +166,24 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(records, tmp_path):
     assert all(np.all(np.isfinite(value)) for value in values.values())
 
 
+def latest_step(model_dir: Path) -> int:
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    return int(latest.rsplit("-", 1)[1]) if latest else -1
+
+
 def test_resume_after_sigkill_continues_the_step_count(records, tmp_path, capsys):
     pipeline = make_pipeline(records, tmp_path / "pipeline.config", steps=400)
     model_dir = tmp_path / "model"
     command = [CLI, "train", "--pipeline", str(pipeline), "--model-dir", str(model_dir), "--checkpoint-every", "2"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
-    while time.time() < deadline and not (model_dir / "ckpt-4.index").exists():
+    # the `checkpoint` file names a save once it is whole (ckpt-4.index alone appears before that: a kill between
+    # the two leaves ckpt-2 as the latest, as it should)
+    while time.time() < deadline and latest_step(model_dir) < 4:
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = int(tf.train.latest_checkpoint(str(model_dir)).rsplit("-", 1)[1])
+    killed_at = latest_step(model_dir)
     assert killed_at >= 4
     code = cli.main([*command[1:], "--resume", "--steps", str(killed_at + 3)])  # the rerun needs no process
     resumed = capsys.readouterr()
