@@ -394,7 +394,8 @@ def test_a_time_budget_plans_the_steps_stretches_the_schedule_and_records_its_ch
     # the schedule spans the steps trained: warm-up, the base rate, and decay to (almost) nothing at the end
     rates = learning_rates(model_dir)
     assert len(rates) == result.step and max(rates) == pytest.approx(0.0025, rel=0.02)
-    assert rates[-1] < 0.02 * max(rates)
+    if "no time for another step" not in log:  # a machine that slowed down may end the run before the schedule
+        assert rates[-1] < 0.02 * max(rates)
     # smoothly: the pipeline's own schedule is 3 steps long, stretched over all of them without a staircase
     assert len(set(rates)) > len(rates) // 2
 
