@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tfod_wrap.core.pipeline import flatten, meta_architecture
+from tfod_wrap.core.pipeline import fine_tune_checkpoint, flatten, meta_architecture
 from tfod_wrap.core.weights import checkpoint_origin
 
 
@@ -28,7 +28,7 @@ def summary(config) -> str:
 
 
 def _checkpoint(train) -> str:
-    if not train.fine_tune_checkpoint or train.fine_tune_checkpoint.startswith("PATH_TO_BE_CONFIGURED"):
+    if not fine_tune_checkpoint(train):
         return "none (random initialisation)"
     kind = train.fine_tune_checkpoint_type or "detection"
     return f"{train.fine_tune_checkpoint} ({kind}; {checkpoint_origin(train.fine_tune_checkpoint)})"

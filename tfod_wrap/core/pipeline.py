@@ -79,6 +79,15 @@ def save(config, output: str | Path, *, source: str | Path | None = None) -> Pat
     return output
 
 
+PLACEHOLDER = "PATH_TO_BE_CONFIGURED"  # the zoo templates' stand-in for a path
+
+
+def fine_tune_checkpoint(train_config) -> str | None:
+    """train_config.fine_tune_checkpoint, or None when it is unset or still the template's placeholder."""
+    path = train_config.fine_tune_checkpoint
+    return path if path and not path.startswith(PLACEHOLDER) else None
+
+
 def meta_architecture(config):
     """The active model message (ssd, faster_rcnn, center_net, ...) of a pipeline or model config."""
     model = config.model if config.DESCRIPTOR.name == "TrainEvalPipelineConfig" else config

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tfod_wrap.core import pipeline as configs
 from tfod_wrap.core.files import read_json_object
-from tfod_wrap.core.manifests import ExportManifest, RecordsManifest, RunFolder
+from tfod_wrap.core.manifests import ExportManifest, ManifestError, RecordsManifest, RunFolder
 from tfod_wrap.core.weights import checkpoint_origin
 
 FILE = "MODEL_CARD.md"
@@ -104,10 +104,8 @@ def _training(pipeline_config, prefix: Path) -> dict:
     train = pipeline_config.train_config
     run = prefix.parent
     recipe = read_json_object(run / RunFolder.RECIPE) or {}
-    start = train.fine_tune_checkpoint
-    pretrained = None
-    if start and not start.startswith("PATH_TO_BE_CONFIGURED"):
-        pretrained = {"checkpoint": start, "origin": checkpoint_origin(start)}
+    start = configs.fine_tune_checkpoint(train)
+    pretrained = {"checkpoint": start, "origin": checkpoint_origin(start)} if start else None
     return {
         "checkpoint": prefix.name,
         "step": int(prefix.name.rsplit("-", 1)[-1]) if "-" in prefix.name else None,
@@ -138,7 +136,7 @@ def _data(pipeline_config) -> dict | None:
     folder = Path(paths[0]).parent
     try:
         report = RecordsManifest.read(folder)
-    except Exception:  # records that tfod-wrap did not write: the card says so
+    except ManifestError:  # records that tfod-wrap did not write: the card says so
         return None
     splits = {
         name: {"images": split.get("images"), "boxes_per_class": split.get("boxes_per_class", {})}

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_text
 from tfod_wrap.core.model import ensure_built
+from tfod_wrap.core.pipeline import fine_tune_checkpoint
 from tfod_wrap.core.recipe import STRATEGIES, TrainRecipe, explicit_fields
 from tfod_wrap.core.schedule import set_steps
 from tfod_wrap.train.adapt import freeze_spec
@@ -44,7 +45,6 @@ from tfod_wrap.train.budget import Budget, BudgetTooShort, Undo
 from tfod_wrap.train.freeze import apply_freeze, backbone_blocks, describe_variables, resolve_frozen, variables_table
 from tfod_wrap.train.recipe import adaptive_recipe, edited_pipeline, record_run, resolved_text, run_recipe
 
-PLACEHOLDER = "PATH_TO_BE_CONFIGURED"
 HISTORY = "train_history.csv"
 BUDGET_SCHEDULE_STEPS = 1_000_000  # the schedule's own steps under a time budget (see train())
 LOSS_CURVE = "loss_curve.png"
@@ -184,7 +184,7 @@ def train(
         else:
             restored = _load_fine_tune_checkpoint(model, train_config, model_dir, log)
             if recipe.keep_box_head:
-                restored |= _restore_box_head(model, train_config.fine_tune_checkpoint, log)
+                restored |= _restore_box_head(model, fine_tune_checkpoint(train_config), log)
             source = _fine_tune_source(train_config)
         _check_frozen_restored(infos, frozen, restored, source, recipe.allow_random_frozen, log)
         step_fn = _make_step(model, optimizer, variables, (global_step, schedule_step, stretch), train_config, strategy)
@@ -320,8 +320,7 @@ def _input_options(seed: int | None) -> tf.data.Options:
 
 
 def _has_fine_tune(train_config) -> bool:
-    path = train_config.fine_tune_checkpoint
-    return bool(path) and not path.startswith(PLACEHOLDER)
+    return fine_tune_checkpoint(train_config) is not None
 
 
 def _stretch(recipe: TrainRecipe, total_steps: int, schedule_steps: int, stretch, bar) -> TrainRecipe:
@@ -396,8 +395,8 @@ def _load_fine_tune_checkpoint(model, train_config, model_dir: Path, log) -> set
     the names of the variables it restored."""
     from object_detection.utils import variables_helper
 
-    path = train_config.fine_tune_checkpoint
-    if not path or path.startswith(PLACEHOLDER):
+    path = fine_tune_checkpoint(train_config)
+    if not path:
         log(
             "no fine_tune_checkpoint set: training from random initialisation "
             "(tfod-wrap config --checkpoint PREFIX to fine-tune)"
@@ -424,8 +423,8 @@ def _restored(model, status) -> set[str]:
 
 def _fine_tune_source(train_config) -> str:
     """Why variables that no restore covered are random, for the refusal message."""
-    path = train_config.fine_tune_checkpoint
-    if not path or path.startswith(PLACEHOLDER):
+    path = fine_tune_checkpoint(train_config)
+    if not path:
         return "no fine_tune_checkpoint is set"
     kind = train_config.fine_tune_checkpoint_type or "detection"
     return f"the {kind} fine_tune_checkpoint {path} does not restore them"
@@ -450,12 +449,12 @@ def _check_frozen_restored(infos, frozen: set[str], restored: set[str], source: 
     )
 
 
-def _restore_box_head(model, path: str, log) -> set[str]:
+def _restore_box_head(model, path: str | None, log) -> set[str]:
     """Restore an SSD's box-regression head (its layers per feature map) from the fine-tune checkpoint. The box
     encodings are class-agnostic, so they carry over whenever the anchors per location and the feature depths
     are the same; a different shape fails the restore with both shapes named."""
     heads = getattr(getattr(model, "_box_predictor", None), "_prediction_heads", None)
-    if not path or path.startswith(PLACEHOLDER) or not heads or "box_encodings" not in heads:
+    if not path or not heads or "box_encodings" not in heads:
         raise TrainError(
             "--keep-box-head needs an SSD with a convolutional box predictor and a fine_tune_checkpoint to restore from"
         )
