@@ -209,6 +209,16 @@ def test_a_budget_spent_in_the_warm_up_is_refused():
         budget.next_end(WARMUP_STEPS, [20.0] + [0.5] * WARMUP_STEPS, 1.0, 50, saved=False)
 
 
+def test_the_closing_line_names_the_slowest_step_and_write_past_the_first_steps_tracing():
+    budget = Budget("60s", began=0.0)
+    budget.elapsed = lambda: 142.4
+    line = budget.summary(260, [9.0, 0.13, 0.14, 0.5], [1.5, 81.0, 1.4])
+    assert line == (
+        "time budget 60s: trained 260 steps in 142 s; slowest step 0.50 s (median 0.14 s); "
+        "slowest checkpoint write 81.00 s (median 1.50 s)"
+    )
+
+
 def test_undo_takes_back_what_a_refused_run_wrote(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

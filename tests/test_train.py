@@ -383,8 +383,11 @@ def test_a_time_budget_plans_the_steps_stretches_the_schedule_and_records_its_ch
     for choice in ("input size: kept at 160x160", "anchors:", "rates: base 0.0025", "freezing: nothing"):
         assert f"adaptive recipe: {choice}" in log
     assert re.search(r"time budget 60s: [\d.]+ s a step, training to step \d+", log)
-    # the budget holds building, tracing and checkpoint writes; a busy machine may overrun by a re-plan's worth
-    assert 45 < elapsed < 60 * 1.15, log
+    # the budget holds building, tracing and checkpoint writes. It ends the run on the iteration that shows it
+    # spent: past the budget by at most one step and one write, which another xdist worker can slow 100-fold
+    slowest = re.search(r"trained \d+ steps in \d+ s; slowest step ([\d.]+) s .*checkpoint write ([\d.]+) s", log)
+    assert slowest, log
+    assert 45 < elapsed < 60 * 1.15 + float(slowest[1]) + float(slowest[2]), log
     saved = json.loads((model_dir / "recipe.json").read_text())
     assert saved["time_budget"] is None and saved["num_steps"] == result.step > 10
     assert saved["learning_rate"] == 0.0025 and saved["freeze"] == []

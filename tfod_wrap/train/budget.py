@@ -7,7 +7,8 @@ the wall time of the recent loop iterations, everything they did included (summa
 before a save), and the time of the last write, so a machine that gets busier or quieter moves the end, not the
 budget. A machine that slows down between checkpoints (another process taking the cores) brings the end forward
 at once, on the iteration that shows it, and when not even one more step and the last save fit, the run ends at
-the step it is at.
+the step it is at. Writes are planned at their median time, so one slowed write does not cut the run short; the
+closing line names the slowest step and write, which is by how much a run can end past its budget.
 """
 
 from __future__ import annotations
@@ -69,6 +70,16 @@ class Budget:
             return None
         self.end = end
         return end
+
+    def summary(self, steps: int, iterations: list[float], writes: list[float]) -> str:
+        """The closing line: the steps trained in the time taken, and the slowest step and checkpoint write (after
+        the first step's tracing) against their medians. A single iteration or write slowed down by another
+        process is the one thing a plan cannot foresee: a run ends past its budget by up to that much."""
+        line = f"time budget {self.text}: trained {steps} steps in {self.elapsed():.0f} s"
+        for name, times in (("step", iterations[1:]), ("checkpoint write", writes)):
+            if times:
+                line += f"; slowest {name} {max(times):.2f} s (median {statistics.median(times):.2f} s)"
+        return line
 
     def step_seconds(self, iterations: list[float]) -> float:
         """The recent seconds per loop iteration (checkpoint writes left out), for the plan and the log."""

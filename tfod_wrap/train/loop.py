@@ -25,6 +25,7 @@ import csv
 import math
 import os
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -202,11 +203,11 @@ def train(
     start = int(global_step.numpy())
     if start >= total_steps and not budget:
         raise TrainError(f"{model_dir} is already at step {start} of {total_steps}; raise --steps to train more")
-    save_seconds = 0.0
+    writes: list[float] = []  # the seconds of each checkpoint write, its checks and loss curve included
     if start == 0:
         began = time.perf_counter()
         manager.save(checkpoint_number=0)  # the starting point, as model_lib_v2 saves it
-        save_seconds = time.perf_counter() - began
+        writes.append(time.perf_counter() - began)
     if budget:
         total_steps = sys.maxsize  # until the warm-up has timed the steps
     losses: dict[str, float] = {}
@@ -251,11 +252,13 @@ def train(
             bar.set_postfix(_postfix(losses, rates), refresh=False)
             saving = step - last_saved >= recipe.checkpoint_every or step == total_steps
             if saving:
-                save_seconds = save(step)
+                writes.append(save(step))
                 last_saved = step
-            iterations.append(time.perf_counter() - iteration_began - (save_seconds if saving else 0.0))
+            iterations.append(time.perf_counter() - iteration_began - (writes[-1] if saving else 0.0))
             if budget:
                 try:
+                    # the median write: one slowed by another process must not end the run early
+                    save_seconds = statistics.median(writes) if writes else 0.0
                     end = budget.next_end(step, iterations, save_seconds, recipe.checkpoint_every, saving)
                 except BudgetTooShort:
                     history.flush()
@@ -268,10 +271,12 @@ def train(
                     log(f"time budget {budget.text}: {seconds:.2f} s a step, {plan}")
                     recipe = _stretch(recipe, total_steps, schedule_steps, stretch, bar)
                     record_run(model_dir, Path(pipeline), recipe, resolved_text(Path(pipeline), recipe))
+                    # the re-plan and its record are part of the iteration (the summary's slowest step)
+                    iterations[-1] = time.perf_counter() - iteration_began - (writes[-1] if saving else 0.0)
         if last_saved < total_steps == int(global_step.numpy()):
-            save(total_steps)  # a time budget that ran out at a step between checkpoints
+            writes.append(save(total_steps))  # a time budget that ran out at a step between checkpoints
     if budget:
-        log(f"time budget {budget.text}: trained {total_steps - start} steps in {budget.elapsed():.0f} s")
+        log(budget.summary(total_steps - start, iterations, writes))
     steady = rates[1:] or rates
     return TrainResult(
         step=int(global_step.numpy()),
