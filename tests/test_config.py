@@ -70,7 +70,10 @@ def test_template_with_data_builds_with_model_builder(name, records, tmp_path):
 
     output = tmp_path / "pipeline.config"
     # configure() itself builds the model (check=True); the written file is then re-read the TFOD way.
-    config.configure(name, output, data=records, checkpoint="none")
+    _, notes = config.configure(name, output, data=records, checkpoint="none")
+    # no --batch-size: the TPU batch stays, said with what to do about it
+    batch = config.load(name).train_config.batch_size
+    assert f"batch_size {batch}: the template's, for the TPU slice" in "\n".join(notes)
     configs = config_util.get_configs_from_pipeline_file(str(output))
     assert config.meta_architecture(configs["model"]).num_classes == 3
     assert configs["train_input_config"].tf_record_input_reader.input_path == [

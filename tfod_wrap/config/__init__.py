@@ -92,6 +92,11 @@ def configure(
         notes += set_checkpoint(config, checkpoint, checkpoint_type)
     if batch_size is not None:
         notes += set_batch_size(config, batch_size, scale_learning_rate)
+    elif is_template(model_or_file):
+        notes.append(
+            f"batch_size {config.train_config.batch_size}: the template's, for the TPU slice its rates were tuned "
+            "on; a CPU or one GPU wants --batch-size 8-32 (the demo's is 8 on 2 cores), which scales the rates with it"
+        )
     if steps is not None:
         notes += set_steps(config, steps)
     notes += [f"set {path}" for path in override(config, list(overrides))]
