@@ -46,7 +46,7 @@ CHEAP_MODULE_FIXTURES = {"records", "valid_inputs", "configs"}
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`make test` runs two pytest-xdist workers with --dist loadgroup. A fixture is made once per worker, so the
+    """`make test` and `make check` run two pytest-xdist workers with --dist loadgroup. A fixture is made once per worker, so the
     tests that share an expensive one go to one worker: the session detector's users together, and the tests of a
     module that share a module fixture (a training run, an export) together. The rest spread one by one."""
     for item in items:

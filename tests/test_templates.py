@@ -24,6 +24,8 @@ from tfod_wrap.data import convert
 from tfod_wrap.export.tfjs import convert_to_tfjs
 from tfod_wrap.export.tflite import MAX_DETECTIONS
 
+pytestmark = pytest.mark.long  # every template built, trained and exported: make check, not make test
+
 TEMPLATES = config.templates()
 SIZE = 128  # a multiple of 2**7: the FPN and BiFPN templates' coarsest level (stride 128) is then 1x1
 # These feature extractors refuse images under 129 px.

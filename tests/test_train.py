@@ -171,6 +171,7 @@ def latest_step(model_dir: Path) -> int:
     return int(latest.rsplit("-", 1)[1]) if latest else -1
 
 
+@pytest.mark.long
 def test_resume_after_sigkill_continues_the_step_count(records, tmp_path, capsys):
     pipeline = make_pipeline(records, tmp_path / "pipeline.config", steps=400)
     model_dir = tmp_path / "model"
@@ -199,6 +200,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.long
 def test_two_workers_train_in_lockstep(records, tmp_path):
     # TFOD splits the input by file across workers: one file each at least.
     sharded = tmp_path / "records"
@@ -373,6 +375,7 @@ def learning_rates(run: Path) -> list[float]:
     return [float(row["learning_rate"]) for row in read_history(run)]
 
 
+@pytest.mark.long
 def test_a_time_budget_plans_the_steps_stretches_the_schedule_and_records_its_choices(records, tmp_path):
     pipeline = make_pipeline(records, tmp_path / "pipeline.config")
     model_dir, lines = tmp_path / "model", []

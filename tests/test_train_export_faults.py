@@ -31,6 +31,8 @@ from test_train import CLI, make_pipeline
 from tfod_wrap import cli, train
 from tfod_wrap.data import convert
 
+pytestmark = pytest.mark.long  # a process per run, killed and run again: make check, not make test
+
 STEPS = 5
 WAIT_SECONDS = 300
 
