@@ -46,13 +46,14 @@ CHEAP_MODULE_FIXTURES = {"records", "valid_inputs", "configs"}
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`make test` and `make check` run two pytest-xdist workers with --dist loadgroup. A fixture is made once per worker, so the
-    tests that share an expensive one go to one worker: the session detector's users together, and the tests of a
-    module that share a module fixture (a training run, an export) together. The rest spread one by one."""
+    """`make test` and `make check` run two pytest-xdist workers with --dist loadgroup, which hands out tests in
+    collection order. A module fixture is made once per worker, so the tests of a module that share one (a training
+    run, an export) go to one worker together; the rest spread one by one.
+
+    The session detector is built once for both workers (`built_once`) and takes minutes: its first user goes first,
+    so that one worker builds it while the other runs the tests that do not need it, and its other users go last,
+    spread over both workers."""
     for item in items:
-        if "trained_detector" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("trained_detector"))
-            continue
         info = getattr(item, "_fixtureinfo", None)  # pytest's own record of the fixtures a test function uses
         definitions = info.name2fixturedefs if info else {}
         shared = [
@@ -62,6 +63,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         ]
         if shared:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    users = [item for item in items if "trained_detector" in item.fixturenames]
+    others = [item for item in items if "trained_detector" not in item.fixturenames]
+    items[:] = users[:1] + others + users[1:]
 
 
 def photo(width: int, height: int, seed: int = 0) -> Image.Image:
