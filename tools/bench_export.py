@@ -21,18 +21,19 @@ template says 300x300) and SSD MobileNet V2 FPNLite 320 (template ssd_mobilenet_
      reading every output, on the 640x480 image (the graph resizes it) and, for the float32 weights, once more on
      the image already resized to the model's 320x320 (what the page sends);
    every latency is also given as a ratio to the SavedModel's median of the same model in the same run;
-4. the page (`tfod_wrap.web`) in headless Chromium with a 640x480 still image as its fake camera, for --frames
-   frames, on each of its runtimes: the float32 TFLite export on MediaPipe Tasks (XNNPACK wasm, one thread;
-   ?runtime=tflite, what the page picks by default when the export has TFLite) and the float32 and float16 TF.js
-   export on TF.js's wasm backend (?backend=wasm): FPS and inference ms as the page reports them (its log line every
-   5 frames; medians after frame 10), whether the page was crossOriginIsolated and which wasm binary (threads, SIMD)
-   ran; and TF.js float32 once more with a 320x240 camera (the page resizes every frame to 320x320 before the model,
-   so this shows what the camera size costs). Targets at 640x480 on this 2-core machine: TF.js at least 10 FPS;
-   the MediaPipe page at least 20 FPS for SSD MobileNet V2 320 and 12 FPS for FPNLite 320 (issue 20), and its
-   ratio to the TF.js float32 page of the same model in the same run.
+4. the page (`tfod_wrap.web`) in headless Chromium with a 640x480 still image as its fake camera, for --frames frames,
+   on each of its runtimes: the float32 and the uint8 TFLite export on MediaPipe Tasks (XNNPACK wasm, one thread;
+   ?runtime=tflite, what the page picks by default when the export has TFLite) and the float32 and float16 TF.js export
+   on TF.js's wasm backend (?backend=wasm): FPS and inference ms as the page reports them (its log line every 5 frames;
+   medians after frame 10), whether the page was crossOriginIsolated and which wasm binary (threads, SIMD) ran; and
+   TF.js float32 once more with a 320x240 camera (the page resizes every frame to 320x320 before the model, so this
+   shows what the camera size costs). Targets at 640x480 on this 2-core machine: TF.js at least 10 FPS; the MediaPipe
+   page at least 20 FPS for SSD MobileNet V2 320 and 12 FPS for FPNLite 320 (issue 20), and its ratio to the TF.js
+   float32 page of the same model in the same run.
 
---page-only skips the latency measurements and exports float32 only (SavedModel, TF.js, TFLite): the two pages of
-each model side by side in a few minutes.
+--page-only skips the latency measurements and exports float32 and uint8 only (SavedModel, TF.js, TFLite): the
+pages of each model side by side, MediaPipe on the float32 and on the uint8 TFLite (full-integer kernels, which
+XNNPACK runs faster) and TF.js on float32, in about ten minutes.
 
 While every measurement runs, a thread samples the CPU time of every process: "other load" is the mean number of
 cores that processes outside this script's process tree kept busy (values well above 0 mean the timing was
@@ -402,14 +403,15 @@ def page_target(name: str, page: dict) -> float:
     return TARGET_FPS_TFLITE.get(name, TARGET_FPS) if page["runtime"] == "tflite" else TARGET_FPS
 
 
-def page_ratio(pages: list[dict]) -> float | None:
-    """FPS of the MediaPipe page over the TF.js page, float32 weights and the 640x480 camera, from one run."""
+def page_ratio(pages: list[dict]) -> dict[str, float]:
+    """FPS of the MediaPipe page (per TFLite quantisation) over the float32 TF.js page, 640x480 camera, one run."""
     fps = {
-        page["runtime"]: page["fps_median"]
+        (page["runtime"], page["weights"]): page["fps_median"]
         for page in pages
-        if page["weights"] == "none" and page["camera"] == "640x480" and not page["error"]
+        if page["camera"] == "640x480" and not page["error"] and page["fps_median"]
     }
-    return fps["tflite"] / fps["tfjs"] if fps.get("tflite") and fps.get("tfjs") else None
+    baseline = fps.get(("tfjs", "none"))
+    return {q: value / baseline for (runtime, q), value in fps.items() if runtime == "tflite" and baseline}
 
 
 def markdown(results: dict) -> str:
@@ -449,10 +451,10 @@ def markdown(results: dict) -> str:
                 f"{wasm.get('threads')}, {wasm.get('simd')} | {loads(page['load'])} | {verdict} |"
             )
     for name, model in results["models"].items():
-        if model.get("page_ratio") is not None:
+        for weights, ratio in model.get("page_ratio", {}).items():
             lines.append(
-                f"\n{name}: the MediaPipe page runs {model['page_ratio']:.2f}x the FPS of the TF.js wasm page "
-                "(float32, 640x480, this run)"
+                f"\n{name}: the MediaPipe page on {weights} TFLite runs {ratio:.2f}x the FPS of the float32 TF.js "
+                "wasm page (640x480, this run)"
             )
     disturbed = [
         f"{name}: {row['label']} ({row['load']['other_cores']:.2f})"
@@ -475,7 +477,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smaller run (see the module docstring)")
     parser.add_argument(
-        "--page-only", action="store_true", help="only the pages: float32 exports, no latency (module docstring)"
+        "--page-only", action="store_true", help="only the pages: float32 and uint8 exports, no latency (see docstring)"
     )
     parser.add_argument("--images", type=int, default=24, help="generated 640x480 images (default 24)")
     parser.add_argument("--steps", type=int, default=2, help="training steps, batch 2 (default 2)")
@@ -529,8 +531,10 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
     # TF.js float32 once more at a smaller camera size
     quiet = QuietWait(args.wait_quiet)
     page_runs = [("tflite", "none", "640x480"), ("tfjs", "none", "640x480")]
-    if not (args.quick or args.page_only):
-        page_runs += [("tfjs", "float16", "640x480"), ("tfjs", "none", "320x240")]
+    if args.page_only:
+        page_runs.insert(1, ("tflite", "uint8", "640x480"))
+    elif not args.quick:
+        page_runs += [("tflite", "uint8", "640x480"), ("tfjs", "float16", "640x480"), ("tfjs", "none", "320x240")]
     models = {}
     for name in args.models:
         progress(f"{name}: training {args.steps} steps ...")
@@ -538,7 +542,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
             pipeline, model_dir = train_model(name, records, workdir, args.steps)
         with Measured() as exported:
             if args.page_only:
-                reports = export_all(pipeline, model_dir, workdir / MODELS[name][0], ("none",), PAGE_FORMATS)
+                reports = export_all(pipeline, model_dir, workdir / MODELS[name][0], ("none", "uint8"), PAGE_FORMATS)
             else:
                 reports = export_all(pipeline, model_dir, workdir / MODELS[name][0])
         latency = [] if args.page_only else measure_latency(pipeline, reports, images, args, quiet)
