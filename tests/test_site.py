@@ -20,7 +20,7 @@ from tfod_wrap.core.files import OWNER_FILE
 from tfod_wrap.core.nodejs import node_modules
 from tfod_wrap.web import make_clip, run_page
 from tfod_wrap.web.serve import STATIC
-from tfod_wrap.web.site import HOST_FILES, RUNTIME, build_site, serving_folder
+from tfod_wrap.web.site import HOST_FILES, MEDIAPIPE_RUNTIME, RUNTIME, build_site, serving_folder
 
 ISOLATION = {
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -59,6 +59,13 @@ def test_site_holds_the_page_model_and_runtime(site, trained_detector):
         assert (site / "model" / name).read_bytes() == (tfjs / name).read_bytes(), name
     for source, target in RUNTIME.items():
         assert (site / target).read_bytes() == (node_modules() / source).read_bytes(), target
+    # the export's TFLite model and MediaPipe, which the page runs it on, first; TF.js as the fallback
+    tflite = trained_detector.export_dir / "tflite"
+    for name in ("model.tflite", "metadata.json"):
+        assert (site / "model" / "tflite" / name).read_bytes() == (tflite / name).read_bytes(), name
+    for source, target in MEDIAPIPE_RUNTIME.items():
+        assert (site / target).read_bytes() == (node_modules() / "@mediapipe/tasks-vision" / source).read_bytes()
+    assert json.loads((site / "model" / "formats.json").read_text()) == {"formats": ["tflite", "tfjs"]}
     page = {path.name for path in STATIC.iterdir() if path.is_file()}
     assert {"index.html", "main.js", "isolation.js", "style.css"} <= page
     for name in page:
@@ -127,8 +134,8 @@ def test_site_detects_the_known_object(isolated_run, trained_detector):
     state, _, _ = isolated_run
     assert state["error"] is None, state
     assert not state["timedOut"], state
-    assert state["backend"] == "wasm", state  # headless: WebGL is software, skipped
-    assert state["numTensors"]["early"] == state["numTensors"]["late"]
+    assert state["runtime"] == "tflite", state  # the export's TFLite model, on MediaPipe
+    assert state["backend"] == "wasm", state
     matches = [d for d in state["lastDetections"] if d["name"] == trained_detector.class_name]
     assert matches, state["lastDetections"]
     assert max(iou(d["box"], trained_detector.box) for d in matches) >= 0.5, matches
@@ -139,12 +146,16 @@ def test_site_is_isolated_by_its_service_worker_after_one_reload(isolated_run):
     state, served, origin = isolated_run
     assert state["crossOriginIsolated"] is True
     assert state["isolation"] == {"isolated": True, "via": "service worker", "reason": None}
-    assert state["wasm"] == {"threads": True, "simd": True}
-    assert state["shown"] == {"backend": "wasm (threads, SIMD)", "isolation": "on (service worker)"}  # the page says so
+    assert state["wasm"] == {"threads": False, "simd": True, "engine": "XNNPACK"}  # MediaPipe's build: one thread
+    assert state["shown"] == {  # the page says so
+        "runtime": "TFLite (MediaPipe)",
+        "backend": "wasm (XNNPACK, 1 thread, SIMD)",
+        "isolation": "on (service worker)",
+    }
     assert state["navigations"] == [f"{origin}/", f"{origin}/"]  # the first load, then one reload
     assert any(request["serviceWorker"] for request in state["requests"])  # the worker fetched for the page
     assert {"path": "/sw.js", "status": 200} in served
-    # TF.js and the model are fetched once, after the reload: the first load stops at the page's own modules
+    # MediaPipe and the model are fetched once, after the reload: the first load stops at the page's own modules
     heavy = [request["path"] for request in served if request["path"].startswith(("/vendor/", "/model/"))]
     assert len(heavy) == len(set(heavy)), heavy
     assert all(request["status"] in (200, 304) for request in served), served
@@ -165,20 +176,24 @@ def test_site_asks_nothing_of_another_origin(isolated_run):
     assert len(urls) >= len(served)  # the browser saw at least what the server answered
     foreign = [url for url in urls if origin_of(url) not in (origin, None)]
     assert foreign == []
-    assert any(url.startswith("blob:") for url in urls)  # the workers' scripts are recorded too
+    assert f"{origin}/vendor/mediapipe/wasm/vision_wasm_internal.wasm" in urls  # what the page ran on
 
 
 def test_site_runs_without_isolation(site, clip, trained_detector):
     """A browser without service workers (or a host and browser where isolation fails): wasm on one thread, and
-    the page says so."""
+    the page says so. On TF.js, the site's fallback (?runtime=tfjs), which would use threads with isolation."""
     with serving_folder(site) as server:
-        state = run_page(server.url, clip, frames=2, query={"isolation": "off"}, timeout=90)
+        state = run_page(server.url, clip, frames=2, query={"isolation": "off", "runtime": "tfjs"}, timeout=90)
         served = {request["path"] for request in server.requests}
     assert state["error"] is None, state
     assert state["crossOriginIsolated"] is False
     assert state["isolation"] == {"isolated": False, "via": None, "reason": "?isolation=off"}
     assert state["wasm"]["threads"] is False
-    assert state["shown"] == {"backend": "wasm (1 thread, SIMD)", "isolation": "off (wasm: 1 thread)"}
+    assert state["shown"] == {
+        "runtime": "TF.js",
+        "backend": "wasm (1 thread, SIMD)",
+        "isolation": "off (wasm: 1 thread)",
+    }
     assert len(state["navigations"]) == 1
     assert "/sw.js" not in served
     assert "/vendor/tfjs-backend-wasm/tfjs-backend-wasm-simd.wasm" in served  # the single-threaded binary

@@ -95,3 +95,36 @@ def test_train_input_gives_a_real_batch(configs):
     classes = labels[fields.InputDataFields.groundtruth_classes].numpy()
     assert boxes.shape[0] == 2 and classes.shape[-1] == 2
     assert np.all(labels[fields.InputDataFields.num_groundtruth_boxes].numpy() >= 1)
+
+
+def test_fpn_upsamples_with_a_native_resize_and_the_same_outputs(monkeypatch, tmp_path):
+    """compat.hooks.native_fpn_resize: FPNLite's top-down upsampling is ResizeNearestNeighbor (not reshape + stack,
+    which Grappler makes a `Tile` that TF.js's wasm backend runs slowly), and the model restored from a checkpoint
+    of TFOD's own construction gives the very same outputs."""
+    from object_detection.builders import model_builder
+    from object_detection.models import ssd_mobilenet_v2_fpn_keras_feature_extractor as fpn
+    from object_detection.utils import config_util
+
+    template = REPO / "pipelines" / "ssd_mobilenet_v2_fpnlite_320.config"
+    model_config = config_util.get_configs_from_pipeline_file(str(template))["model"]
+    image = tf.constant(np.random.RandomState(0).uniform(0, 255, (1, 320, 320, 3)), tf.float32)
+
+    def run(model) -> tuple[dict, list[str]]:
+        predict = tf.function(lambda pixels: model.predict(*model.preprocess(pixels)))
+        ops = [op.type for op in predict.get_concrete_function(image).graph.get_operations()]
+        return predict(image), ops
+
+    native = model_builder.build(model_config, is_training=False)
+    native_out, native_ops = run(native)
+    checkpoint = tf.train.Checkpoint(model=native).save(str(tmp_path / "ckpt"))
+
+    patched = fpn.SSDMobileNetV2FpnKerasFeatureExtractor.__init__
+    monkeypatch.setattr(fpn.SSDMobileNetV2FpnKerasFeatureExtractor, "__init__", patched.__wrapped__)
+    reshaped = model_builder.build(model_config, is_training=False)
+    reshaped_out, reshaped_ops = run(reshaped)  # builds the variables, then the checkpoint overwrites them
+    tf.train.Checkpoint(model=reshaped).restore(checkpoint).assert_existing_objects_matched()
+    reshaped_out, _ = run(reshaped)
+
+    assert native_ops.count("ResizeNearestNeighbor") == 2 and reshaped_ops.count("ResizeNearestNeighbor") == 0
+    for key in ("box_encodings", "class_predictions_with_background"):
+        np.testing.assert_array_equal(native_out[key].numpy(), reshaped_out[key].numpy())

@@ -18,12 +18,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
 from tfod_wrap import cli, web
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.nodejs import node_modules
+from tfod_wrap.core.tflite import interpreter, postprocess_tensors
+from tfod_wrap.export.verify import TOLERANCE
 from tfod_wrap.web import make_clip, make_server, run_page, serving
 from tfod_wrap.web.serve import IDLE_TIMEOUT_S, page_url
 
@@ -103,6 +106,9 @@ def assert_isolation_headers(headers: dict[str, str]) -> None:
         ("/vendor/tfjs-backend-wasm/tfjs-backend-wasm.wasm", "application/wasm", b"\x00asm"),
         ("/vendor/tfjs-backend-wasm/tfjs-backend-wasm-simd.wasm", "application/wasm", b"\x00asm"),
         ("/vendor/tfjs-backend-wasm/tfjs-backend-wasm-threaded-simd.wasm", "application/wasm", b"\x00asm"),
+        ("/mediapipe.js", "text/javascript", b"vendor/mediapipe/vision_bundle.mjs"),
+        # no TFLite model beside this TF.js folder: the page is told to run TF.js only
+        ("/model/formats.json", "application/json", b'{"formats": ["tfjs"]}'),
     ],
 )
 def test_serves_the_page_and_tfjs(server, path, content_type, marker):
@@ -401,12 +407,15 @@ def sample_model(trained_detector) -> Path:
 
 
 def test_page_runs_on_the_fake_camera(sample_model, camera_clip):
+    """TF.js, as ?runtime=tfjs forces it on an export that has a TFLite model too (the MediaPipe path's test is
+    test_page_runs_the_tflite_export_on_mediapipe)."""
     image, clip = camera_clip
     with serving(sample_model) as server:
-        state = run_page(server.url, clip, frames=12, image=image, timeout=60)
+        state = run_page(server.url, clip, frames=12, image=image, query={"runtime": "tfjs"}, timeout=60)
     assert state["error"] is None, state
     assert not state["timedOut"], state
     assert state["ready"] is True
+    assert state["runtime"] == "tfjs" and state["shown"]["runtime"] == "TF.js"
     # Headless with --disable-gpu: WebGL is SwiftShader (software) at best, which the page skips for wasm.
     assert state["backend"] == "wasm", state
     assert "webgl" in state["backendErrors"]
@@ -434,7 +443,8 @@ def test_page_backend_parameter(sample_model, camera_clip):
         bogus = run_page(server.url, clip, frames=3, backend="bogus", timeout=30)
     assert forced["error"] is None, forced
     assert forced["backend"] == "wasm"
-    assert forced["backendErrors"] == {}  # forced: nothing else was tried
+    assert forced["backendErrors"] == {}  # forced: nothing else was tried (a TF.js backend means TF.js, not TFLite)
+    assert forced["runtime"] == "tfjs"
     assert forced["frames"] >= 3
     assert bogus["ready"] is False
     assert "?backend=bogus: unknown backend" in bogus["error"]
@@ -468,3 +478,59 @@ def test_page_detects_the_known_object(browser_model, tmp_path):
         assert matches, f"{where}: no {expected_name} above 0.5 in {detections}"
         best = max(iou(d["box"], expected_box) for d in matches)
         assert best >= 0.5, f"{where}: best IoU {best:.2f} for {expected_name} in {detections}"
+
+
+def as_mediapipe_reports(box: np.ndarray) -> np.ndarray:
+    """A [ymin, xmin, ymax, xmax] box as MediaPipe gives it: its top left corner moved into the image, its height
+    and width kept (as tests/test_mediapipe.py finds)."""
+    top_left = np.maximum(box[:2], 0.0)
+    return np.concatenate([top_left, top_left + box[2:] - box[:2]])
+
+
+def test_page_runs_the_tflite_export_on_mediapipe(trained_detector, tmp_path):
+    """An export with a TFLite model (metadata embedded) runs on MediaPipe by default: the camera finds the known
+    object, TF.js is not even loaded, nothing leaves the page's origin, and on an image the detections are the TFLite
+    interpreter's within the export's parity tolerance (the interpreter's are the checkpoint's, as the fixture's
+    export --verify checked). The image is the model-sized picture with each pixel an odd-sided block, so MediaPipe's
+    resize back to the model's size samples the very pixels the interpreter gets (tests/test_mediapipe.py)."""
+    folder = trained_detector.export_dir / "tflite"
+    metadata = json.loads((folder / "metadata.json").read_text())
+    _, height, width, _ = metadata["input"]["shape"]
+    small = np.asarray(Image.open(trained_detector.image).convert("RGB").resize((width, height), Image.BILINEAR))
+    image = tmp_path / "blocks.png"
+    Image.fromarray(small).resize((width * 9, height * 9), Image.NEAREST).save(image)
+    clip = make_clip(trained_detector.image, tmp_path / "clip.y4m", size=(640, 480))
+    with serving(trained_detector.export_dir / "tfjs") as server:
+        state = run_page(server.url, clip, frames=8, image=image, query={"threshold": "0.05"}, timeout=90)
+        origin = server.url.rstrip("/")
+    assert state["error"] is None, state
+    assert state["runtime"] == "tflite" and state["backendErrors"] == {}, state
+    assert state["shown"]["runtime"] == "TFLite (MediaPipe)"
+    assert state["shown"]["backend"] == "wasm (XNNPACK, 1 thread, SIMD)"
+    urls = [request["url"] for request in state["requests"]]
+    assert f"{origin}/model/tflite/model.tflite" in urls
+    assert not [url for url in urls if "/vendor/tfjs" in url], "TF.js loaded though MediaPipe ran the model"
+    assert [url for url in urls if not url.removeprefix("blob:").startswith(origin + "/")] == []
+
+    camera = [d for d in state["lastDetections"] if d["name"] == trained_detector.class_name and d["score"] > 0.5]
+    assert camera and iou(camera[0]["box"], trained_detector.box) >= 0.5, state["lastDetections"]
+
+    loaded = interpreter(str(folder / "model.tflite"))
+    tensors = postprocess_tensors(loaded)
+    scale, offset = (np.asarray(metadata["input"][key], np.float32) for key in ("scale", "offset"))
+    loaded.set_tensor(loaded.get_input_details()[0]["index"], (small * scale + offset)[None].astype(np.float32))
+    loaded.invoke()
+    out = {key: loaded.get_tensor(tensor["index"])[0] for key, tensor in tensors.items()}
+    names = {index: item["name"] for index, item in enumerate(metadata["classes"])}
+    expected = [
+        (names[int(label)], float(score), as_mediapipe_reports(box))
+        for label, score, box in zip(out["detection_classes"], out["detection_scores"], out["detection_boxes"])
+        if score >= 0.05
+    ]
+    got = state["image"]["detections"]
+    assert len(got) == len(expected) >= 2, (got, expected)
+    tolerance = TOLERANCE[("tflite", "none")]
+    for found, (name, score, box) in zip(got, expected):
+        assert found["name"] == name, (got, expected)
+        assert abs(found["score"] - score) <= tolerance, (found, score)
+        assert np.abs(np.asarray(found["box"]) - box).max() <= tolerance, (found, box)

@@ -250,7 +250,8 @@ def _export(args: argparse.Namespace) -> int:
     if args.site:
         site = web_site.build_site(report["formats"]["tfjs"]["path"], args.site, log=lambda _: None)
         print(
-            f"static site: {site['bytes'] / 2**20:.1f} MiB in {args.site} ({site['quantization']} weights); try it: "
+            f"static site: {site['bytes'] / 2**20:.1f} MiB in {args.site} ({site['quantization']} weights, runs "
+            f"{' or '.join(site['formats'])}); try it: "
             f"python3 -m http.server -d {args.site} 8000, then open http://127.0.0.1:8000/"
         )
     return 0
@@ -647,7 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="also write the webcam page as a static site for any host: page, TF.js model, TF.js and its wasm "
-        "files, a service worker for cross-origin isolation, _headers/netlify.toml/vercel.json (README, Step 5)",
+        "files (and with tflite in --formats the TFLite model and MediaPipe, which the page then runs), a service "
+        "worker for cross-origin isolation, _headers/netlify.toml/vercel.json (README, Step 5)",
     )
     exporting.set_defaults(run=_export)
 
@@ -716,10 +718,12 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="the live webcam detection page for a TF.js export, on http://127.0.0.1:PORT/",
         description="Serve the webcam page with the TF.js model of MODEL (the folder of model.json, its .bin shards "
-        "and metadata.json) and TF.js from .venv/node_modules; nothing else is served. The page runs the model in "
-        "the browser (WebGL on a GPU, else wasm; ?backend=wasm|webgl|cpu forces one) on the camera, or on a dropped or "
-        "chosen image. Browsers give the camera only to https or localhost pages: open the printed 127.0.0.1 "
-        "address on this machine. Ctrl-C stops the server.",
+        "and metadata.json), the TFLite model beside it (MODEL/../tflite, when the export has one) and their "
+        "runtimes from .venv/node_modules; nothing else is served. The page runs the TFLite model on MediaPipe "
+        "(XNNPACK wasm) when there is one, else TF.js (WebGL on a GPU, else wasm); ?runtime=tfjs forces TF.js and "
+        "?backend=wasm|webgl|cpu a TF.js backend. It runs on the camera, or on a dropped or chosen image. Browsers "
+        "give the camera only to https or localhost pages: open the printed 127.0.0.1 address on this machine. "
+        "Ctrl-C stops the server.",
     )
     serving.add_argument("--model", required=True, type=Path, help="TF.js folder (model.json + metadata.json)")
     serving.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")

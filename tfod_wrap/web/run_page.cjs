@@ -6,8 +6,8 @@
 //           "query": {"backend": "wasm", ...} URL parameters, "clip": .y4m file played as the camera,
 //           "frames": N, "image": optional image file to choose in the page's file input afterwards,
 //           "timeout_ms": how long to wait for N frames}
-// Prints: {ready, backend, fps, frames, inferenceMs, lastDetections, error, crossOriginIsolated, isolation, wasm,
-//          shown, numTensors: {early, late}, seconds, firstDetectionMs, timedOut, console: [...], requests: [...],
+// Prints: {ready, runtime, backend, fps, frames, inferenceMs, lastDetections, error, crossOriginIsolated, isolation,
+//          wasm, shown, numTensors: {early, late}, seconds, firstDetectionMs, timedOut, console: [...], requests: [...],
 //          navigations: [...], image?: {...}}
 // requests: every request of the browser context (pages and service workers): {url, resourceType, serviceWorker};
 // navigations: the main frame's documents (the page may reload itself once for cross-origin isolation), so the
@@ -73,6 +73,7 @@ run((request) => [
   const final = result.current;
   const report = {
     ready: final.ready,
+    runtime: final.runtime,
     backend: final.backend,
     fps: final.fps,
     frames: final.frames,
@@ -84,6 +85,7 @@ run((request) => [
     crossOriginIsolated: await page.evaluate(() => window.crossOriginIsolated),
     // what the page's header bar says
     shown: await page.evaluate(() => ({
+      runtime: document.getElementById("runtime").textContent,
       backend: document.getElementById("backend").textContent,
       isolation: document.getElementById("isolation").textContent,
     })),

@@ -1,12 +1,19 @@
-"""A small static server for the webcam page: the page, one exported TF.js model and TF.js itself, nothing else.
+"""A small static server for the webcam page: the page, one exported model and its runtimes, nothing else.
 
 Routes (everything else is 404):
 
     /, /FILE                               the page: files directly inside tfod_wrap/web/static/ (index.html,
                                            style.css, main.js and the ES modules it imports)
     /model/FILE                            files directly inside the model folder (model.json, shards, metadata.json)
+    /model/formats.json                    what the page may run, fastest first (`formats`): {"formats": ["tflite",
+                                           "tfjs"]} when the export beside the TF.js folder has a TFLite model with
+                                           embedded metadata (MODEL_DIR/../tflite/model.tflite) and MediaPipe Tasks
+                                           is installed, else {"formats": ["tfjs"]}
+    /model/tflite/FILE                     that TFLite folder's model.tflite and metadata.json, when it is offered
     /vendor/tfjs/FILE                      node_modules/@tensorflow/tfjs/dist/FILE
     /vendor/tfjs-backend-wasm/FILE         node_modules/@tensorflow/tfjs-backend-wasm/dist/FILE
+    /vendor/mediapipe/FILE                 node_modules/@mediapipe/tasks-vision/FILE (vision_bundle.mjs)
+    /vendor/mediapipe/wasm/FILE            node_modules/@mediapipe/tasks-vision/wasm/FILE (its XNNPACK wasm)
 
 A path with `..`, a backslash, an encoded slash, an empty segment (`//`), a NUL or a file name starting with a dot is
 refused with 403 before any file-system access; a file that resolves (through symlinks) outside its folder is refused
@@ -26,6 +33,7 @@ import json
 import socket
 import sys
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
@@ -40,6 +48,9 @@ from tfod_wrap.core.nodejs import node_modules
 S = TypeVar("S", bound=ThreadingHTTPServer)
 
 STATIC = Path(__file__).resolve().parent / "static"
+FORMATS_FILE = "formats.json"  # served (and written into a site) beside the model's files: what the page may run
+TFLITE_FILES = ("model.tflite", "metadata.json")  # what the page's TFLite route offers of the TFLite export
+MEDIAPIPE = "@mediapipe/tasks-vision"  # MediaPipe Tasks for the web: runs the TFLite export on XNNPACK wasm
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -119,6 +130,33 @@ def check_model_dir(model_dir: str | Path) -> Path:
     return folder.resolve()
 
 
+def tflite_beside(model_dir: Path) -> Path | None:
+    """The TFLite export folder beside the TF.js folder (both written by one `tfod-wrap export`) when its
+    model.tflite carries TFLite metadata, which MediaPipe's ObjectDetector needs for labels and normalisation:
+    the exporter appends labels.txt as a zip archive to the model (tfod_wrap/export/tflite_metadata.py), so an
+    export made before it embedded metadata has none and stays on TF.js. None otherwise."""
+    model = model_dir.parent / "tflite" / "model.tflite"
+    try:
+        with zipfile.ZipFile(model) as archive:
+            labelled = "labels.txt" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return model.parent.resolve() if labelled and (model.parent / "metadata.json").is_file() else None
+
+
+def mediapipe_folder(modules: Path) -> Path | None:
+    """MediaPipe Tasks' installed package folder, or None when `tfod-wrap install-web` predates it."""
+    folder = modules / MEDIAPIPE
+    return folder.resolve() if (folder / "vision_bundle.mjs").is_file() else None
+
+
+def formats(model_dir: Path, modules: Path) -> list[str]:
+    """What the page may run for the TF.js folder, fastest first: "tflite" (MediaPipe, XNNPACK) when the export has
+    a TFLite model with metadata and MediaPipe Tasks is installed, and always "tfjs"."""
+    offered = ["tflite"] if tflite_beside(model_dir) and mediapipe_folder(modules) else []
+    return [*offered, "tfjs"]
+
+
 def _segments(raw_path: str) -> list[str]:
     """The decoded segments of a request path; Refused for anything that could leave the served folders."""
     if not raw_path.startswith("/"):
@@ -173,6 +211,13 @@ class WebServer(ThreadingHTTPServer):
             "vendor/tfjs": (modules / "@tensorflow" / "tfjs" / "dist").resolve(),
             "vendor/tfjs-backend-wasm": (modules / "@tensorflow" / "tfjs-backend-wasm" / "dist").resolve(),
         }
+        self.formats = formats(model_dir, modules)
+        if "tflite" in self.formats:
+            mediapipe = mediapipe_folder(modules)
+            self.routes |= {"model/tflite": tflite_beside(model_dir), "vendor/mediapipe": mediapipe}
+            self.routes["vendor/mediapipe/wasm"] = mediapipe / "wasm"
+        # served from memory: the model folder is the user's, never written into
+        self.generated = {f"model/{FORMATS_FILE}": json.dumps({"formats": self.formats}).encode()}
         self.static = STATIC.resolve()
         self.model_dir = model_dir
         self.log = log
@@ -203,15 +248,20 @@ class WebServer(ThreadingHTTPServer):
             return
         super().handle_error(request, client_address)
 
-    def locate(self, raw_path: str) -> Path | None:
-        """The file a request path names, None for 404; raises Refused for 403."""
+    def locate(self, raw_path: str) -> Path | bytes | None:
+        """The file a request path names (or the generated body of formats.json), None for 404; raises Refused for
+        403."""
         segments = _segments(raw_path)
         if segments == [""]:
             return self.static / "index.html"
         if len(segments) == 1:
             return _inside(self.static, segments[0])
+        if "/".join(segments) in self.generated:
+            return self.generated["/".join(segments)]
         prefix, name = "/".join(segments[:-1]), segments[-1]
         folder = self.routes.get(prefix)
+        if prefix == "model/tflite" and name not in TFLITE_FILES:
+            return None  # the TFLite folder's other files (a user's notes, a copy) are not the page's
         return None if folder is None else _inside(folder, name)
 
 
@@ -257,6 +307,9 @@ class Handler(BaseHTTPRequestHandler):
         if path is None:
             self._error(HTTPStatus.NOT_FOUND)
             return
+        if isinstance(path, bytes):
+            self._send(path, "application/json", body)
+            return
         try:
             handle = open(path, "rb")  # noqa: SIM115  (closed below, after streaming)
         except OSError:
@@ -274,6 +327,14 @@ class Handler(BaseHTTPRequestHandler):
                         self.wfile.write(chunk)
                 except (ConnectionError, TimeoutError):  # the client went away or stopped reading
                     self.close_connection = True
+
+    def _send(self, content: bytes, content_type: str, body: bool) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        if body:
+            self.wfile.write(content)
 
     def _error(self, status: HTTPStatus) -> None:
         message = f"{status.value} {status.phrase}\n".encode()

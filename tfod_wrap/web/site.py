@@ -7,7 +7,12 @@ Layout (the routes of `tfod-wrap serve`, so the page is the same file in both):
     index.html, style.css, *.js     the page (tfod_wrap/web/static/), every path in it relative: any folder of a host
     sw.js                           adds COOP/COEP/CORP to the site's own responses, for hosts that cannot set
                                     headers (the page registers it and reloads once; see static/isolation.js)
-    model/                          model.json, its weight shards, metadata.json
+    model/                          model.json, its weight shards, metadata.json; formats.json (what the page may
+                                    run, fastest first: serve.formats)
+    model/tflite/                   model.tflite (with its embedded TFLite metadata) and metadata.json, when the
+                                    export beside the TF.js folder has them: the page runs it on MediaPipe
+    vendor/mediapipe/               then MediaPipe Tasks: vision_bundle.mjs and wasm/vision_wasm_internal.js, .wasm
+                                    (the SIMD build; a browser without wasm SIMD falls back to TF.js)
     vendor/tfjs/tf.min.js           TF.js (WebGL and CPU backends)
     vendor/tfjs-backend-wasm/       its wasm backend: the script and the three binaries (plain, SIMD, threaded SIMD)
     _headers, netlify.toml,         the isolation headers for Netlify and Cloudflare Pages, Netlify, Vercel
@@ -32,7 +37,16 @@ from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_text, check_output, claim_output
 from tfod_wrap.core.nodejs import node_modules
 from tfod_wrap.core.resources import package_file
-from tfod_wrap.web.serve import STATIC, check_model_dir, in_background
+from tfod_wrap.web.serve import (
+    FORMATS_FILE,
+    MEDIAPIPE,
+    STATIC,
+    TFLITE_FILES,
+    check_model_dir,
+    in_background,
+    mediapipe_folder,
+    tflite_beside,
+)
 
 KIND = "site"  # the ownership marker's kind (tfod_wrap.core.files.claim_output)
 HOSTING = package_file("web", "hosting")
@@ -48,6 +62,12 @@ RUNTIME = {
     "@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-threaded-simd.wasm": (
         "vendor/tfjs-backend-wasm/tfjs-backend-wasm-threaded-simd.wasm"
     ),
+}
+# @mediapipe/tasks-vision files -> the site's paths: what the page loads when it runs the TFLite model (mediapipe.js)
+MEDIAPIPE_RUNTIME = {
+    "vision_bundle.mjs": "vendor/mediapipe/vision_bundle.mjs",
+    "wasm/vision_wasm_internal.js": "vendor/mediapipe/wasm/vision_wasm_internal.js",
+    "wasm/vision_wasm_internal.wasm": "vendor/mediapipe/wasm/vision_wasm_internal.wasm",
 }
 # The quantisation `export --site` gives the TF.js weights when --quantize is not given: float16 halves the
 # download and kept the detections within the float32 parity tolerance on the dev detector (docs/BENCHMARKS.md).
@@ -97,6 +117,8 @@ def build_site(model_dir: str | Path, output: str | Path, log: Callable[[str], N
             _copy(model_dir / name, staging / "model" / name)
         for source, target in RUNTIME.items():
             _copy(modules / source, staging / target)
+        formats = _copy_tflite(model_dir, modules, staging)
+        atomic_write_text(staging / "model" / FORMATS_FILE, json.dumps({"formats": formats}))
         for name in HOST_FILES:
             _copy(HOSTING / name, staging / name)
         atomic_write_text(staging / ".nojekyll", "")
@@ -108,9 +130,32 @@ def build_site(model_dir: str | Path, output: str | Path, log: Callable[[str], N
         "bytes": sum(files.values()),
         "files": files,
         "quantization": metadata.get("quantization", "none"),
+        "formats": formats,
     }
-    log(f"site: {report['bytes'] / 2**20:.1f} MiB in {output} ({report['quantization']} weights)")
+    log(
+        f"site: {report['bytes'] / 2**20:.1f} MiB in {output} ({report['quantization']} weights; the page runs "
+        f"{' or '.join(formats)})"
+    )
     return report
+
+
+def _copy_tflite(model_dir: Path, modules: Path, staging: Path) -> list[str]:
+    """The TFLite model beside the TF.js folder and MediaPipe's runtime into the site when the export has a TFLite
+    model with metadata; the formats the page may run, fastest first."""
+    tflite = tflite_beside(model_dir)
+    if tflite is None:
+        return ["tfjs"]
+    mediapipe = mediapipe_folder(modules)
+    if mediapipe is None:
+        raise UserError(
+            f"{modules}: {MEDIAPIPE} is missing; run `tfod-wrap install-web` (the site runs {tflite}/model.tflite "
+            "on it)"
+        )
+    for name in TFLITE_FILES:
+        _copy(tflite / name, staging / "model" / "tflite" / name)
+    for source, target in MEDIAPIPE_RUNTIME.items():
+        _copy(mediapipe / source, staging / target)
+    return ["tflite", "tfjs"]
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -4,7 +4,8 @@
 import { isolationText } from "./isolation.js";
 import { describe, log, params, state } from "./state.js";
 
-const IDS = ["video", "image", "overlay", "stage", "status", "error", "model-name", "backend", "fps", "inference",
+const IDS = ["video", "image", "overlay", "stage", "status", "error", "model-name", "runtime", "backend", "fps",
+  "inference",
   "isolation", "threshold", "threshold-value", "file", "camera", "detections"];
 
 export const ui = Object.fromEntries(IDS.map((id) => [id, document.getElementById(id)]));
@@ -30,10 +31,20 @@ export function showModel() {
   ui["model-name"].textContent = state.model || "loading…";
 }
 
+const RUNTIME_NAMES = { tflite: "TFLite (MediaPipe)", tfjs: "TF.js" };
+
+// Which runtime runs the model, as the header says it.
+export function runtimeText() {
+  return RUNTIME_NAMES[state.runtime] || "none";
+}
+
 export function showBackend() {
   const wasm = state.wasm;
+  ui.runtime.textContent = runtimeText();
+  ui.runtime.title = state.backendErrors.tflite ? `TFLite did not run: ${state.backendErrors.tflite}` : "";
   ui.backend.textContent = (state.backend || "none") +
-    (wasm ? ` (${wasm.threads ? "threads" : "1 thread"}${wasm.simd ? ", SIMD" : ""})` : "");
+    (wasm ? ` (${wasm.engine ? `${wasm.engine}, ` : ""}${wasm.threads ? "threads" : "1 thread"}` +
+      `${wasm.simd ? ", SIMD" : ""})` : "");
 }
 
 // Whether the page is cross-origin isolated (wasm may use threads), and how; or why not (in the tooltip).

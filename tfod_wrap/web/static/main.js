@@ -1,18 +1,20 @@
-// tfod-wrap live detection page: a TF.js graph model exported by `tfod-wrap export`, on the webcam or on an image.
-// ES modules, no build step: model.js (the detector), camera.js, drawing.js, controls.js (the page's elements),
+// tfod-wrap live detection page: a detector exported by `tfod-wrap export`, on the webcam or on an image: its TFLite
+// model on MediaPipe (XNNPACK wasm) when the export has one, else its TF.js graph model.
+// ES modules, no build step: model.js and mediapipe.js (the detector), camera.js, drawing.js, controls.js (the page's elements),
 // isolation.js (cross-origin isolation, for wasm threads), state.js (window.tfodWrap) and this file, which runs the
-// page. TF.js comes from vendor/tfjs/, the model and its metadata.json from model/, both beside the page.
+// page. MediaPipe and TF.js come from vendor/, the model and its metadata.json from model/, both beside the page.
 //
-// URL parameters: ?backend=webgl|wasm|cpu forces a backend (default: WebGL when it runs the model, else wasm, else
+// URL parameters: ?runtime=tfjs|tflite forces a runtime (default: tflite when model/formats.json lists it);
+// ?backend=webgl|wasm|cpu forces TF.js on that backend (default: WebGL when it runs the model, else wasm, else
 // cpu); ?threshold=0.3 sets the initial score threshold; ?log=N logs a state line every N frames (default 30).
 
 import { Camera, FpsMeter, cameraError, nextFrame } from "./camera.js";
 import {
-  clearError, setStatus, setupControls, showBackend, showError, showIsolation, showModel, showSpeed, ui,
+  clearError, runtimeText, setStatus, setupControls, showBackend, showError, showIsolation, showModel, showSpeed, ui,
 } from "./controls.js";
 import { drawDetections, listDetections } from "./drawing.js";
 import { settleIsolation } from "./isolation.js";
-import { loadModel, loadRuntime } from "./model.js";
+import { loadDetector } from "./model.js";
 import { describe, log, params, state } from "./state.js";
 
 const logEvery = Math.max(1, parseInt(params.get("log") || "30", 10) || 30);
@@ -38,10 +40,10 @@ async function detect(source) {
   try {
     const { detections, inferenceMs } = await detector.detect(source);
     state.inferenceMs = inferenceMs;
-    state.numTensors = tf.memory().numTensors;
+    state.numTensors = detector.numTensors();
     return detections;
   } catch (error) {
-    showError(`Detection failed on the ${state.backend} backend: ${describe(error)}`);
+    showError(`Detection failed on ${runtimeText()}: ${describe(error)}`);
     return null;
   }
 }
@@ -55,7 +57,8 @@ function show(detections, source) {
 
 function logFrame() {
   log({ frames: state.frames, fps: Number(state.fps.toFixed(2)), inferenceMs: Number(state.inferenceMs.toFixed(1)),
-    backend: state.backend, numTensors: state.numTensors, detections: state.lastDetections.slice(0, 10) });
+    runtime: state.runtime, backend: state.backend, numTensors: state.numTensors,
+    detections: state.lastDetections.slice(0, 10) });
 }
 
 async function cameraLoop(loop) {
@@ -143,9 +146,7 @@ async function start() {
   state.isolation = await settleIsolation();
   showIsolation();
   try {
-    setStatus("Loading TF.js…");
-    await loadRuntime();
-    detector = await loadModel((text) => {
+    detector = await loadDetector((text) => {
       setStatus(text);
       showModel();
     });
@@ -158,9 +159,9 @@ async function start() {
   }
   showModel();
   showBackend();
-  state.numTensors = tf.memory().numTensors;
+  state.numTensors = detector.numTensors();
   state.ready = true;
-  log({ event: "ready", backend: state.backend, wasm: state.wasm, model: state.model,
+  log({ event: "ready", runtime: state.runtime, backend: state.backend, wasm: state.wasm, model: state.model,
     crossOriginIsolated: window.crossOriginIsolated, isolation: state.isolation, backendErrors: state.backendErrors });
   await toCamera();
 }

@@ -1,14 +1,19 @@
-// The detector: model/metadata.json checked, the TF.js graph model (model/model.json) loaded on the first
-// backend that runs it, and detect(pixels) -> detections. TF.js itself is the global `tf`, loaded from vendor/.
+// The detector: model/metadata.json checked, then the fastest runtime that runs the model (model/formats.json says
+// what the export has): the TFLite model on MediaPipe (mediapipe.js) when there is one, else the TF.js graph model
+// (model/model.json) on the first backend that runs it; detect(pixels) -> detections. TF.js itself is the global
+// `tf`, loaded from vendor/ only when the page runs it.
 // Every path is relative to the page, so the page works in any folder of a host (a GitHub Pages project site is
 // served under /REPOSITORY/), not only at the root where `tfod-wrap serve` puts it.
 
+import { MediaPipeDetector } from "./mediapipe.js";
 import { describe, log, params, state } from "./state.js";
 
 const TFJS = ["vendor/tfjs/tf.min.js", "vendor/tfjs-backend-wasm/tf-backend-wasm.min.js"]; // in this order
 const WASM_FOLDER = "vendor/tfjs-backend-wasm/";
 const METADATA = "model/metadata.json";
 const MODEL = "model/model.json";
+const FORMATS = "model/formats.json";
+const RUNTIMES = ["tflite", "tfjs"]; // ?runtime=: what the page may be told to run
 
 // A classic script, run: TF.js's UMD builds define the global `tf` (and register the wasm backend on it).
 function loadScript(path) {
@@ -22,7 +27,7 @@ function loadScript(path) {
 }
 
 // TF.js and its wasm backend (after cross-origin isolation is settled: a reload would fetch them for nothing).
-export async function loadRuntime() {
+async function loadTfjs() {
   for (const path of TFJS) await loadScript(path);
 }
 
@@ -197,25 +202,21 @@ async function wasmFeatures() {
   };
 }
 
-// The detector on the first backend that runs it; records model, backend, backendErrors and wasm in the state.
-// `progress(text)` is told what is being loaded.
-export async function loadModel(progress) {
+// The TF.js detector on the first backend that runs it; records backend, backendErrors and wasm in the state.
+async function loadTfjsModel(metadata, progress) {
+  progress("Loading TF.js…");
+  try {
+    await loadTfjs();
+  } catch (error) {
+    throw new Error(`${describe(error)}: is the server \`tfod-wrap serve\` or a site folder?`);
+  }
   if (typeof tf === "undefined") {
     throw new Error(`TF.js did not load from ${TFJS[0]}: is the server \`tfod-wrap serve\` or a site folder?`);
   }
   // An absolute address: the threaded backend hands it to its workers, which have no page to resolve it against.
   if (tf.wasm) tf.wasm.setWasmPaths(new URL(WASM_FOLDER, document.baseURI).href);
 
-  progress("Loading the model…");
-  let metadata;
-  try {
-    metadata = await fetchJson(METADATA);
-  } catch (error) {
-    throw new Error(`Could not load the model: ${describe(error)}`);
-  }
-  checkMetadata(metadata);
   const detector = new Detector(metadata);
-  state.model = describeModel(metadata);
   progress("Loading the model's weights…");
   const artifacts = await loadArtifacts();
 
@@ -242,5 +243,66 @@ export async function loadModel(progress) {
     throw new Error(`No TF.js backend could run the model:\n${reasons}`);
   }
   if (state.backend === "wasm") state.wasm = await wasmFeatures();
+  detector.numTensors = () => tf.memory().numTensors;
   return detector;
+}
+
+// The runtimes to try, fastest first: ?runtime=tflite|tfjs alone (?backend=NAME means TF.js), else what
+// model/formats.json lists (a folder without it, such as an older site, has TF.js only).
+async function runtimesToTry() {
+  const forced = params.get("runtime");
+  if (forced && !RUNTIMES.includes(forced)) {
+    throw new Error(`?runtime=${forced}: unknown runtime; use one of ${RUNTIMES.join(", ")}`);
+  }
+  if (forced === "tflite" && params.get("backend")) {
+    throw new Error("?backend= picks a TF.js backend: it does not go with ?runtime=tflite");
+  }
+  if (forced) return [forced];
+  if (params.get("backend")) return ["tfjs"];
+  try {
+    const listed = (await fetchJson(FORMATS)).formats;
+    const known = Array.isArray(listed) ? listed.filter((name) => RUNTIMES.includes(name)) : [];
+    return known.includes("tfjs") ? known : [...known, "tfjs"];
+  } catch (error) {
+    log({ event: "formats-missing", error: describe(error) });
+    return ["tfjs"];
+  }
+}
+
+async function loadMediaPipe(metadata, progress) {
+  progress("Loading MediaPipe and the TFLite model…");
+  const detector = new MediaPipeDetector(metadata);
+  await detector.load();
+  state.backend = "wasm";
+  state.wasm = { threads: false, simd: true, engine: "XNNPACK" }; // MediaPipe's web build runs on one thread
+  detector.numTensors = () => null;
+  return detector;
+}
+
+// The detector on the first runtime (and, for TF.js, backend) that runs it; records model, runtime, backend,
+// backendErrors and wasm in the state. `progress(text)` is told what is being loaded.
+export async function loadDetector(progress) {
+  progress("Loading the model…");
+  let metadata;
+  try {
+    metadata = await fetchJson(METADATA);
+  } catch (error) {
+    throw new Error(`Could not load the model: ${describe(error)}`);
+  }
+  checkMetadata(metadata);
+  state.model = describeModel(metadata);
+  const runtimes = await runtimesToTry();
+  for (const runtime of runtimes) {
+    try {
+      const load = runtime === "tflite" ? loadMediaPipe : loadTfjsModel;
+      const detector = await load(metadata, progress);
+      state.runtime = runtime;
+      return detector;
+    } catch (error) {
+      if (runtime === runtimes[runtimes.length - 1]) throw error;
+      state.backendErrors[runtime] = describe(error);
+      log({ event: "runtime-failed", runtime, error: state.backendErrors[runtime] });
+    }
+  }
+  throw new Error("no runtime to try");
 }
