@@ -435,3 +435,42 @@ def test_the_same_seed_trains_the_same_weights(records, tmp_path):
     assert all(np.array_equal(runs["first"][name], runs["again"][name]) for name in runs["first"])
     history = [read_history(tmp_path / name) for name in ("first", "again")]
     assert [row["Loss/total_loss"] for row in history[0]] == [row["Loss/total_loss"] for row in history[1]]
+
+
+def test_several_steps_per_call_train_what_one_step_per_call_trains(records, tmp_path):
+    """N steps per compiled call is a speed setting only: with the same seed, the same weights, and every step
+    in the history with its own losses and learning rate; the checkpoint falls between calls."""
+    pipeline = make_pipeline(records, tmp_path / "pipeline.config", steps=6)
+    runs, history = {}, {}
+    for per_call in (1, 4):
+        fresh_names()
+        name = f"per-call-{per_call}"
+        train.train(pipeline, tmp_path / name, seed=7, steps_per_call=per_call, checkpoint_every=5, log=lambda *_: None)
+        runs[per_call] = variables_at(pipeline, str(tmp_path / name / "ckpt-6"))
+        history[per_call] = read_history(tmp_path / name)
+        assert tf.train.latest_checkpoint(str(tmp_path / name)).endswith("ckpt-6")
+        assert (tmp_path / name / "ckpt-5.index").is_file()  # calls of 1, 4, then 1 step: step 5 ends a call
+    assert [row["step"] for row in history[4]] == [str(step) for step in range(1, 7)]
+    for key in ("Loss/total_loss", "learning_rate"):
+        one, several = ([float(row[key]) for row in history[n]] for n in (1, 4))
+        np.testing.assert_allclose(several, one, rtol=1e-5)
+    assert len(set(history[4][index]["learning_rate"] for index in range(6))) > 1  # read after each step
+    for name, value in runs[1].items():
+        np.testing.assert_allclose(runs[4][name], value, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_a_non_finite_loss_in_a_call_of_several_steps_stops_at_its_step(records, tmp_path):
+    """A non-finite loss in a call of several steps ends the call at that step: the steps before it are in the
+    history, the failing one is named and not applied, and nothing is saved."""
+    pipeline = make_pipeline(
+        records,
+        tmp_path / "pipeline.config",
+        f"{LEARNING_RATE}={{constant_learning_rate {{ learning_rate: 1e30 }}}}",
+        steps=8,
+    )
+    with pytest.raises(train.TrainError, match=r"at step (\d+);") as raised:
+        train.train(pipeline, tmp_path / "model", steps_per_call=8, checkpoint_every=100, log=lambda *_: None)
+    failed = int(re.search(r"at step (\d+);", str(raised.value)).group(1))
+    assert failed > 1  # the first step (a call of its own) trains; the rate blows up a later one
+    assert [int(row["step"]) for row in read_history(tmp_path / "model")] == list(range(1, failed))
+    assert tf.train.latest_checkpoint(str(tmp_path / "model")).endswith("ckpt-0")

@@ -135,10 +135,10 @@ class TrainRecipe:
 
     # The loop's speed settings (docs/BENCHMARKS.md, "Training step levers"): none changes what is trained.
     steps_per_call: int = field(
-        default=10,
+        default=1,
         metadata=option(
-            "training steps per call of the compiled step (10; fewer Python round trips); the history, "
-            "summaries, checkpoints, NaN checks and time budget still see every step",
+            "training steps per call of the compiled step (1: more measured no faster, docs/BENCHMARKS.md); the "
+            "history, summaries, checkpoints, NaN checks and time budget still see every step",
             metavar="N",
         ),
     )

@@ -205,6 +205,7 @@ def train(
             learning_rate,
             jit_compile=recipe.jit_compile,
             xla_loss=recipe.xla_loss,
+            steps_per_call=recipe.steps_per_call,
         )
     # Only now, when nothing can refuse any more, so that a refused run leaves no folder behind (a time budget
     # can still turn out shorter than the warm-up: `undo` takes back what the run wrote).
@@ -551,7 +552,17 @@ def _check_finite(model, optimizer, step: int, manager, history) -> None:
 
 
 def _make_step(
-    model, optimizer, variables, steps, train_config, strategy, learning_rate, jit_compile: bool = False, xla_loss=False
+    model,
+    optimizer,
+    variables,
+    steps,
+    train_config,
+    strategy,
+    learning_rate,
+    *,
+    jit_compile: bool = False,
+    xla_loss: bool = False,
+    steps_per_call: int = 1,
 ):
     """The compiled training call: `step(iterator, count)` runs up to `count` distributed steps, each TFOD's loss
     computation, gradients for the trainable variables only, applied only when the loss and every gradient are
@@ -628,6 +639,16 @@ def _make_step(
             rate = learning_rate() if callable(learning_rate) else tf.constant(learning_rate)
         losses = {key: tf.cast(value, tf.float32) for key, value in losses.items()}
         return losses | {"learning_rate": tf.cast(rate, tf.float32)}, applied
+
+    if steps_per_call == 1:
+
+        @tf.function
+        def single(iterator, count):
+            # no loop in the graph: a while loop around the step makes each step slower (docs/BENCHMARKS.md)
+            losses, applied = one_step(iterator)
+            return {key: value[None] for key, value in losses.items()}, tf.constant(1), applied
+
+        return single
 
     @tf.function
     def step(iterator, count):
