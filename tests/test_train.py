@@ -474,3 +474,47 @@ def test_a_non_finite_loss_in_a_call_of_several_steps_stops_at_its_step(records,
     assert failed > 1  # the first step (a call of its own) trains; the rate blows up a later one
     assert [int(row["step"]) for row in read_history(tmp_path / "model")] == list(range(1, failed))
     assert tf.train.latest_checkpoint(str(tmp_path / "model")).endswith("ckpt-0")
+
+
+def test_the_decoded_image_cache_serves_every_record_once_an_epoch_augmented(records, tmp_path):
+    """cache_images: the records are decoded once and shuffled from memory, so each epoch holds every training
+    image exactly once; the random augmentation (here a horizontal flip) still differs between epochs."""
+    from object_detection.builders import model_builder
+    from object_detection.utils import config_util
+
+    from tfod_wrap.train.inputs import train_dataset
+
+    pipeline = make_pipeline(
+        records,
+        tmp_path / "pipeline.config",
+        "train_config.data_augmentation_options=[]",
+        "train_config.data_augmentation_options[0]={random_horizontal_flip {}}",
+    )
+    configs = config_util.get_configs_from_pipeline_file(str(pipeline))
+    fresh_names()
+    model = model_builder.build(configs["model"], is_training=True)
+    lines: list[str] = []
+    dataset = train_dataset(
+        configs["train_config"],
+        configs["train_input_config"],
+        configs["model"],
+        model,
+        None,
+        cache=True,
+        log=lines.append,
+    )
+    assert any(line.startswith("input: decoding the training records") for line in lines)
+    records_count = sum(1 for _ in tf.data.TFRecordDataset(str(records / "train.record")))
+    batches = iter(dataset)
+    epochs = []
+    for _ in range(3):
+        hashes, images = [], []
+        for _ in range(records_count // 2):  # batch 2
+            features, _labels = next(batches)
+            hashes += features["hash"].numpy().tolist()
+            images += list(features["image"].numpy())
+        epochs.append(dict(zip(hashes, images, strict=True)))
+        assert len(set(hashes)) == records_count  # every image once
+    assert epochs[0].keys() == epochs[1].keys() == epochs[2].keys()
+    # each image is flipped or not afresh every epoch: all 8 the same in three epochs has odds of 4**-8
+    assert any(not np.array_equal(epochs[0][key], later[key]) for later in epochs[1:] for key in epochs[0])
