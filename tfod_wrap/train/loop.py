@@ -606,13 +606,9 @@ def _make_step(
         # that XLA fuses; the network's convolutions stay on oneDNN, which XLA's CPU backend is far slower at.
         model.loss = _compiled_loss(model)
 
-    def image_summary(features, labels):
-        _batch_image_summary(features[fields.InputDataFields.image], labels, global_step)
-        return tf.constant(True)
-
     def compute(features, labels):
-        # in a cond, not under record_if: the summary's inputs (the drawn batch) would be computed every step
-        tf.cond(tf.equal(global_step, 0), lambda: image_summary(features, labels), lambda: tf.constant(False))
+        with tf.summary.record_if(tf.equal(global_step, 0)):
+            _batch_image_summary(features[fields.InputDataFields.image], labels, global_step)
         return compiled(features, labels)
 
     def follow(step):
