@@ -17,6 +17,9 @@ checkpoint restore, tf.distribute) with these differences:
   `resume`) is refused unless `allow_random_frozen`: frozen random weights never learn anything.
 - the run's settings are a TrainRecipe (tfod_wrap.core.recipe): its pipeline edits apply before training, and
   the run folder gets the pipeline.config it trains and recipe.json, which `resume` reads back.
+- the recipe's speed settings (several steps per compiled call, XLA for the step or its loss, a cache of the
+  decoded records, inter-op threads, oneDNN bfloat16) are all off by default: none made the demo's step
+  measurably cheaper on a 2-core CPU (docs/BENCHMARKS.md, "Training step levers").
 """
 
 from __future__ import annotations
