@@ -651,6 +651,14 @@ def benchmark_levers(args: argparse.Namespace, workdir: Path) -> dict:
     started = time.perf_counter()
     pipeline = prepare_demo(workdir, args.images)
     plan = lever_plan(args.repeats, args.baseline is not None)
+    if args.only:
+        chosen = {name.strip() for name in args.only.split(",")}
+        unknown = chosen - set(plan)
+        if unknown:
+            raise SystemExit(
+                f"--only: no setting {', '.join(sorted(unknown))}; settings: {', '.join(dict.fromkeys(plan))}"
+            )
+        plan = [name for name in plan if name in chosen]
     runs: dict[str, list[dict]] = {name: [] for name in dict.fromkeys(plan)}
     for index, name in enumerate(plan):
         env = dict(LEVERS.get(name, {}).get("env", {}))
@@ -685,6 +693,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench_train_loss.png", help="loss plot PNG")
     parser.add_argument("--levers", action="store_true", help="the loop's speed levers on the demo's setting")
     parser.add_argument("--baseline", type=Path, help="with --levers: a checkout of today's code to time first")
+    parser.add_argument("--only", help="with --levers: comma-separated settings to run (default: all)")
     parser.add_argument("--from-json", type=Path, help="with --levers: summarise the runs of a saved --json again")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "SETTING"), help=argparse.SUPPRESS)
     parser.add_argument("--pipeline", type=Path, help=argparse.SUPPRESS)
