@@ -39,7 +39,12 @@ default (XLA, oneDNN off) run once.
 
     .venv/bin/python tools/bench_train.py [--steps 40] [--warmup 3] [--repeats 2] [--images 64] [--workdir DIR]
                                           [--json PATH] [--plot PNG]
-    .venv/bin/python tools/bench_train.py --levers [--baseline DIR] [--steps 40] [--repeats 2] [--json PATH]
+    .venv/bin/python tools/bench_train.py --levers [--baseline DIR] [--only SETTING,...] [--steps 40] [--repeats 2]
+                                          [--json PATH]
+    .venv/bin/python tools/bench_train.py --levers --from-json PATH      # the summary of a saved run again
+
+Another process taking a core makes a step far slower than any lever changes it, so the --levers table also
+gives medians and ratios over the "quiet" runs only (other load <= 0.2 cores); only those decide what pays.
 """
 
 from __future__ import annotations
