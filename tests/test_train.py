@@ -438,3 +438,88 @@ def test_the_same_seed_trains_the_same_weights(records, tmp_path):
     assert all(np.array_equal(runs["first"][name], runs["again"][name]) for name in runs["first"])
     history = [read_history(tmp_path / name) for name in ("first", "again")]
     assert [row["Loss/total_loss"] for row in history[0]] == [row["Loss/total_loss"] for row in history[1]]
+
+
+def test_several_steps_per_call_train_what_one_step_per_call_trains(records, tmp_path):
+    """N steps per compiled call is a speed setting only: with the same seed, the same weights, and every step
+    in the history with its own losses and learning rate; the checkpoint falls between calls."""
+    pipeline = make_pipeline(records, tmp_path / "pipeline.config", steps=6)
+    runs, history = {}, {}
+    for per_call in (1, 4):
+        fresh_names()
+        name = f"per-call-{per_call}"
+        train.train(pipeline, tmp_path / name, seed=7, steps_per_call=per_call, checkpoint_every=5, log=lambda *_: None)
+        runs[per_call] = variables_at(pipeline, str(tmp_path / name / "ckpt-6"))
+        history[per_call] = read_history(tmp_path / name)
+        assert tf.train.latest_checkpoint(str(tmp_path / name)).endswith("ckpt-6")
+        assert (tmp_path / name / "ckpt-5.index").is_file()  # calls of 1, 4, then 1 step: step 5 ends a call
+    assert [row["step"] for row in history[4]] == [str(step) for step in range(1, 7)]
+    for key in ("Loss/total_loss", "learning_rate"):
+        one, several = ([float(row[key]) for row in history[n]] for n in (1, 4))
+        np.testing.assert_allclose(several, one, rtol=1e-5)
+    assert len(set(history[4][index]["learning_rate"] for index in range(6))) > 1  # read after each step
+    # the same training up to float rounding: the loop's body is optimised as a function of its own, and its
+    # kernels may round differently (a few 1e-6 on weights of order 0.1 after 6 steps)
+    for name, value in runs[1].items():
+        np.testing.assert_allclose(runs[4][name], value, rtol=1e-4, atol=2e-5, err_msg=name)
+
+
+def test_a_non_finite_loss_in_a_call_of_several_steps_stops_at_its_step(records, tmp_path):
+    """A non-finite loss in a call of several steps ends the call at that step: the steps before it are in the
+    history, the failing one is named and not applied, and nothing is saved."""
+    pipeline = make_pipeline(
+        records,
+        tmp_path / "pipeline.config",
+        f"{LEARNING_RATE}={{constant_learning_rate {{ learning_rate: 1e30 }}}}",
+        steps=8,
+    )
+    with pytest.raises(train.TrainError, match=r"at step (\d+);") as raised:
+        train.train(pipeline, tmp_path / "model", steps_per_call=8, checkpoint_every=100, log=lambda *_: None)
+    failed = int(re.search(r"at step (\d+);", str(raised.value)).group(1))
+    assert failed > 1  # the first step (a call of its own) trains; the rate blows up a later one
+    assert [int(row["step"]) for row in read_history(tmp_path / "model")] == list(range(1, failed))
+    assert tf.train.latest_checkpoint(str(tmp_path / "model")).endswith("ckpt-0")
+
+
+def test_the_decoded_image_cache_serves_every_record_once_an_epoch_augmented(records, tmp_path):
+    """cache_images: the records are decoded once and shuffled from memory, so each epoch holds every training
+    image exactly once; the random augmentation (here a horizontal flip) still differs between epochs."""
+    from object_detection.builders import model_builder
+    from object_detection.utils import config_util
+
+    from tfod_wrap.train.inputs import train_dataset
+
+    pipeline = make_pipeline(
+        records,
+        tmp_path / "pipeline.config",
+        "train_config.data_augmentation_options=[]",
+        "train_config.data_augmentation_options[0]={random_horizontal_flip {}}",
+    )
+    configs = config_util.get_configs_from_pipeline_file(str(pipeline))
+    fresh_names()
+    model = model_builder.build(configs["model"], is_training=True)
+    lines: list[str] = []
+    dataset = train_dataset(
+        configs["train_config"],
+        configs["train_input_config"],
+        configs["model"],
+        model,
+        None,
+        cache=True,
+        log=lines.append,
+    )
+    assert any(line.startswith("input: decoding the training records") for line in lines)
+    records_count = sum(1 for _ in tf.data.TFRecordDataset(str(records / "train.record")))
+    batches = iter(dataset)
+    epochs = []
+    for _ in range(3):
+        hashes, images = [], []
+        for _ in range(records_count // 2):  # batch 2
+            features, _labels = next(batches)
+            hashes += features["hash"].numpy().tolist()
+            images += list(features["image"].numpy())
+        epochs.append(dict(zip(hashes, images, strict=True)))
+        assert len(set(hashes)) == records_count  # every image once
+    assert epochs[0].keys() == epochs[1].keys() == epochs[2].keys()
+    # each image is flipped or not afresh every epoch: all 8 the same in three epochs has odds of 4**-8
+    assert any(not np.array_equal(epochs[0][key], later[key]) for later in epochs[1:] for key in epochs[0])

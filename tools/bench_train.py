@@ -28,8 +28,23 @@ hypervisor; values well above 0 mean the timing was disturbed.
 The loss-versus-time plot (docs/bench_train_loss.png, or --plot) shows Loss/total_loss of each run (raw
 faint, moving average bold) against the seconds since its first step ended (tracing left out).
 
+With --levers, the loop's speed levers on the demo's setting instead (the `demo` recipe: SSD MobileNet V2 300
+from the offline pretrained import, batch 8, backbone:10 frozen, on `tfod-wrap sample` data converted as
+`make demo` does): today's loop (the code of --baseline, a checkout of the commit before the levers, when given),
+this loop with every lever off (one step per call), each lever alone, and the loop's defaults (every kept lever).
+Each setting's step time is the median over its steps after --warmup, a step's time being the wall time of its
+call (between the last events of consecutive calls) divided by the steps in the call, so that settings with
+several steps per call compare with one-step ones. Settings that are known to be far slower or only confirm a
+default (XLA, oneDNN off) run once.
+
     .venv/bin/python tools/bench_train.py [--steps 40] [--warmup 3] [--repeats 2] [--images 64] [--workdir DIR]
                                           [--json PATH] [--plot PNG]
+    .venv/bin/python tools/bench_train.py --levers [--baseline DIR] [--only SETTING,...] [--steps 40] [--repeats 2]
+                                          [--json PATH]
+    .venv/bin/python tools/bench_train.py --levers --from-json PATH      # the summary of a saved run again
+
+Another process taking a core makes a step far slower than any lever changes it, so the --levers table also
+gives medians and ratios over the "quiet" runs only (other load <= 0.2 cores); only those decide what pays.
 """
 
 from __future__ import annotations
@@ -86,6 +101,32 @@ ROW_FORMAT = (
     ("first_step_s", ".1f"),
     ("final_loss", ".3f"),
 )
+
+# --levers: recipe changes (and environment) of each setting; "defaults" is the loop as it ships.
+TODAY = "today's loop (--baseline code)"
+LEVERS_OFF = {"steps_per_call": 1}
+LEVERS: dict[str, dict] = {
+    "levers off (1 step/call)": {"changes": LEVERS_OFF},
+    "10 steps/call": {"changes": {**LEVERS_OFF, "steps_per_call": 10}},
+    # a step takes seconds under XLA: fewer steps, still past the warm-up
+    "XLA, whole step (jit_compile)": {"changes": {**LEVERS_OFF, "jit_compile": True}, "once": True, "steps": 12},
+    "XLA, loss only (xla_loss)": {"changes": {**LEVERS_OFF, "xla_loss": True}},
+    "decoded-image cache": {"changes": {**LEVERS_OFF, "cache_images": True}},
+    "inter-op threads 1": {"changes": {**LEVERS_OFF, "inter_op_threads": 1}},
+    "oneDNN bfloat16": {"changes": {**LEVERS_OFF, "bfloat16": True}},
+    "oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)": {
+        "changes": LEVERS_OFF,
+        "env": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+        "once": True,
+    },
+    "defaults (kept levers)": {"changes": {}},
+}
+DEMO_RECIPE = "demo"
+DEMO_IMAGES = 300
+TARGET_LEVERS = 1.5  # today's median step / the defaults' median step
+PAYS = 1.10  # a lever pays from 10% cheaper than levers off: two quiet repeats of one setting differ by up to 7%
+LEVERS_OFF_NAME = "levers off (1 step/call)"
+DEFAULTS = "defaults (kept levers)"
 
 
 # --- dataset -----------------------------------------------------------------------------------
@@ -148,6 +189,23 @@ def prepare(workdir: Path, images: int, steps: int) -> Path:
     return pipeline
 
 
+def prepare_demo(workdir: Path, images: int) -> Path:
+    """The demo's inputs as `make demo` makes them: sample data, records (train=0.8, seed 0), the offline
+    pretrained import and its pipeline.config pointed at both."""
+    data, records, pretrained, pipeline = (workdir / name for name in ("sample", "records", "pretrained", "pipeline"))
+    cli = [sys.executable, "-m", "tfod_wrap"]
+    for command in (
+        ["sample", "--output", data, "--count", images],
+        ["tfrecords", "--input", data / "annotations", "--images", data / "images", "--output", records]
+        + ["--split", "train=0.8,val=0.2", "--seed", 0],
+        ["pretrained", "import-tflite", "--output", pretrained],
+        ["config", pretrained / "pipeline.config", "--data", records, "--checkpoint", pretrained]
+        + ["--output", pipeline / "pipeline.config"],
+    ):
+        subprocess.run(cli + [str(part) for part in command], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return pipeline / "pipeline.config"
+
+
 # --- one training run, in a child process ------------------------------------------------------
 
 
@@ -186,6 +244,27 @@ def train_ours(pipeline: Path, model_dir: Path, freeze: str, steps: int) -> dict
     # Random weights frozen: only the step time is measured here, so train's refusal of that is waived.
     result = train.train(
         pipeline, model_dir, freeze=specs, steps=steps, checkpoint_every=10**9, allow_random_frozen=True, log=log
+    )
+    variables, params = total_params(lines)
+    return {"trainable_variables": variables, "trainable_params": params, "frozen_variables": result.frozen}
+
+
+def train_lever(pipeline: Path, model_dir: Path, setting: str, steps: int) -> dict:
+    """The demo recipe with the setting's recipe changes (none for today's loop, whose code the parent put first
+    on PYTHONPATH)."""
+    from tfod_wrap import train
+    from tfod_wrap.core.recipe import RECIPES
+
+    changes = {} if setting == TODAY else LEVERS[setting]["changes"]
+    lines: list[str] = []
+    result = train.train(
+        pipeline,
+        model_dir,
+        RECIPES[DEMO_RECIPE],
+        steps=steps,
+        checkpoint_every=10**9,
+        log=lambda message: lines.extend(str(message).splitlines()),
+        **changes,
     )
     variables, params = total_params(lines)
     return {"trainable_variables": variables, "trainable_params": params, "frozen_variables": result.frozen}
@@ -230,13 +309,16 @@ def child(args: argparse.Namespace) -> None:
         train_tfod(args.pipeline, args.model_dir, args.steps, args.steps_per_call)
         seconds = time.perf_counter() - started
         info = tfod_variables(args.pipeline)
+    elif kind == "lever":
+        info = train_lever(args.pipeline, args.model_dir, setting, args.steps)
+        seconds = time.perf_counter() - started
     else:
         info = train_ours(args.pipeline, args.model_dir, setting, args.steps)
         seconds = time.perf_counter() - started
     gc.collect()  # the loops' summary writers go out of scope here; collecting them flushes their events
     scalars = read_scalars(args.model_dir / "train", (RATE, TOTAL_LOSS))
     steps = sorted(scalars[RATE])
-    if steps != list(range(args.steps_per_call, args.steps + 1, args.steps_per_call)):
+    if kind != "lever" and steps != list(range(args.steps_per_call, args.steps + 1, args.steps_per_call)):
         raise RuntimeError(f"steps_per_sec events for steps {steps[:3]}..., expected one every {args.steps_per_call}")
     result = {
         **info,
@@ -265,8 +347,11 @@ def other_load(before: tuple[float, ...], after: tuple[float, ...]) -> dict:
     return {"other_cores": max(busy - mine, 0.0) / wall, "steal_cores": steal / wall}
 
 
-def run_child(kind: str, setting: str, pipeline: Path, run_dir: Path, steps: int, steps_per_call: int = 1) -> dict:
-    """One training run in a fresh interpreter; its output goes to run_dir/train.log."""
+def run_child(
+    kind: str, setting: str, pipeline: Path, run_dir: Path, steps: int, steps_per_call: int = 1, env: dict | None = None
+) -> dict:
+    """One training run in a fresh interpreter (`env` added to its environment); its output goes to
+    run_dir/train.log."""
     run_dir.mkdir(parents=True)
     result = run_dir / "result.json"
     command = [sys.executable, __file__, "--child", kind, setting, "--pipeline", str(pipeline)]
@@ -275,7 +360,10 @@ def run_child(kind: str, setting: str, pipeline: Path, run_dir: Path, steps: int
     print(f"training {setting} ({kind}, {steps_per_call} step(s) per call) ...", file=sys.stderr, flush=True)
     before = cpu_sample()
     with open(run_dir / "train.log", "w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, check=False).returncode
+        environment = os.environ | (env or {})
+        code = subprocess.run(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment, check=False
+        ).returncode
     load = other_load(before, cpu_sample())
     if load["other_cores"] > BUSY_WARNING:
         print(f"warning: other processes kept {load['other_cores']:.2f} cores busy during this run", file=sys.stderr)
@@ -443,6 +531,159 @@ def plot(runs: dict[str, list[dict]], output: Path) -> None:
     plt.close(figure)
 
 
+# --- levers ---------------------------------------------------------------------------------------
+
+
+def call_step_times(run: dict, warmup: int) -> list[float]:
+    """Per-step wall times of a run, steps up to `warmup` left out: each call's wall time (between the last events
+    of consecutive calls) divided by its steps, once per step. The steps of one call share its steps_per_sec, so
+    a call is a run of equal consecutive values (a one-step-per-call loop: every step)."""
+    steps, walls, rates = run["steps"], run["wall_time"], run["steps_per_sec"]
+    ends = [(step, walls[i]) for i, step in enumerate(steps) if i + 1 == len(steps) or rates[i + 1] != rates[i]]
+    times = []
+    for (previous, began), (step, ended) in zip(ends, ends[1:]):
+        times += [(ended - began) / (step - previous)] * len([s for s in range(previous + 1, step + 1) if s > warmup])
+    return times
+
+
+def lever_row(runs: list[dict], warmup: int) -> dict:
+    done = [run for run in runs if "error" not in run]
+    load = {key: max(run[key] for run in runs) for key in ("other_cores", "steal_cores")}
+    if not done:
+        return {"error": runs[0]["error"]} | load
+    times = [call_step_times(run, warmup) for run in done]
+    quiet = [run for run, repeat in zip(times, done, strict=True) if repeat["other_cores"] <= BUSY_WARNING]
+    return load | {
+        "step_s": statistics.median(value for run in times for value in run),
+        # another process taking a core makes a step ~1.8x slower here: compare the runs it left alone
+        "quiet_step_s": statistics.median(value for run in quiet for value in run) if quiet else None,
+        "quiet_repeats": len(quiet),
+        "repeat_other_cores": [run["other_cores"] for run in done],
+        "repeat_step_s": [statistics.median(run) for run in times],
+        "samples": sum(len(run) for run in times),
+        "step_fn_s": statistics.median(1.0 / rate for run in done for rate in run["steps_per_sec"][warmup:]),
+        "first_step_s": statistics.median(1.0 / run["steps_per_sec"][0] for run in done),
+        "final_loss": statistics.fmean(final_loss(run) for run in done),
+        "run_seconds": [run["run_seconds"] for run in done],
+        "repeats": len(done),
+        "failed": len(runs) - len(done),
+    }
+
+
+def lever_plan(repeats: int, baseline: bool) -> list[str]:
+    """Settings in run order: A B C ... then C B A and so on; the "once" settings only in the first pass."""
+    settings = ([TODAY] if baseline else []) + list(LEVERS)
+    plan: list[str] = []
+    for index in range(repeats):
+        one_pass = settings if index % 2 == 0 else settings[::-1]
+        plan += [name for name in one_pass if index == 0 or not LEVERS.get(name, {}).get("once")]
+    return plan
+
+
+def lever_summary(runs: dict[str, list[dict]], warmup: int) -> dict:
+    rows = {name: lever_row(repeats, warmup) for name, repeats in runs.items() if repeats}
+    reference = TODAY if TODAY in rows else LEVERS_OFF_NAME
+    for name, row in rows.items():
+        row["speedup"] = ratio(rows, reference, name, "step_s")
+        row["speedup_off"] = ratio(rows, LEVERS_OFF_NAME, name, "step_s")
+        row["quiet_speedup_off"] = ratio(rows, LEVERS_OFF_NAME, name, "quiet_step_s")
+        if row["quiet_speedup_off"] is None:  # levers off had no quiet run: the defaults are the same settings
+            row["quiet_speedup_off"] = ratio(rows, DEFAULTS, name, "quiet_step_s") if defaults_are_off() else None
+    speedup = ratio(rows, reference, DEFAULTS, "quiet_step_s")  # None unless both had a quiet run
+    return {
+        "rows": rows,
+        "reference": reference,
+        "speedup": speedup,
+        "target_met": speedup and speedup >= TARGET_LEVERS,
+    }
+
+
+def best_speedup(row: dict) -> float | None:
+    """The speed-up vs levers off from quiet runs (None without one: under load the ratio measures the load)."""
+    return row.get("quiet_speedup_off")
+
+
+def defaults_are_off() -> bool:
+    """Whether the loop's defaults are the levers-off settings (no lever kept)."""
+    from tfod_wrap.core.recipe import TrainRecipe
+
+    return TrainRecipe() == TrainRecipe(**LEVERS_OFF)
+
+
+def lever_markdown(summary: dict) -> str:
+    rows, reference = summary["rows"], summary["reference"]
+    lines = [
+        f"| setting | median step s | speed-up vs {reference} | speed-up vs levers off | median step s, quiet runs "
+        "| speed-up vs levers off, quiet runs | median step_fn s | first call s | final loss "
+        "| other load, steal (cores, worst repeat) | median step s of each repeat (other load) |",
+        "|---|" + "---:|" * 10,
+    ]
+    for name, row in rows.items():
+        load = f"{row['other_cores']:.2f}, {row['steal_cores']:.2f}"
+        if "error" in row:
+            lines.append(f"| {name} | failed: {row['error']} | | | | | | | | {load} | |")
+            continue
+        cells = [cell(row[key], spec) for key, spec in (("step_s", ".3f"), ("speedup", ".2f"), ("speedup_off", ".2f"))]
+        quiet = cell(row["quiet_step_s"], ".3f") + (f" (x{row['quiet_repeats']})" if row["quiet_repeats"] else "")
+        cells += [quiet, cell(row["quiet_speedup_off"], ".2f")]
+        cells += [cell(row[key], spec) for key, spec in (("step_fn_s", ".3f"), ("first_step_s", ".1f"))]
+        repeats = zip(row["repeat_step_s"], row["repeat_other_cores"], strict=True)
+        cells += [
+            cell(row["final_loss"], ".3f"),
+            load,
+            ", ".join(f"{step:.3f} ({other:.2f})" for step, other in repeats),
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    levers = [name for name in rows if name not in (TODAY, LEVERS_OFF_NAME, DEFAULTS)]
+    paid = [name for name in levers if (best_speedup(rows[name]) or 0) >= PAYS]
+    unknown = [name for name in levers if best_speedup(rows[name]) is None]
+    unpaid = [name for name in levers if name not in paid and name not in unknown]
+    verdict = {True: "met", False: "missed", None: "not measured: a run under no other load is missing"}
+    verdict = verdict[summary["target_met"] if summary["speedup"] is not None else None]
+    lines += [
+        "",
+        f"paid (>= {PAYS:.2f}x levers off, quiet runs): {', '.join(paid) or 'none'}; did not: "
+        f"{', '.join(unpaid) or 'none'}; no quiet run to tell: {', '.join(unknown) or 'none'}",
+        f"runs with other load above {BUSY_WARNING} cores are left out of the quiet columns; ratios between runs "
+        "under different loads measure the load, not the lever",
+        f"{reference} / defaults = {cell(summary['speedup'], '.2f')} by median step of the quiet runs "
+        f"(target >= {TARGET_LEVERS}: {verdict})",
+    ]
+    return "\n".join(lines)
+
+
+def benchmark_levers(args: argparse.Namespace, workdir: Path) -> dict:
+    started = time.perf_counter()
+    pipeline = prepare_demo(workdir, args.images)
+    plan = lever_plan(args.repeats, args.baseline is not None)
+    if args.only:
+        chosen = {name.strip() for name in args.only.split(",")}
+        unknown = chosen - set(plan)
+        if unknown:
+            raise SystemExit(
+                f"--only: no setting {', '.join(sorted(unknown))}; settings: {', '.join(dict.fromkeys(plan))}"
+            )
+        plan = [name for name in plan if name in chosen]
+    runs: dict[str, list[dict]] = {name: [] for name in dict.fromkeys(plan)}
+    for index, name in enumerate(plan):
+        env = dict(LEVERS.get(name, {}).get("env", {}))
+        if name == TODAY:
+            env["PYTHONPATH"] = os.pathsep.join([str(args.baseline.resolve()), os.environ.get("PYTHONPATH", "")])
+        steps = LEVERS.get(name, {}).get("steps", args.steps)
+        runs[name].append(run_child("lever", name, pipeline, workdir / f"run{index}", steps, env=env))
+    summary = lever_summary(runs, args.warmup)
+    conditions = {"recipe": DEMO_RECIPE, "images": args.images, "steps": args.steps, "warmup": args.warmup}
+    conditions |= {"repeats": args.repeats, "baseline": str(args.baseline) if args.baseline else None}
+    tensorflow = next((run["tensorflow"] for repeats in runs.values() for run in repeats if "tensorflow" in run), "?")
+    return {
+        "machine": machine() | {"tensorflow": tensorflow},
+        "conditions": conditions,
+        **summary,
+        "total_seconds": time.perf_counter() - started,
+        "runs": runs,
+    }
+
+
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -455,6 +696,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="runs of each setting (default 2)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench_train_loss.png", help="loss plot PNG")
+    parser.add_argument("--levers", action="store_true", help="the loop's speed levers on the demo's setting")
+    parser.add_argument("--baseline", type=Path, help="with --levers: a checkout of today's code to time first")
+    parser.add_argument("--only", help="with --levers: comma-separated settings to run (default: all)")
+    parser.add_argument("--from-json", type=Path, help="with --levers: summarise the runs of a saved --json again")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "SETTING"), help=argparse.SUPPRESS)
     parser.add_argument("--pipeline", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
@@ -465,7 +710,9 @@ def parse_args() -> argparse.Namespace:
         parser.error("--repeats must be at least 1")
     if not args.child and args.steps < args.warmup + 20:
         parser.error("--steps must leave at least 20 steps after --warmup")
-    if not args.child and (args.steps % CALL_STEPS or args.steps < 2 * CALL_STEPS):
+    if args.levers and args.images == 64:
+        args.images = DEMO_IMAGES
+    if not args.child and not args.levers and (args.steps % CALL_STEPS or args.steps < 2 * CALL_STEPS):
         parser.error(f"--steps must be a multiple of {CALL_STEPS}, at least {2 * CALL_STEPS}")
     return args
 
@@ -509,9 +756,18 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    results = in_workdir(args.workdir, "bench-train-", lambda workdir: benchmark(args, workdir))
-    print(markdown(results))
-    print(f"\ntotal {results['total_seconds']:.0f} s; plot: {args.plot}")
+    if args.levers and args.from_json:
+        saved = json.loads(args.from_json.read_text(encoding="utf-8"))
+        results = saved | lever_summary(saved["runs"], saved["conditions"]["warmup"])
+        print(lever_markdown(results))
+    elif args.levers:
+        results = in_workdir(args.workdir, "bench-train-", lambda workdir: benchmark_levers(args, workdir))
+        print(lever_markdown(results))
+        print(f"\ntotal {results['total_seconds']:.0f} s")
+    else:
+        results = in_workdir(args.workdir, "bench-train-", lambda workdir: benchmark(args, workdir))
+        print(markdown(results))
+        print(f"\ntotal {results['total_seconds']:.0f} s; plot: {args.plot}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 

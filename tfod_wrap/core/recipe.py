@@ -133,10 +133,50 @@ class TrainRecipe:
         ),
     )
 
+    # The loop's speed settings (docs/BENCHMARKS.md, "Training step levers"): none changes what is trained.
+    steps_per_call: int = field(
+        default=1,
+        metadata=option(
+            "training steps per call of the compiled step (1: more measured no faster, docs/BENCHMARKS.md); the "
+            "history, summaries, checkpoints, NaN checks and time budget still see every step",
+            metavar="N",
+        ),
+    )
+    jit_compile: bool = field(default=False, metadata=option("compile the training step with XLA (jit_compile=True)"))
+    xla_loss: bool = field(
+        default=False,
+        metadata=option(
+            "compile the loss (anchor matching, target assignment, losses) with XLA; the network stays on oneDNN"
+        ),
+    )
+    cache_images: bool = field(
+        default=False,
+        metadata=option(
+            "decode the training records once and keep them in memory (when they fit); the random augmentation "
+            "still runs every step"
+        ),
+    )
+    inter_op_threads: int | None = field(
+        default=None,
+        metadata=option("TensorFlow's inter-op thread pool size (default: TensorFlow's choice)", metavar="N"),
+    )
+    bfloat16: bool = field(
+        default=False,
+        metadata=option("let oneDNN run float32 ops in bfloat16 where the CPU supports it (auto mixed precision)"),
+    )
+
     def __post_init__(self) -> None:
         for name, hint in _hints().items():
             object.__setattr__(self, name, _checked(name, hint, getattr(self, name)))
-        for name in ("batch_size", "num_steps", "steps", "checkpoint_every", "keep_checkpoints"):
+        for name in (
+            "batch_size",
+            "num_steps",
+            "steps",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "steps_per_call",
+            "inter_op_threads",
+        ):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise RecipeError(f"{name} must be at least 1, got {value}")

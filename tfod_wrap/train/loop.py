@@ -17,6 +17,9 @@ checkpoint restore, tf.distribute) with these differences:
   `resume`) is refused unless `allow_random_frozen`: frozen random weights never learn anything.
 - the run's settings are a TrainRecipe (tfod_wrap.core.recipe): its pipeline edits apply before training, and
   the run folder gets the pipeline.config it trains and recipe.json, which `resume` reads back.
+- the recipe's speed settings (several steps per compiled call, XLA for the step or its loss, a cache of the
+  decoded records, inter-op threads, oneDNN bfloat16) are all off by default: none made the demo's step
+  measurably cheaper on a 2-core CPU (docs/BENCHMARKS.md, "Training step levers").
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from tfod_wrap.core.schedule import set_steps
 from tfod_wrap.train.adapt import freeze_spec
 from tfod_wrap.train.budget import Budget, BudgetTooShort, Undo
 from tfod_wrap.train.freeze import apply_freeze, backbone_blocks, describe_variables, resolve_frozen, variables_table
+from tfod_wrap.train.inputs import train_dataset
 from tfod_wrap.train.recipe import adaptive_recipe, edited_pipeline, record_run, resolved_text, run_recipe
 
 HISTORY = "train_history.csv"
@@ -93,13 +97,13 @@ def train(
 
     `recipe`: the run's settings; left out, the run's saved recipe.json on `resume`, else the defaults. Keywords
     named like its fields (freeze=["backbone"], steps=3, allow_random_frozen=True, ...) change those fields."""
-    from object_detection import inputs
     from object_detection.builders import model_builder, optimizer_builder
     from object_detection.utils import config_util
 
     model_dir = Path(model_dir)
     recipe = run_recipe(recipe, model_dir, resume, changes)
     budget = _budget(recipe, resume, changes)
+    _runtime(recipe, log)
     if recipe.seed is not None:
         _seed(recipe.seed, log)
     chosen = explicit_fields(recipe, changes)  # before the adaptive recipe fills in the rest
@@ -169,8 +173,14 @@ def train(
             optimizer.shadow_copy(model)
         dataset = strategy.distribute_datasets_from_function(
             lambda context: (
-                inputs.train_input(
-                    train_config, configs["train_input_config"], configs["model"], model=model, input_context=context
+                train_dataset(
+                    train_config,
+                    configs["train_input_config"],
+                    configs["model"],
+                    model,
+                    context,
+                    cache=recipe.cache_images,
+                    log=log,
                 )
                 .repeat()
                 .with_options(_input_options(recipe.seed))
@@ -188,7 +198,18 @@ def train(
                 restored |= _restore_box_head(model, fine_tune_checkpoint(train_config), log)
             source = _fine_tune_source(train_config)
         _check_frozen_restored(infos, frozen, restored, source, recipe.allow_random_frozen, log)
-        step_fn = _make_step(model, optimizer, variables, (global_step, schedule_step, stretch), train_config, strategy)
+        step_fn = _make_step(
+            model,
+            optimizer,
+            variables,
+            (global_step, schedule_step, stretch),
+            train_config,
+            strategy,
+            learning_rate,
+            jit_compile=recipe.jit_compile,
+            xla_loss=recipe.xla_loss,
+            steps_per_call=recipe.steps_per_call,
+        )
     # Only now, when nothing can refuse any more, so that a refused run leaves no folder behind (a time budget
     # can still turn out shorter than the warm-up: `undo` takes back what the run wrote).
     undo = Undo(model_dir)
@@ -234,27 +255,36 @@ def train(
         ) as bar,
     ):
         last_saved = start
-        while int(global_step.numpy()) < total_steps:
+        step = start
+        while step < total_steps:
             iteration_began = began = time.perf_counter()
-            reduced, applied = step_fn(iterator)
-            losses = {key: float(value) for key, value in reduced.items()}
+            before, count = step, _call_steps(recipe, step, start, total_steps, last_saved, budget)
+            reduced, done, applied = step_fn(iterator, tf.constant(count, tf.int32))
+            done = int(done)
+            values = {key: value.numpy().tolist() for key, value in reduced.items()}
             step = int(global_step.numpy())
-            rates.append(1.0 / max(time.perf_counter() - began, 1e-9))
-            losses["learning_rate"] = float(learning_rate() if callable(learning_rate) else learning_rate)
-            if not bool(applied) or not math.isfinite(losses["Loss/total_loss"]):
-                history.flush()
-                raise TrainError(_not_applied_message(losses["Loss/total_loss"], step + 1, manager))
-            for key, value in losses.items():
-                tf.summary.scalar(key, value, step=step)
-            tf.summary.scalar("steps_per_sec", rates[-1], step=step)
-            history.add(step, losses, rates[-1])
-            bar.update(1)
+            rate = done / max(time.perf_counter() - began, 1e-9)
+            for index in range(done):
+                losses = {key: float(value[index]) for key, value in values.items()}
+                if index == done - 1 and (not bool(applied) or not math.isfinite(losses["Loss/total_loss"])):
+                    history.flush()
+                    raise TrainError(_not_applied_message(losses["Loss/total_loss"], step + 1, manager))
+                # the steps of one call share its rate; each step's losses and rate are its own row and scalars
+                row_step = before + 1 + index
+                rates.append(rate)
+                for key, value in losses.items():
+                    tf.summary.scalar(key, value, step=row_step)
+                tf.summary.scalar("steps_per_sec", rate, step=row_step)
+                history.add(row_step, losses, rate)
+            bar.update(done)
             bar.set_postfix(_postfix(losses, rates), refresh=False)
             saving = step - last_saved >= recipe.checkpoint_every or step == total_steps
             if saving:
                 writes.append(save(step))
                 last_saved = step
-            iterations.append(time.perf_counter() - iteration_began - (writes[-1] if saving else 0.0))
+            # the budget plans from steps: a call of several steps counts as that many equal ones
+            spent = time.perf_counter() - iteration_began - (writes[-1] if saving else 0.0)
+            iterations.extend([spent / done] * done)
             if budget:
                 try:
                     # the median write: one slowed by another process must not end the run early
@@ -272,7 +302,8 @@ def train(
                     recipe = _stretch(recipe, total_steps, schedule_steps, stretch, bar)
                     record_run(model_dir, Path(pipeline), recipe, resolved_text(Path(pipeline), recipe))
                     # the re-plan and its record are part of the iteration (the summary's slowest step)
-                    iterations[-1] = time.perf_counter() - iteration_began - (writes[-1] if saving else 0.0)
+                    spent = time.perf_counter() - iteration_began - (writes[-1] if saving else 0.0)
+                    iterations[-done:] = [spent / done] * done
         if last_saved < total_steps == int(global_step.numpy()):
             writes.append(save(total_steps))  # a time budget that ran out at a step between checkpoints
     if budget:
@@ -289,6 +320,15 @@ def train(
     )
 
 
+def _call_steps(recipe: TrainRecipe, step: int, start: int, total_steps: int, last_saved: int, budget) -> int:
+    """Steps for the next call of the compiled step: recipe.steps_per_call, but one for the run's first call
+    (its time is tracing, which the budget's warm-up leaves out) and until a time budget has made its plan (the
+    warm-up times single steps), and never past the next checkpoint or the end, so that both fall between calls."""
+    if step == start or (budget is not None and budget.end is None):
+        return 1
+    return max(1, min(recipe.steps_per_call, total_steps - step, last_saved + recipe.checkpoint_every - step))
+
+
 def _budget(recipe: TrainRecipe, resume: bool, changes: dict[str, Any]) -> Budget | None:
     if recipe.time_budget is None:
         if recipe.fixed_recipe:
@@ -300,6 +340,17 @@ def _budget(recipe: TrainRecipe, resume: bool, changes: dict[str, Any]) -> Budge
     if clashing:
         raise TrainError(f"--time-budget sets the number of steps; drop {' and '.join(clashing)}")
     return Budget(recipe.time_budget)
+
+
+def _runtime(recipe: TrainRecipe, log) -> None:
+    """The process-wide TensorFlow settings of the recipe: the inter-op thread pool (fixed once TensorFlow has
+    started its runtime: a later run in the same process keeps the first one's) and oneDNN's bfloat16 rewrite."""
+    if recipe.inter_op_threads and tf.config.threading.get_inter_op_parallelism_threads() != recipe.inter_op_threads:
+        try:
+            tf.config.threading.set_inter_op_parallelism_threads(recipe.inter_op_threads)
+        except RuntimeError:
+            log(f"inter_op_threads {recipe.inter_op_threads}: TensorFlow is already running in this process; unchanged")
+    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": recipe.bfloat16})
 
 
 def _seed(seed: int, log) -> None:
@@ -503,10 +554,26 @@ def _check_finite(model, optimizer, step: int, manager, history) -> None:
     )
 
 
-def _make_step(model, optimizer, variables, steps, train_config, strategy):
-    """One distributed step: TFOD's loss computation, gradients for the trainable variables only, applied only
-    when the loss and every gradient are finite (the step returns whether it applied them). `steps`: the global
-    step, the schedule's step and the stretch between them."""
+def _make_step(
+    model,
+    optimizer,
+    variables,
+    steps,
+    train_config,
+    strategy,
+    learning_rate,
+    *,
+    jit_compile: bool = False,
+    xla_loss: bool = False,
+    steps_per_call: int = 1,
+):
+    """The compiled training call: `step(iterator, count)` runs up to `count` distributed steps, each TFOD's loss
+    computation, gradients for the trainable variables only, applied only when the loss and every gradient are
+    finite. It stops after the first step that was not applied and returns each step's losses and learning rate
+    (read after the step, as TFOD logs it), the number of steps run and whether the last one was applied. `steps`:
+    the global step, the schedule's step and the stretch between them. `jit_compile`: the forward and backward
+    pass are compiled with XLA (the input, the summary and the update are not: XLA compiles neither iterators
+    nor summaries)."""
     from object_detection import model_lib, model_lib_v2
     from object_detection.core import standard_fields as fields
 
@@ -518,11 +585,9 @@ def _make_step(model, optimizer, variables, steps, train_config, strategy):
 
     connected: list[int] = []  # indices of the variables that get a gradient, found when the step is traced
 
-    def compute(features, labels):
+    def gradients_of(features, labels):
         model._is_training = True  # noqa: SLF001 (as model_lib_v2.eager_train_step does)
         tf.keras.backend.set_learning_phase(True)
-        with tf.summary.record_if(tf.equal(global_step, 0)):
-            _batch_image_summary(features[fields.InputDataFields.image], labels, global_step)
         unstacked = model_lib.unstack_batch(labels, unpad_groundtruth_tensors=unpad)
         with tf.GradientTape() as tape:
             losses, _ = model_lib_v2._compute_losses_and_predictions_dicts(  # noqa: SLF001
@@ -538,6 +603,17 @@ def _make_step(model, optimizer, variables, steps, train_config, strategy):
         finite.append(tf.math.is_finite(losses["Loss/total_loss"]))
         return losses, gradients, tf.cast(tf.logical_not(tf.reduce_all(finite)), tf.float32)
 
+    compiled = tf.function(gradients_of, jit_compile=True) if jit_compile else gradients_of
+    if xla_loss and not jit_compile:
+        # The loss half of the step (anchor matching, target assignment, the losses) is thousands of small ops
+        # that XLA fuses; the network's convolutions stay on oneDNN, which XLA's CPU backend is far slower at.
+        model.loss = _compiled_loss(model)
+
+    def compute(features, labels):
+        with tf.summary.record_if(tf.equal(global_step, 0)):
+            _batch_image_summary(features[fields.InputDataFields.image], labels, global_step)
+        return compiled(features, labels)
+
     def follow(step):
         schedule_step.assign(tf.cast(tf.floor(tf.cast(step, tf.float64) * stretch), tf.int64))
 
@@ -550,17 +626,74 @@ def _make_step(model, optimizer, variables, steps, train_config, strategy):
         strategy.run(apply, args=(gradients,))
         return tf.constant(True)
 
-    @tf.function
-    def step(iterator):
+    def one_step(iterator):
         features, labels = next(iterator)
         per_replica, gradients, bad = strategy.run(compute, args=(features, labels))
         bad = strategy.reduce(tf.distribute.ReduceOp.SUM, bad, axis=None)
         # The cond is in cross-replica context: a branch that merge_calls (apply_gradients does) must not be
         # inside a replica function (the pattern of Keras' LossScaleOptimizer).
         applied = tf.cond(tf.equal(bad, 0.0), lambda: apply_all(gradients), lambda: tf.constant(False))
-        return model_lib_v2.reduce_dict(strategy, per_replica, tf.distribute.ReduceOp.SUM), applied
+        losses = model_lib_v2.reduce_dict(strategy, per_replica, tf.distribute.ReduceOp.SUM)
+        with tf.control_dependencies([applied]):
+            rate = learning_rate() if callable(learning_rate) else tf.constant(learning_rate)
+        losses = {key: tf.cast(value, tf.float32) for key, value in losses.items()}
+        return losses | {"learning_rate": tf.cast(rate, tf.float32)}, applied
+
+    if steps_per_call == 1:
+
+        @tf.function
+        def single(iterator, count):
+            # no loop in the graph: a while loop around the step makes each step slower (docs/BENCHMARKS.md)
+            losses, applied = one_step(iterator)
+            return {key: value[None] for key, value in losses.items()}, tf.constant(1), applied
+
+        return single
+
+    @tf.function
+    def step(iterator, count):
+        # The first step outside the loop: it creates the optimizer's slots (no variable may be created inside a
+        # loop) and gives the losses' names for the arrays that collect them.
+        first, applied = one_step(iterator)
+        keys = sorted(first)
+        arrays = [tf.TensorArray(tf.float32, size=count).write(0, first[key]) for key in keys]
+
+        def more(done, applied, *arrays):
+            return tf.logical_and(applied, done < count)
+
+        def body(done, applied, *arrays):
+            losses, applied = one_step(iterator)
+            return (done + 1, applied, *[array.write(done, losses[key]) for array, key in zip(arrays, keys)])
+
+        done, applied, *arrays = tf.while_loop(more, body, (tf.constant(1), applied, *arrays))
+        return {key: array.gather(tf.range(done)) for key, array in zip(keys, arrays)}, done, applied
 
     return step
+
+
+def _compiled_loss(model):
+    """The model's `loss` compiled with XLA. TFOD's loss reads the groundtruth and an SSD's anchors from the model
+    (set by provide_groundtruth and predict); a compiled function would keep the tensors of its first trace, so
+    they are passed in and set on the model for the call."""
+    from object_detection.core import box_list
+
+    original = model.loss
+
+    def loss_of(prediction_dict, true_image_shapes, groundtruth):
+        kept = model._groundtruth_lists, getattr(model, "_anchors", None)  # noqa: SLF001
+        model._groundtruth_lists = groundtruth  # noqa: SLF001
+        if "anchors" in prediction_dict and hasattr(model, "_anchors"):
+            model._anchors = box_list.BoxList(prediction_dict["anchors"])  # noqa: SLF001
+        try:
+            return original(prediction_dict, true_image_shapes)
+        finally:
+            model._groundtruth_lists, model._anchors = kept  # noqa: SLF001
+
+    compiled = tf.function(loss_of, jit_compile=True)
+
+    def loss(prediction_dict, true_image_shapes, **_keywords):
+        return compiled(prediction_dict, true_image_shapes, dict(model._groundtruth_lists))  # noqa: SLF001
+
+    return loss
 
 
 def _batch_image_summary(images, labels, global_step) -> None:
