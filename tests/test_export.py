@@ -190,7 +190,7 @@ def test_cli_export_of_an_older_checkpoint_replaces_only_exports(trained_detecto
     assert cli.main([*argv, "--formats", "tfjs", "--site", str(site)]) == 0
     done = capsys.readouterr().out
     assert "tfod-wrap serve --model" in done and "saved_model" in done
-    assert f"in {site} (float16 weights)" in done
+    assert f"in {site} (float16 weights, runs tfjs)" in done
     assert json.loads((output / "export.json").read_text())["checkpoint"].endswith("ckpt-0")
     assert json.loads((output / "tfjs" / "metadata.json").read_text())["quantization"] == "float16"
     assert (site / "model" / "model.json").read_bytes() == (output / "tfjs" / "model.json").read_bytes()

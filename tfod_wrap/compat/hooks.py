@@ -6,14 +6,15 @@ Each entry of `PATCHES` names a module and a function that fixes it (or a neighb
   reading TFRecords through `object_detection.inputs` fails without them.
 - TFOD's visualization_utils (drawn by model_lib_v2's eval loop) calls `FreeTypeFont.getsize`, removed in
   Pillow 10.
-- TFOD's Keras FPN feature extractors upsample by reshape + stack unless built with `use_native_resize_op`,
-  which `model_builder` never passes; see `native_fpn_resize`.
+- TFOD's Keras MobileNet FPN feature extractors upsample by reshape + stack unless built with
+  `use_native_resize_op`, which `model_builder` never passes; see `native_fpn_resize`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.abc
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -80,11 +81,12 @@ def patch_pillow_getsize(_module=None) -> None:
 
 
 def native_fpn_resize(module) -> None:
-    """Build the module's Keras SSD FPN feature extractors with `use_native_resize_op=True` unless told otherwise:
-    the FPN's 2x nearest-neighbour upsampling as one ResizeNearestNeighbor op instead of reshape + stack, which
-    Grappler turns into `Tile`, a slow generic kernel in TF.js's wasm backend (17 ms of FPNLite 320's 122 ms).
-    A 2x nearest resize without half-pixel centres repeats each value twice, as the reshape does, so the outputs
-    are the same, and it has no weights, so every checkpoint restores as before. Idempotent."""
+    """Build the module's Keras SSD FPN feature extractors that take the option (MobileNet V1 and V2) with
+    `use_native_resize_op=True` unless told otherwise: the FPN's 2x nearest-neighbour upsampling as one
+    ResizeNearestNeighbor op instead of reshape + stack, which Grappler turns into `Tile`, a slow generic kernel in
+    TF.js's wasm backend (17 ms of FPNLite 320's 122 ms). A 2x nearest resize without half-pixel centres repeats
+    each value twice, as the reshape does, so the outputs are the same, and it has no weights, so every checkpoint
+    restores as before. Idempotent."""
     for name in dir(module):
         extractor = getattr(module, name)
         if not (isinstance(extractor, type) and name.endswith("FpnKerasFeatureExtractor")):
@@ -92,6 +94,8 @@ def native_fpn_resize(module) -> None:
         original = extractor.__dict__.get("__init__")
         if original is None or getattr(original, "native_resize", False):
             continue
+        if "use_native_resize_op" not in inspect.signature(original).parameters:
+            continue  # the ResNet FPNs build their top-down maps without the option
 
         def init(self, *args, _original=original, **kwargs):
             kwargs.setdefault("use_native_resize_op", True)
@@ -107,7 +111,6 @@ PATCHES: dict[str, Callable] = {
     "object_detection.utils.visualization_utils": patch_pillow_getsize,
     "object_detection.models.ssd_mobilenet_v1_fpn_keras_feature_extractor": native_fpn_resize,
     "object_detection.models.ssd_mobilenet_v2_fpn_keras_feature_extractor": native_fpn_resize,
-    "object_detection.models.ssd_resnet_v1_fpn_keras_feature_extractor": native_fpn_resize,
 }
 
 
