@@ -77,7 +77,8 @@ install-mediapipe: install
 # Two pytest-xdist workers (tests sharing a costly fixture stay on one: tests/conftest.py); every run prints the 15
 # slowest tests and the total line coverage of tfod_wrap (setup.cfg [coverage:run]).
 # make test: the suite for a change, without the end-to-end runs of minutes each (marked `long`: every template
-# trained and exported, kill-and-resume of train and export, two workers in lockstep, the 60 s time budget).
+# trained and exported, kill-and-resume of train and export, two workers in lockstep, the 60 s time budget, the
+# quantised exports and the export of an older checkpoint).
 # make check: everything, as CI runs it; in CI the oldest supported Python is checked first, so pytest's summary stays
 # the last line of the run. It fails below COVERAGE_FLOOR, a point under the coverage measured (docs/BENCHMARKS.md,
 # "Test suite").

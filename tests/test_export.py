@@ -143,6 +143,7 @@ def test_a_graph_with_an_op_onnx_lacks_is_refused_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "model.onnx").exists() and "Igamma" not in capsys.readouterr().err
 
 
+@pytest.mark.long  # a minute and more of real exports
 def test_quantised_exports_stay_within_their_tolerances(trained_detector, tmp_path):
     report = export.export(
         trained_detector.pipeline,
@@ -173,6 +174,7 @@ def test_verify_table_says_why_map_was_not_measured():
     assert export.verify_table(report).splitlines()[-1] == f"mAP@0.5 not measured: {unmeasured['error']}"
 
 
+@pytest.mark.long  # a minute and more of real exports
 def test_cli_export_of_an_older_checkpoint_replaces_only_exports(trained_detector, tmp_path, capsys):
     output = tmp_path / "export"
     argv = ["export", "--pipeline", str(trained_detector.pipeline), "--model-dir"]
