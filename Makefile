@@ -80,12 +80,13 @@ install-mediapipe: install
 # trained and exported, kill-and-resume of train and export, two workers in lockstep, the 60 s time budget, the
 # quantised exports and the export of an older checkpoint).
 # make check: everything, as CI runs it; in CI the oldest supported Python is checked first, so pytest's summary stays
-# the last line of the run. It fails below COVERAGE_FLOOR, a point under the coverage measured (docs/BENCHMARKS.md,
-# "Test suite").
+# the last line of the run. Each fails below its floor (TEST_COVERAGE_FLOOR, COVERAGE_FLOOR), a point under the
+# coverage measured (docs/BENCHMARKS.md, "Test suite").
 COVERAGE_FLOOR ?= 92
+TEST_COVERAGE_FLOOR ?= 91
 PYTEST_RUN = $(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 --cov --cov-report=
 test: install install-mediapipe
-	$(PYTEST_RUN) -m "not slow and not long"
+	$(PYTEST_RUN) -m "not slow and not long" --cov-fail-under=$(TEST_COVERAGE_FLOOR)
 
 check: install install-mediapipe
 	$(if $(CI),$(MAKE) check-python310)
