@@ -13,7 +13,7 @@ from tfod_wrap import cli, config, export
 from tfod_wrap.core.detections import Detections
 from tfod_wrap.core.files import OWNER_FILE
 from tfod_wrap.export import parity
-from tfod_wrap.export.tfjs import repair_float_to_bool_casts
+from tfod_wrap.export.tfjs import FLOAT16_UNDER_UINT8, float16_weights, repair_float_to_bool_casts
 from tfod_wrap.export.tflite import check_supported
 
 
@@ -141,6 +141,40 @@ def test_a_graph_with_an_op_onnx_lacks_is_refused_in_one_line(tmp_path, capsys):
         "export --formats saved_model (or tflite for an SSD) instead"
     )
     assert not (tmp_path / "model.onnx").exists() and "Igamma" not in capsys.readouterr().err
+
+
+def test_the_weights_kept_float16_under_uint8_are_the_depthwise_kernels(trained_detector):
+    topology = json.loads((trained_detector.export_dir / "tfjs" / "model.json").read_text())
+    depthwise = [node for node in topology["modelTopology"]["node"] if node["op"] in FLOAT16_UNDER_UINT8]
+    kept = float16_weights(topology)
+    assert len(depthwise) == 17  # MobileNet V2's depthwise convolutions, each a kernel and a folded offset
+    assert kept == sorted(name for node in depthwise for name in node["input"][1:]) and len(kept) == 34
+    assert all("depthwise" in name for name in kept)
+
+
+@pytest.mark.long  # a minute of real exports
+def test_uint8_tfjs_keeps_the_depthwise_kernels_float16_and_the_accuracy(trained_detector, tmp_path):
+    report = export.export(
+        trained_detector.pipeline,
+        trained_detector.model_dir,
+        tmp_path / "uint8",
+        formats=("tfjs",),
+        quantize="uint8",
+        verify=True,
+        verify_images=2,
+        log=lambda *_: None,
+    )
+    written = report["formats"]["tfjs"]
+    dtypes = written["weight_dtypes"]  # weights by stored type: every float one quantised (int32 ones are indices)
+    assert dtypes["float16"] == 34 and dtypes["uint8"] > 100 and set(dtypes) == {"float16", "uint8", "int32"}
+    float32 = json.loads((trained_detector.export_dir / "tfjs" / "model.json").read_text())
+    uint8 = json.loads((tmp_path / "uint8" / "tfjs" / "model.json").read_text())
+    stored = {w["name"]: w.get("quantization", {}).get("dtype") for g in uint8["weightsManifest"] for w in g["weights"]}
+    assert sorted(name for name, dtype in stored.items() if dtype == "float16") == float16_weights(float32)
+    assert written["bytes"] < 0.35 * trained_detector.report["formats"]["tfjs"]["bytes"]
+    assert report["verify"]["formats"]["tfjs"]["passed"]
+    accuracy = report["verify"]["accuracy"]
+    assert accuracy["checkpoint"] - accuracy["formats"]["tfjs"] <= 0.02, accuracy
 
 
 @pytest.mark.long  # a minute and more of real exports

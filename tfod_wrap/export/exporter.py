@@ -8,9 +8,11 @@ What several formats need from the checkpoint (the restored model for TFLite's c
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +47,7 @@ from tfod_wrap.export.formats import (
     FORMATS,
     PIXEL_INPUT_TYPES,
     ExportError,
+    ParityError,
     check_architecture,
     check_request,
 )
@@ -165,7 +168,7 @@ def export(
         manifest.write(staging)
     failed = manifest.failed_formats()
     if failed:
-        raise ExportError(
+        raise ParityError(
             f"{output}: parity check failed for {', '.join(failed)} (see {output / ExportManifest.FILE}):\n"
             + manifest.verify_table()
         )
@@ -237,7 +240,9 @@ def _write_tfjs(job: Job, folder: Path) -> dict:
         quantization=job.quantize,
     )
     atomic_write_json(folder / "metadata.json", metadata)
-    return {"quantization": job.quantize}
+    weights = [weight for group in json.loads(model_json.read_text())["weightsManifest"] for weight in group["weights"]]
+    dtypes = Counter(weight.get("quantization", {}).get("dtype", weight["dtype"]) for weight in weights)
+    return {"quantization": job.quantize, "weight_dtypes": dict(sorted(dtypes.items()))}
 
 
 def _run_tfjs(job: Job, images: list[np.ndarray], expected: list[Detections]) -> tuple[list, list]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from tfod_wrap.core.errors import UserError
@@ -19,12 +20,31 @@ OUTPUT_DESCRIPTIONS = {
     "raw_detection_boxes": "decoded boxes of every anchor before non-max suppression",
     "raw_detection_scores": "scores of every anchor for every class (background first) before non-max suppression",
 }
-# tensorflowjs quantises weights only; activations stay float32
+# tensorflowjs quantises weights only (activations stay float32), with one affine range per tensor
 QUANTIZATION = {"none": None, "float16": {"float16": "*"}, "uint8": {"uint8": "*"}}
+# Under uint8, the weights of these ops stay float16: a depthwise kernel with its batch norm folded in has channels
+# whose ranges differ by orders of magnitude, and one uint8 range for the tensor flattens the small ones. On the demo
+# model (SSD MobileNet V2) uint8 everywhere cost 0.037 mAP@0.5 (0.883 against the checkpoint's 0.920); with the 17
+# depthwise kernels and offsets in float16 it lost nothing, for 1.4% more bytes (docs/BENCHMARKS.md).
+FLOAT16_UNDER_UINT8 = ("DepthwiseConv2dNative", "FusedDepthwiseConv2dNative")
 
 
 def convert_to_tfjs(saved_model: Path, output_dir: Path, quantize: str = "none") -> Path:
-    """tensorflowjs_converter, then the graph fixes below; returns the model.json path."""
+    """tensorflowjs_converter, then the graph fixes below; returns the model.json path. uint8 converts twice: the
+    float32 graph names the weights that stay float16 (FLOAT16_UNDER_UINT8), which only the converted graph knows."""
+    dtypes = QUANTIZATION[quantize]
+    if quantize == "uint8":
+        with tempfile.TemporaryDirectory(prefix="tfod-wrap-tfjs-") as draft:
+            kept = float16_weights(json.loads(_convert(saved_model, Path(draft), None).read_text()))
+        dtypes = {"uint8": True, "float16": kept} if kept else dtypes
+    model_json = _convert(saved_model, output_dir, dtypes)
+    topology = json.loads(model_json.read_text())
+    if repair_float_to_bool_casts(topology):
+        atomic_write_json(model_json, topology)
+    return model_json
+
+
+def _convert(saved_model: Path, output_dir: Path, dtypes: dict | None) -> Path:
     from tensorflowjs.converters import tf_saved_model_conversion_v2
 
     # Assert/CheckNumerics have no TF.js kernels; the converter refuses the graph unless they are stripped
@@ -32,17 +52,26 @@ def convert_to_tfjs(saved_model: Path, output_dir: Path, quantize: str = "none")
         tf_saved_model_conversion_v2.convert_tf_saved_model(
             str(saved_model),
             str(output_dir),
-            quantization_dtype_map=QUANTIZATION[quantize],
+            quantization_dtype_map=dtypes,
             strip_debug_ops=True,
             use_structured_outputs_names=True,
         )
     except ValueError as error:
         raise _unsupported_ops(error) from None
-    model_json = output_dir / "model.json"
-    topology = json.loads(model_json.read_text())
-    if repair_float_to_bool_casts(topology):
-        atomic_write_json(model_json, topology)
-    return model_json
+    return output_dir / "model.json"
+
+
+def float16_weights(topology: dict) -> list[str]:
+    """The weights (constant inputs after the first) of the FLOAT16_UNDER_UINT8 ops of a converted graph."""
+    weights = {weight["name"] for group in topology["weightsManifest"] for weight in group["weights"]}
+    nodes = [node for graph in _graphs(topology) for node in graph if node["op"] in FLOAT16_UNDER_UINT8]
+    return sorted({name for node in nodes for name in node["input"][1:] if name in weights})
+
+
+def _graphs(topology: dict) -> list[list[dict]]:
+    """The node lists of a model.json: the main graph's and each library function's."""
+    model = topology["modelTopology"]
+    return [model.get("node", []), *(f.get("nodeDef", []) for f in model.get("library", {}).get("function", []))]
 
 
 def _unsupported_ops(error: ValueError) -> Exception:
@@ -81,12 +110,8 @@ def repair_float_to_bool_casts(topology: dict) -> int:
     wasm every detection vanished. Sign(Abs(x)) is exactly 0 or 1 (NaN stays NaN), which every backend casts
     right.
     """
-    graphs = [topology["modelTopology"].get("node", [])]
-    graphs += [
-        function.get("nodeDef", []) for function in topology["modelTopology"].get("library", {}).get("function", [])
-    ]
     repaired = 0
-    for nodes in graphs:
+    for nodes in _graphs(topology):
         for node in list(nodes):
             attributes = node.get("attr", {})
             if node["op"] != "Cast" or attributes.get("DstT", {}).get("type") != "DT_BOOL":
