@@ -31,6 +31,23 @@ def test_every_verified_format_has_a_tolerance_for_each_quantisation_it_stores()
     assert wanted == set(TOLERANCE)
 
 
+def test_full_integer_tflite_holds_raw_outputs_to_their_own_tolerance():
+    from tfod_wrap.export.verify import RAW_TOLERANCE, TOLERANCE, summarise
+
+    assert set(RAW_TOLERANCE) <= set(TOLERANCE)
+    moved = {
+        "raw_detection_scores": 0.15,
+        "raw_detection_boxes": 0.05,
+        "detection_boxes": 0.03,
+        "detection_scores": 0.05,
+    }
+    result = summarise("tflite", "uint8", [moved])
+    assert result["passed"] and (result["tolerance"], result["raw_tolerance"]) == (0.1, 0.2)
+    assert not summarise("tflite", "uint8", [moved | {"detection_scores": 0.11}])["passed"]  # what a user sees
+    assert not summarise("tfjs", "uint8", [moved])["passed"]  # weights-only uint8: raw outputs at 0.1
+    assert "raw_tolerance" not in summarise("tfjs", "uint8", [moved])
+
+
 def test_the_table_loads_without_tensorflow():
     code = "import sys, tfod_wrap.export as e; print(sorted(e.FORMATS), e.QUANTIZE, 'tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

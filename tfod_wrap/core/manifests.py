@@ -234,7 +234,10 @@ class ExportManifest(Manifest):
         lines = [f"{'format':<12}" + "".join(f"{key:>22}" for key in keys) + f"{'tolerance':>11}  result"]
         for name, result in results.items():
             cells = "".join(f"{result['max_difference'].get(key, float('nan')):>22.2e}" for key in keys)
-            lines.append(f"{name:<12}{cells}{result['tolerance']:>11.2g}  {'ok' if result['passed'] else 'FAILED'}")
+            tolerance = f"{result['tolerance']:.2g}" + (
+                f"/{result['raw_tolerance']:.2g}" if "raw_tolerance" in result else ""
+            )
+            lines.append(f"{name:<12}{cells}{tolerance:>11}  {'ok' if result['passed'] else 'FAILED'}")
         accuracy = (self.verify or {}).get("accuracy")
         if accuracy and "error" in accuracy:
             lines.append(f"{accuracy['metric']} not measured: {accuracy['error']}")

@@ -34,6 +34,11 @@ TOLERANCE = {
     ("tflite", "uint8"): 0.1,
     ("onnx", "none"): 1e-3,
 }
+# Full-integer TFLite requantises every activation to int8, so single anchors' raw scores move further than the
+# detections a user sees: on the demo model up to 0.105, while the confident detections moved 0.047 and mAP@0.5
+# 0.005 against float32 TFLite. Its raw_* outputs are held to this instead (docs/BENCHMARKS.md, "Accuracy per
+# quantisation").
+RAW_TOLERANCE = {("tflite", "uint8"): 0.2}
 
 
 def compare(reference: Detections, candidate: Detections) -> dict[str, float]:
@@ -86,5 +91,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def summarise(format_name: str, quantize: str, per_image: list[dict[str, float]]) -> dict:
     """The worst difference over the images for each output, against the format's documented tolerance."""
     worst = {key: max(image[key] for image in per_image) for key in per_image[0]}
-    tolerance = TOLERANCE[(format_name, "none" if format_name == "saved_model" else quantize)]
-    return {"max_difference": worst, "tolerance": tolerance, "passed": all(v <= tolerance for v in worst.values())}
+    pair = (format_name, "none" if format_name == "saved_model" else quantize)
+    tolerance, raw = TOLERANCE[pair], RAW_TOLERANCE.get(pair, TOLERANCE[pair])
+    passed = all(value <= (raw if key.startswith("raw_") else tolerance) for key, value in worst.items())
+    summary = {"max_difference": worst, "tolerance": tolerance, "passed": passed}
+    return summary | ({"raw_tolerance": raw} if raw != tolerance else {})
