@@ -19,8 +19,18 @@ from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import OWNER_FILE
 from tfod_wrap.core.nodejs import node_modules
 from tfod_wrap.web import make_clip, run_page
+from tfod_wrap.web import site as site_module
 from tfod_wrap.web.serve import STATIC
-from tfod_wrap.web.site import HOST_FILES, MEDIAPIPE_RUNTIME, RUNTIME, build_site, serving_folder
+from tfod_wrap.web.site import (
+    HOST_FILES,
+    MEDIAPIPE_RUNTIME,
+    RUNTIME,
+    SITE_QUANTIZE,
+    accuracy_lost,
+    build_site,
+    quantization_choices,
+    serving_folder,
+)
 
 ISOLATION = {
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -239,3 +249,46 @@ def test_cli_site_is_checked_before_the_export(trained_detector, tmp_path, capsy
         assert error.startswith("error: ") and message in error, error
     assert not (tmp_path / "out").exists()
     assert (mine / "index.html").read_text() == "my own page"
+
+
+def test_site_weights_are_tried_smallest_first_when_verify_measures_them():
+    assert quantization_choices(True, {"none", "float16", "uint8"}) == ["uint8", "float16", "none"]
+    assert quantization_choices(True, {"none"}) == ["none"]  # ONNX requested: float32 only
+    assert quantization_choices(False, {"none", "float16", "uint8"}) == [SITE_QUANTIZE]
+    assert quantization_choices(False, {"none"}) == ["none"]
+
+
+def test_accuracy_lost_is_the_site_format_that_lost_most():
+    accuracy = {"metric": "mAP@0.5", "checkpoint": 0.9, "formats": {"saved_model": 0.5, "tfjs": 0.89, "tflite": 0.86}}
+    report = {"formats": {"saved_model": {}, "tfjs": {}, "tflite": {}}, "verify": {"accuracy": accuracy}}
+    assert accuracy_lost(report) == ("tflite", 0.04)  # the SavedModel is not what the page runs
+    del report["formats"]["tflite"]
+    assert accuracy_lost(report) == ("tfjs", 0.01)
+    assert accuracy_lost({"formats": {"tfjs": {}}}) is None  # no --verify
+    unscored = {"metric": "mAP@0.5", "error": "val.record: class 'cat' is not in the label map"}
+    assert accuracy_lost({"formats": {"tfjs": {}}, "verify": {"accuracy": unscored}}) is None
+
+
+@pytest.mark.long  # two verified exports
+def test_cli_site_exports_again_when_the_smaller_weights_lose_map(trained_detector, tmp_path, monkeypatch, capsys):
+    """The rule's loop on the real detector: with a threshold nothing can meet, the uint8 export is measured,
+    refused and replaced by the next choice, which is kept as the last one."""
+    monkeypatch.setattr(site_module, "ACCURACY_KEPT", -1.0)
+    monkeypatch.setattr(site_module, "SMALLEST_FIRST", ("uint8", "float16"))
+    output, site = tmp_path / "export", tmp_path / "site"
+    argv = ["export", "--pipeline", str(trained_detector.pipeline), "--model-dir", str(trained_detector.model_dir)]
+    argv += ["--output", str(output), "--formats", "tfjs", "--verify", "--site", str(site)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    lost = re.search(
+        r"site: uint8 weights: tfjs mAP@0\.5 ([0-9.]+) (below|above) the checkpoint's, more than -1\.0; "
+        r"exporting again with float16 weights",
+        out,
+    )
+    assert lost, out
+    report = json.loads((output / "export.json").read_text())
+    accuracy = report["verify"]["accuracy"]
+    assert json.loads((output / "tfjs" / "metadata.json").read_text())["quantization"] == "float16"
+    assert json.loads((site / "model" / "metadata.json").read_text())["quantization"] == "float16"
+    drop = accuracy["checkpoint"] - accuracy["formats"]["tfjs"]
+    assert f"(float16 weights, tfjs mAP@0.5 {abs(drop):.3f} " in out

@@ -233,12 +233,12 @@ def _export(args: argparse.Namespace) -> int:
     _check_pipeline(args.pipeline)
     if args.site:
         _check_site(args)
-    if args.quantize is None:
-        # a site's weights are float16 where every requested format stores them (ONNX is float32 only)
-        chosen = [FORMATS[name] for name in args.formats if name in FORMATS and name != ALWAYS]
-        stores = all(web_site.SITE_QUANTIZE in entry.quantize for entry in chosen)
-        args.quantize = web_site.SITE_QUANTIZE if args.site and stores else "none"
-    report = _call(export.export, args)
+    if args.site and args.quantize is None:
+        report, why = _export_for_site(args)
+    else:
+        args.quantize = args.quantize or "none"
+        report, why = _call(export.export, args), ""
+    why = f", {why}" if why else ""
     print(f"exported {Path(report['checkpoint']).name} to {args.output}:")
     for name, written in report["formats"].items():
         print(f"  {name:<12} {written['bytes'] / 2**20:7.1f} MiB  {written['path']}")
@@ -250,11 +250,46 @@ def _export(args: argparse.Namespace) -> int:
     if args.site:
         site = web_site.build_site(report["formats"]["tfjs"]["path"], args.site, log=lambda _: None)
         print(
-            f"static site: {site['bytes'] / 2**20:.1f} MiB in {args.site} ({site['quantization']} weights, runs "
+            f"static site: {site['bytes'] / 2**20:.1f} MiB in {args.site} ({site['quantization']} weights{why}, runs "
             f"{' or '.join(site['formats'])}); try it: "
             f"python3 -m http.server -d {args.site} 8000, then open http://127.0.0.1:8000/"
         )
     return 0
+
+
+def _export_for_site(args: argparse.Namespace) -> tuple[dict, str]:
+    """--site without --quantize: export with each of web_site.quantization_choices in turn until one keeps the
+    site's mAP@0.5 within ACCURACY_KEPT of the checkpoint's and passes --verify's parity check, the last one
+    regardless; the report, and what its weights cost in accuracy for the closing line."""
+    from tfod_wrap import export
+
+    requested = [FORMATS[name].quantize for name in args.formats if name in FORMATS and name != ALWAYS]
+    choices = web_site.quantization_choices(args.verify, set(QUANTIZE).intersection(*requested))
+    for quantize, fallback in zip(choices, choices[1:]):
+        args.quantize = quantize
+        try:
+            report = _call(export.export, args)
+        except export.ParityError as error:
+            print(f"site: {quantize} weights: {str(error).splitlines()[0]}; exporting again with {fallback} weights")
+            continue
+        lost = web_site.accuracy_lost(report)
+        if lost is None or lost[1] <= web_site.ACCURACY_KEPT:
+            return report, _accuracy_words(args.verify, lost)
+        print(
+            f"site: {quantize} weights: {_accuracy_words(True, lost)}, more than {web_site.ACCURACY_KEPT}; "
+            f"exporting again with {fallback} weights"
+        )
+    args.quantize = choices[-1]
+    report = _call(export.export, args)
+    return report, _accuracy_words(args.verify, web_site.accuracy_lost(report))
+
+
+def _accuracy_words(measured: bool, lost: tuple[str, float] | None) -> str:
+    """What a site's weights cost in mAP@0.5 against the checkpoint, as --verify measured it ("" without it)."""
+    if lost is None:
+        return "mAP@0.5 not measured" if measured else ""
+    name, drop = lost
+    return f"{name} mAP@0.5 {abs(drop):.3f} {'below' if drop >= 0 else 'above'} the checkpoint's"
 
 
 def _check_site(args: argparse.Namespace) -> None:
@@ -630,8 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantize",
         choices=QUANTIZE,
         help="TF.js: weights stored as float16/uint8; TFLite: float16 weights, or full-integer uint8 calibrated on "
-        "the training images. The SavedModel (and ONNX) stay float32. Default: none, or float16 with --site when every "
-        "requested format stores it",
+        "the training images. The SavedModel (and ONNX) stay float32. Default: none; with --site, the smallest of "
+        "uint8, float16, none whose mAP@0.5 stays within 0.02 of the checkpoint's when --verify measures it (each try "
+        "a whole export), else float16; a quantisation some requested format cannot store is skipped",
     )
     exporting.add_argument("--checkpoint", default="latest", help="latest (default) or ckpt-N")
     exporting.add_argument(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 
-from tfod_wrap.export.formats import DEFAULT_FORMATS, FORMATS, INPUT_TYPES, QUANTIZE, ExportError
+from tfod_wrap.export.formats import DEFAULT_FORMATS, FORMATS, INPUT_TYPES, QUANTIZE, ExportError, ParityError
 
 # name -> (module, attribute or None for the module itself), imported on first use
 _HEAVY = {
@@ -25,7 +25,7 @@ _HEAVY = {
     "parity": ("tfod_wrap.export.verify", None),
 }
 
-__all__ = ["DEFAULT_FORMATS", "FORMATS", "INPUT_TYPES", "QUANTIZE", "ExportError", *_HEAVY]
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "INPUT_TYPES", "QUANTIZE", "ExportError", "ParityError", *_HEAVY]
 
 
 def __getattr__(name: str):

@@ -23,6 +23,10 @@ class ExportError(UserError):
     """An export that cannot run, or whose formats disagree beyond tolerance; the message says which."""
 
 
+class ParityError(ExportError):
+    """--verify found a format's outputs beyond its tolerance; the export and its report were written."""
+
+
 @dataclass(frozen=True)
 class Format:
     name: str  # what --formats takes, the key in export.json and the folder in the export

@@ -69,9 +69,33 @@ MEDIAPIPE_RUNTIME = {
     "wasm/vision_wasm_internal.js": "vendor/mediapipe/wasm/vision_wasm_internal.js",
     "wasm/vision_wasm_internal.wasm": "vendor/mediapipe/wasm/vision_wasm_internal.wasm",
 }
-# The quantisation `export --site` gives the TF.js weights when --quantize is not given: float16 halves the
-# download and kept the detections within the float32 parity tolerance on the dev detector (docs/BENCHMARKS.md).
+# `export --site` without --quantize: with --verify, the smallest weights whose mAP@0.5 on the eval split stays
+# within ACCURACY_KEPT of the checkpoint's, tried smallest first (each try a whole export); without --verify nothing
+# is measured, and the site gets SITE_QUANTIZE, which halves the download and kept the detections within the float32
+# parity tolerance on the models measured (docs/BENCHMARKS.md, "The static site").
+ACCURACY_KEPT = 0.02
+SMALLEST_FIRST = ("uint8", "float16", "none")
 SITE_QUANTIZE = "float16"
+SITE_FORMATS = ("tfjs", "tflite")  # the formats of an export that the page runs
+
+
+def quantization_choices(measured: bool, stored: set[str]) -> list[str]:
+    """The quantisations to export a site's model with, in the order to try them: only those every requested
+    format stores (`stored`); all of them smallest first when `measured` (--verify scores each try), else one."""
+    if not measured:
+        return [SITE_QUANTIZE if SITE_QUANTIZE in stored else "none"]
+    return [quantize for quantize in SMALLEST_FIRST if quantize in stored]
+
+
+def accuracy_lost(export_report: dict) -> tuple[str, float] | None:
+    """(format, mAP@0.5 lost against the checkpoint) for the site format of an export.json that lost most, or None
+    when its --verify measured no mAP (no --verify, or eval records it could not score)."""
+    accuracy = export_report.get("verify", {}).get("accuracy", {})
+    scores = {name: accuracy.get("formats", {}).get(name) for name in SITE_FORMATS if name in export_report["formats"]}
+    if accuracy.get("checkpoint") is None or None in scores.values() or not scores:
+        return None
+    name = min(scores, key=scores.get)
+    return name, round(accuracy["checkpoint"] - scores[name], 4)
 
 
 def model_files(model_dir: Path) -> list[str]:
