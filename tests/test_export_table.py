@@ -48,6 +48,29 @@ def test_full_integer_tflite_holds_raw_outputs_to_their_own_tolerance():
     assert "raw_tolerance" not in summarise("tfjs", "uint8", [moved])
 
 
+def test_quantised_formats_pass_on_accuracy_where_it_was_measured():
+    from tfod_wrap.export.verify import MAP_KEPT, judge_quantised
+
+    def report(tfjs_map: float) -> dict:
+        beyond = {"max_difference": {"detection_scores": 0.26}, "tolerance": 0.1, "passed": False}
+        accuracy = {"metric": "mAP@0.5", "checkpoint": 0.92, "formats": {"saved_model": 0.92, "tfjs": tfjs_map}}
+        return {"formats": {"saved_model": {"passed": True}, "tfjs": beyond}, "accuracy": accuracy}
+
+    kept = report(0.92 - MAP_KEPT + 0.001)
+    judge_quantised(kept, "uint8")
+    assert kept["formats"]["tfjs"]["passed"] and kept["formats"]["tfjs"]["map_change"] == -0.019
+    assert "judged_by" not in kept["formats"]["saved_model"]
+    lost = report(0.92 - MAP_KEPT - 0.001)
+    judge_quantised(lost, "float16")
+    assert not lost["formats"]["tfjs"]["passed"] and "mAP@0.5" in lost["formats"]["tfjs"]["judged_by"]
+    float32 = report(0.95)
+    judge_quantised(float32, "none")  # a conversion: parity decides
+    assert not float32["formats"]["tfjs"]["passed"] and "judged_by" not in float32["formats"]["tfjs"]
+    unscored = report(0.92) | {"accuracy": {"metric": "mAP@0.5", "error": "val.record: class 'cat' is unknown"}}
+    judge_quantised(unscored, "uint8")
+    assert not unscored["formats"]["tfjs"]["passed"]
+
+
 def test_the_table_loads_without_tensorflow():
     code = "import sys, tfod_wrap.export as e; print(sorted(e.FORMATS), e.QUANTIZE, 'tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

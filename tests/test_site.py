@@ -18,6 +18,7 @@ from tfod_wrap import cli
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import OWNER_FILE
 from tfod_wrap.core.nodejs import node_modules
+from tfod_wrap.export import verify
 from tfod_wrap.web import make_clip, run_page
 from tfod_wrap.web import site as site_module
 from tfod_wrap.web.serve import STATIC
@@ -271,24 +272,23 @@ def test_accuracy_lost_is_the_site_format_that_lost_most():
 
 @pytest.mark.long  # two verified exports
 def test_cli_site_exports_again_when_the_smaller_weights_lose_map(trained_detector, tmp_path, monkeypatch, capsys):
-    """The rule's loop on the real detector: with a threshold nothing can meet, the uint8 export is measured,
-    refused and replaced by the next choice, which is kept as the last one."""
-    monkeypatch.setattr(site_module, "ACCURACY_KEPT", -1.0)
-    monkeypatch.setattr(site_module, "SMALLEST_FIRST", ("uint8", "float16"))
+    """The rule's loop on the real detector: with an accuracy bar no quantised export can pass, the uint8 export is
+    measured, failed and replaced by the next choice, float32, which parity alone decides."""
+    monkeypatch.setattr(verify, "MAP_KEPT", -1.0)
+    monkeypatch.setattr(site_module, "SMALLEST_FIRST", ("uint8", "none"))
     output, site = tmp_path / "export", tmp_path / "site"
     argv = ["export", "--pipeline", str(trained_detector.pipeline), "--model-dir", str(trained_detector.model_dir)]
     argv += ["--output", str(output), "--formats", "tfjs", "--verify", "--site", str(site)]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    lost = re.search(
-        r"site: uint8 weights: tfjs mAP@0\.5 ([0-9.]+) (below|above) the checkpoint's, more than -1\.0; "
-        r"exporting again with float16 weights",
-        out,
+    tried = (
+        r"site: uint8 weights: tfjs mAP@0\.5 [-+][0-9.]+ against the checkpoint's; exporting again with none weights"
     )
-    assert lost, out
+    assert re.search(tried, out), out
     report = json.loads((output / "export.json").read_text())
+    assert json.loads((output / "tfjs" / "metadata.json").read_text())["quantization"] == "none"
+    assert json.loads((site / "model" / "metadata.json").read_text())["quantization"] == "none"
+    assert "judged_by" not in report["verify"]["formats"]["tfjs"]  # float32: parity decides
     accuracy = report["verify"]["accuracy"]
-    assert json.loads((output / "tfjs" / "metadata.json").read_text())["quantization"] == "float16"
-    assert json.loads((site / "model" / "metadata.json").read_text())["quantization"] == "float16"
     drop = accuracy["checkpoint"] - accuracy["formats"]["tfjs"]
-    assert f"(float16 weights, tfjs mAP@0.5 {abs(drop):.3f} " in out
+    assert f"(none weights, tfjs mAP@0.5 {abs(drop):.3f} " in out

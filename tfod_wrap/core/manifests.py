@@ -237,7 +237,10 @@ class ExportManifest(Manifest):
             tolerance = f"{result['tolerance']:.2g}" + (
                 f"/{result['raw_tolerance']:.2g}" if "raw_tolerance" in result else ""
             )
-            lines.append(f"{name:<12}{cells}{tolerance:>11}  {'ok' if result['passed'] else 'FAILED'}")
+            verdict = ("ok" if result["passed"] else "FAILED") + (
+                f" ({result['judged_by']})" if "judged_by" in result else ""
+            )
+            lines.append(f"{name:<12}{cells}{tolerance:>11}  {verdict}")
         accuracy = (self.verify or {}).get("accuracy")
         if accuracy and "error" in accuracy:
             lines.append(f"{accuracy['metric']} not measured: {accuracy['error']}")

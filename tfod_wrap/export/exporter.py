@@ -163,14 +163,23 @@ def export(
             log(f"{name}: {_bytes(staging / name) / 2**20:.1f} MiB in {time.perf_counter() - started:.0f} s")
         if verify:
             manifest.verify = {**_verify(job, formats, verify_images), "accuracy": _accuracy(job, formats)}
+            parity.judge_quantised(manifest.verify, job.quantize)
         manifest.card = card.card_facts(pipeline_config, prefix, job.classes, manifest, job.reference.normalisation())
         atomic_write_text(staging / card.FILE, card.render(manifest.card))
         manifest.write(staging)
     failed = manifest.failed_formats()
     if failed:
+        results = manifest.verify["formats"]
+        why = [
+            f"{name} mAP@0.5 {results[name]['map_change']:+.4f} against the checkpoint's"
+            if "judged_by" in results[name]
+            else f"{name} beyond its tolerance"
+            for name in failed
+        ]
         raise ParityError(
-            f"{output}: parity check failed for {', '.join(failed)} (see {output / ExportManifest.FILE}):\n"
-            + manifest.verify_table()
+            f"{output}: parity check failed: {', '.join(why)} (see {output / ExportManifest.FILE}):\n"
+            + manifest.verify_table(),
+            why,
         )
     return manifest.to_json()
 

@@ -24,7 +24,12 @@ class ExportError(UserError):
 
 
 class ParityError(ExportError):
-    """--verify found a format's outputs beyond its tolerance; the export and its report were written."""
+    """--verify failed a format (beyond its tolerance, or a quantised one losing mAP@0.5); the export and its report
+    were written. `reasons`: a few words per failed format."""
+
+    def __init__(self, message: str, reasons: list[str]):
+        super().__init__(message)
+        self.reasons = reasons
 
 
 @dataclass(frozen=True)
