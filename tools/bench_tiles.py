@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> dict:
     for name, records in runs.items():
         pipeline, model_dir = work / f"{name}.config", work / f"run_{name}"
         if "train" in only:
-            cli("config", args.model, "--data", str(records), "--output", str(pipeline), log=log)
+            # batch 8, as `make train` configures it (the templates' own batches are TPU settings)
+            cli("config", args.model, "--data", str(records), "--output", str(pipeline), "--batch-size", "8", log=log)
             budget = f"{round(args.minutes * 60)}s"
             result.setdefault("train_seconds", {})[name] = cli(
                 "train",
