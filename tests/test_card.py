@@ -102,3 +102,11 @@ def test_a_card_carries_the_eval_metrics_of_its_checkpoint(trained_detector, tmp
     assert f"mAP@0.5 {facts['metrics']['mAP@0.5']:.3f}" in text
     for name, values in facts["metrics"]["per_class"].items():
         assert f"| {name} | {values['AP']:.3f} | {values['AP50']:.3f} |" in text
+
+
+def test_a_quantised_format_is_carded_with_the_accuracy_it_passed_on():
+    judged = {"passed": True, "max_difference": {"detection_scores": 0.26}, "map_change": 0.0104, "judged_by": "mAP"}
+    lines = card._render_formats({"sizes": {"tfjs": 2**20}, "parity": {"tfjs": judged}})
+    assert (
+        "| tfjs | 1.0 | passed on mAP@0.5: +0.0104 against the checkpoint (largest output difference 0.26) |" in lines
+    )

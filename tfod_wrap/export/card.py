@@ -165,7 +165,11 @@ def _parity(manifest: ExportManifest) -> dict | None:
     if not manifest.verify:
         return None
     return {
-        name: {"passed": result["passed"], "max_difference": result["max_difference"]}
+        name: {
+            "passed": result["passed"],
+            "max_difference": result["max_difference"],
+            **{key: result[key] for key in ("map_change", "judged_by") if key in result},
+        }
         for name, result in manifest.verify["formats"].items()
     }
 
@@ -268,7 +272,11 @@ def _render_formats(facts: dict) -> list[str]:
             check = "not checked"
         else:
             worst = max(result["max_difference"].values(), default=0.0)
-            check = f"{'passed' if result['passed'] else 'FAILED'} (largest difference {worst:.2g})"
+            verdict = "passed" if result["passed"] else "FAILED"
+            check = f"{verdict} (largest difference {worst:.2g})"
+            if "judged_by" in result:  # a quantised format: decided by its accuracy (export.verify.MAP_KEPT)
+                change = f"{result['map_change']:+.4f} against the checkpoint"
+                check = f"{verdict} on mAP@0.5: {change} (largest output difference {worst:.2g})"
         lines.append(f"| {name} | {size / 2**20:.1f} | {check} |")
     return [*lines, ""]
 
