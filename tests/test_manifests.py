@@ -160,3 +160,26 @@ def test_manifests_load_without_tensorflow():
     code = "import sys, tfod_wrap.core.manifests; print('tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_run_warns_when_evaluated_with_another_model_than_it_trained(tmp_path):
+    """`train --time-budget` writes the model it chose into the run's pipeline.config; reading the checkpoints with
+    the pipeline from before (other input size and anchors) is named, post-processing changes are not."""
+    from tfod_wrap.core import pipeline as configs
+
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    before = configs.load("ssd_mobilenet_v2")
+    trained = configs.load("ssd_mobilenet_v2")
+    trained.model.ssd.image_resizer.fixed_shape_resizer.height = 640
+    trained.model.ssd.anchor_generator.ssd_anchor_generator.min_scale = 0.02
+    configs.save(trained, run.pipeline)
+    warning = run.model_warning(before, tmp_path / "given.config")
+    assert warning.startswith(f"warning: {tmp_path / 'given.config'} has model.ssd.anchor_generator.")
+    assert f"(2 model fields differ); to use the model as trained, pass --pipeline {run.pipeline}" in warning
+    assert run.model_warning(configs.load(run.pipeline), tmp_path / "given.config") is None
+    thresholds = configs.load(run.pipeline)
+    thresholds.model.ssd.post_processing.batch_non_max_suppression.score_threshold = 0.5
+    assert run.model_warning(thresholds, tmp_path / "given.config") is None  # evaluating at other thresholds
+    assert run.model_warning(before, run.pipeline) is None  # the run's own file
+    assert RunFolder(tmp_path / "elsewhere").model_warning(before, tmp_path / "given.config") is None

@@ -178,7 +178,9 @@ def run(args: argparse.Namespace) -> dict:
                 evals[f"tiled-{merge}-full"] = ("tiled", Tiling(args.tile, merge=merge, full_image=True))
         table = {}
         for label, (name, tiling) in evals.items():
-            pipeline, model_dir, out = work / f"{name}.config", work / f"run_{name}", work / f"eval_{label}"
+            # the run's own pipeline.config: what train trained (the adaptive recipe changes input size and anchors)
+            model_dir, out = work / f"run_{name}", work / f"eval_{label}"
+            pipeline = model_dir / "pipeline.config"
             extra = [] if tiling is None else ["--tile", str(tiling.size), "--tile-merge", tiling.merge]
             extra += ["--tile-full-image"] if tiling is not None and tiling.full_image else []
             cli(

@@ -184,6 +184,25 @@ class RunFolder:
     def recipe(self) -> Path:
         return self.path / self.RECIPE
 
+    def model_warning(self, config, given: str | Path) -> str | None:
+        """A warning when the run's own pipeline.config, the one train trained with, describes another model than
+        `config` (read from `given`), post-processing aside: `train --time-budget` and `--set` change the input
+        size, anchors or classes, and the checkpoints then restore wrongly or not at all. None when they agree."""
+        from tfod_wrap.core import pipeline as configs
+
+        if not self.pipeline.is_file() or self.pipeline.resolve() == Path(given).resolve():
+            return None
+        changes = configs.diff(configs.load(self.pipeline).model, config.model)
+        changes = [change for change in changes if "post_processing" not in change[0]]
+        if not changes:
+            return None
+        path, trained, other = changes[0]
+        return (
+            f"warning: {given} has model.{path} = {other!r} where {self.pipeline}, the pipeline this run trained "
+            f"with, has {trained!r} ({len(changes)} model fields differ); to use the model as trained, pass "
+            f"--pipeline {self.pipeline}"
+        )
+
     def checkpoints(self, which: str = "latest") -> list[str]:
         """Checkpoint prefixes of the run (see core.checkpoints.find_checkpoints for `which`)."""
         from tfod_wrap.core.checkpoints import find_checkpoints  # TensorFlow reads the state file

@@ -18,6 +18,7 @@ from tfod_wrap.core.coco import groundtruth, records
 from tfod_wrap.core.detector import CheckpointDetector, Detector
 from tfod_wrap.core.files import atomic_write_json
 from tfod_wrap.core.labelmap import read_label_map
+from tfod_wrap.core.manifests import RunFolder
 from tfod_wrap.core.pipeline import load
 from tfod_wrap.core.records import decode_image, expand_record_paths
 from tfod_wrap.core.sliced import SlicedDetector, Tiling, describe_tiling
@@ -141,7 +142,11 @@ def evaluate_checkpoints(
 ) -> dict[str, dict]:
     """Evaluate checkpoints of a model dir on the pipeline's eval input, or on the records `data` (as the pipeline's
     label map reads them): {checkpoint name: metrics}; sliced with `tiling`."""
-    reader = load(pipeline).eval_input_reader[0]
+    config = load(pipeline)
+    warning = RunFolder(model_dir).model_warning(config, pipeline)
+    if warning:
+        log(warning)
+    reader = config.eval_input_reader[0]
     files = expand_record_paths(list(data or reader.tf_record_input_reader.input_path))
     output_dir = Path(output_dir) if output_dir else Path(model_dir) / "eval"
     results = {}
