@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import sys
@@ -163,12 +164,14 @@ def main() -> None:
     import tensorflow as tf
 
     from tfod_wrap.core import pipeline as configs
-    from tfod_wrap.export.exporter import _read_eval_images
+    from tfod_wrap.core.records import decode_image, expand_record_paths, read_examples
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     with Measured() as exported:
         reports = export_each(args.pipeline, args.model_dir, args.workdir, args.reuse)
-    images = _read_eval_images(configs.load(args.pipeline), args.latency_images)
+    paths = configs.load(args.pipeline).eval_input_reader[0].tf_record_input_reader.input_path
+    examples = itertools.islice(read_examples(expand_record_paths(list(paths))), args.latency_images)
+    images = [decode_image(example.features.feature) for _, example in examples]
     latency = [] if args.accuracy_only else measure_all(args, reports, images)
     accuracy = reports["none"].verify["accuracy"]
     results = {

@@ -126,10 +126,13 @@ def markdown(results: dict) -> str:
     for label, row in results["quantizations"].items():
         parity = row["parity"]
         worst = max(parity["max_difference"].values())
+        verdict = "passed" if parity["passed"] else "FAILED"
+        if "judged_by" in parity:  # a quantised format, decided by its mAP@0.5 against the checkpoint's
+            verdict += f" on mAP@0.5, {parity['map_change']:+.4f}"
         lines.append(
             f"| {label} | {row['model_bytes'] / 2**20:.2f} | {row['site_bytes'] / 2**20:.2f} | "
             f"{row['first_load_bytes'] / 2**20:.2f} | {row['first_detection_ms'] / 1000:.2f} | "
-            f"{worst:.1e} ({parity['tolerance']}, {'passed' if parity['passed'] else 'FAILED'}) |"
+            f"{worst:.1e} ({parity['tolerance']}, {verdict}) |"
         )
     return "\n".join(lines)
 
