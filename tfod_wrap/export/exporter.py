@@ -141,8 +141,9 @@ def export(
     """
     formats = tuple(dict.fromkeys((ALWAYS, *check_request(formats, quantize, input_type))))
     pipeline_config = configs.load(pipeline)
-    prefix = RunFolder(model_dir).checkpoints(checkpoint)[0]
-    warning = RunFolder(model_dir).model_warning(pipeline_config, pipeline)
+    run = RunFolder(model_dir)
+    prefix = run.checkpoints(checkpoint)[0]
+    warning = run.model_warning(pipeline_config, pipeline)
     if warning:
         log(warning)
     label_map = Path(label_map or _pipeline_label_map(pipeline_config))
