@@ -46,17 +46,22 @@ SITE ?= $(RUN)/site
 DEMO ?= runs/demo
 DEMO_DATA ?= data/sample
 DEMO_COUNT ?= 300
-# The training settings are the registered `demo` recipe (tfod_wrap/core/recipe.py, with the reasons for each:
-# backbone:10 frozen, 1300 steps, batch 8, cosine rate 0.01 with warm-up 0.0025). Each of these overrides its field
-# when set: DEMO_STEPS, DEMO_BATCH, DEMO_LR, DEMO_WARMUP_LR, and DEMO_FREEZE (left undefined here on purpose, so
-# that DEMO_FREEZE= , set but empty, freezes nothing).
+# The demo trains as `make train TIME=...` does: the adaptive recipe (input size, anchors, freezing and rates chosen
+# from the model, the batch of DEMO_BATCH and the records) for a time budget, TIME (default DEMO_TIME: the whole demo
+# then takes about 11 minutes on 2 cores), seeded with DEMO_SEED. DEMO_STEPS=N trains N steps with the registered
+# `demo` recipe instead (tfod_wrap/core/recipe.py). Each of DEMO_LR, DEMO_WARMUP_LR and DEMO_FREEZE overrides its
+# field in either (DEMO_FREEZE is left undefined here on purpose, so that DEMO_FREEZE= , set but empty, freezes
+# nothing). RESUME=1 continues an interrupted demo for the steps its run planned.
+DEMO_TIME ?= 8m
+DEMO_SEED ?= 0
+DEMO_BATCH ?= 8
 DEMO_STEPS ?=
-DEMO_BATCH ?=
 DEMO_LR ?=
 DEMO_WARMUP_LR ?=
-DEMO_RECIPE = $(strip --recipe demo $(if $(DEMO_STEPS),--num-steps $(DEMO_STEPS)) $(if $(DEMO_BATCH),--batch-size $(DEMO_BATCH)) \
+DEMO_LENGTH = $(if $(DEMO_STEPS),--recipe demo --num-steps $(DEMO_STEPS),--time-budget $(or $(TIME),$(DEMO_TIME)))
+DEMO_RECIPE = $(if $(RESUME),--resume,$(strip $(DEMO_LENGTH) --seed $(DEMO_SEED) --batch-size $(DEMO_BATCH) \
 	$(if $(DEMO_LR),--learning-rate $(DEMO_LR)) $(if $(DEMO_WARMUP_LR),--warmup-rate $(DEMO_WARMUP_LR)) \
-	$(if $(filter undefined,$(origin DEMO_FREEZE)),,$(if $(DEMO_FREEZE),$(foreach spec,$(DEMO_FREEZE),--freeze $(spec)),--no-freeze)))
+	$(if $(filter undefined,$(origin DEMO_FREEZE)),,$(if $(DEMO_FREEZE),$(foreach spec,$(DEMO_FREEZE),--freeze $(spec)),--no-freeze))))
 PRETRAINED ?= models/objectron_ssd_mobilenet_v2
 
 
@@ -150,8 +155,8 @@ demo: install
 		--split train=0.8,val=0.2 --seed 0
 	test -f $(PRETRAINED)/checkpoint/ckpt-0.index || $(CLI) pretrained import-tflite --output $(PRETRAINED)
 	$(CLI) config $(PRETRAINED)/pipeline.config --data $(DEMO_DATA)-records --checkpoint $(PRETRAINED) \
-		--output $(DEMO)/pipeline.config
-	$(CLI) train --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO) $(DEMO_RECIPE) $(if $(RESUME),--resume)
+		--batch-size $(DEMO_BATCH) --output $(DEMO)/pipeline.config
+	$(CLI) train --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO) $(DEMO_RECIPE)
 	$(CLI) eval --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO)
 	$(CLI) export --pipeline $(DEMO)/pipeline.config --model-dir $(DEMO) --output $(DEMO)/export --verify
 	@echo "the detector on your webcam: make serve TFJS=$(DEMO)/export/tfjs  (then open http://127.0.0.1:$(PORT)/)"

@@ -88,6 +88,31 @@ def test_boxes_the_template_anchors_already_fit_keep_them():
     assert overrides == [] and reason.startswith("anchors: kept")
 
 
+def test_template_anchors_that_match_nine_boxes_in_ten_are_kept_though_a_fit_would_match_more():
+    config = load("ssd_mobilenet_v2")
+    # one box in twenty far taller than any template anchor: the template matches 95%, a refit would match all
+    mostly = boxes([0.3, 0.4, 0.5, 0.6] * 5, [1.0, 2.0, 0.5, 1.0] * 4 + [0.05, 1.0, 1.0, 1.0])
+    overrides, reason = adapt.fit_anchors(config, mostly, None)
+    assert overrides == [] and reason.startswith("anchors: kept, they match 90% of the boxes or more"), reason
+    # a third of them that tall: refitted
+    third = boxes([0.3, 0.4, 0.5] * 10, [1.0, 1.0, 0.05] * 10)
+    assert adapt.fit_anchors(config, third, None)[0] != []
+
+
+def test_an_input_size_or_anchors_the_user_set_are_kept_as_given():
+    config = load("ssd_mobilenet_v2")
+    small = boxes(list(np.linspace(0.04, 0.08, 40)))
+    fitted = adapt.adapt(config, small, set(), 8).changes["overrides"]
+    assert any(".fixed_shape_resizer." in item for item in fitted) and any(".min_scale=" in item for item in fitted)
+    given = [
+        "model.ssd.image_resizer.fixed_shape_resizer.height",
+        "model.ssd.anchor_generator.ssd_anchor_generator.aspect_ratios",
+    ]
+    kept = adapt.adapt(config, small, set(), 8, given)
+    assert "overrides" not in kept.changes
+    assert kept.reasons[:2] == ["input size: as given (--set)", "anchors: as given (--set)"]
+
+
 def test_tall_boxes_get_their_own_aspect_ratios():
     config = load("ssd_mobilenet_v2_fpnlite_320")
     tall = boxes([0.2, 0.25, 0.3] * 10, [0.12, 0.15, 0.18] * 10)
@@ -188,8 +213,8 @@ def test_the_plan_fills_what_is_left_of_the_budget():
     budget.elapsed = lambda: 70.0
     assert budget.next_end(60, iterations + [0.5] * 55, 1.0, 50, saved=True) is None
     assert budget.next_end(60, iterations + [1.0] * 55, 1.0, 50, saved=True) == 60 + int(29 // 1.02)
-    # between checkpoints, a later end waits for the next write; an earlier one (a slower machine) is taken at once
-    # when it is more than 5% of the steps left
+    # between checkpoints, a later end waits for the next write (or RECENT_STEPS steps); an earlier one (a slower
+    # machine) is taken at once when it is more than 5% of the steps left
     assert budget.next_end(61, iterations + [0.5] * 56, 1.0, 50, saved=False) is None
     assert budget.next_end(62, iterations + [1.0] * 37 + [3.0] * 20, 1.0, 50, saved=False) == 62 + int(29 // 3.02)
     # near the end, two steps behind is reason enough (one is not)
@@ -200,6 +225,29 @@ def test_the_plan_fills_what_is_left_of_the_budget():
     budget.elapsed = lambda: 99.5
     assert budget.next_end(63, iterations + [1.0] * 58, 1.0, 50, saved=False) == 63
     assert budget.next_end(63, iterations + [1.0] * 58, 1.0, 50, saved=False) is None  # it is at its end
+
+
+def test_a_plan_made_on_slow_first_steps_is_extended_before_the_first_checkpoint():
+    # slow first steps (large images read cold) plan an end before the first checkpoint, at step 500
+    budget = Budget("300s", began=0.0)
+    budget.elapsed = lambda: 30.0
+    iterations = [20.0] + [1.0] * WARMUP_STEPS
+    first = budget.next_end(WARMUP_STEPS, iterations, 2.0, 500, saved=False)
+    assert first == WARMUP_STEPS + int(268 // 1.004)
+    # the steps get twice as fast: not yet a reason while the recent steps include the plan's own warm-up ...
+    budget.elapsed = lambda: 40.0
+    assert budget.next_end(WARMUP_STEPS + 19, iterations + [0.5] * 19, 2.0, 500, saved=False) is None
+    # ... but RECENT_STEPS steps after the plan, the end moves out without waiting for a checkpoint write
+    budget.elapsed = lambda: 40.5
+    later = budget.next_end(WARMUP_STEPS + 20, iterations + [0.5] * 20, 2.0, 500, saved=False)
+    assert later == WARMUP_STEPS + 20 + int((300 - 40.5 - 2.0) // 0.504)
+    assert later > first
+    # an end past the next checkpoint waits for that checkpoint's re-plan
+    budget = Budget("300s", began=0.0)
+    budget.elapsed = lambda: 30.0
+    assert budget.next_end(WARMUP_STEPS, iterations, 2.0, 50, saved=False) > 50
+    budget.elapsed = lambda: 40.5
+    assert budget.next_end(WARMUP_STEPS + 20, iterations + [0.5] * 20, 2.0, 50, saved=False) is None
 
 
 def test_a_budget_spent_in_the_warm_up_is_refused():

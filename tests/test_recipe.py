@@ -156,17 +156,22 @@ def demo_training(*variables: str) -> tuple[TrainRecipe, bool]:
     ).stdout
     (line,) = [line for line in listed.splitlines() if " train --pipeline " in line]
     args = cli.build_parser().parse_args(shlex.split(line)[1:])
-    return find_recipe(args.recipe).replace(**cli._given_fields(args, TrainRecipe)), args.resume
+    base = find_recipe(args.recipe) if args.recipe else TrainRecipe()
+    return base.replace(**cli._given_fields(args, TrainRecipe)), args.resume
 
 
-def test_make_demo_trains_the_registered_recipe_and_its_variables_override_it():
-    assert demo_training() == (RECIPES["demo"], False)
-    changed, resume = demo_training(
-        "DEMO_STEPS=40", "DEMO_BATCH=2", "DEMO_LR=0.02", "DEMO_WARMUP_LR=0.001", "DEMO_FREEZE=fpn box_head", "RESUME=1"
-    )
-    expected = dict(num_steps=40, batch_size=2, learning_rate=0.02, warmup_rate=0.001, freeze=("fpn", "box_head"))
-    assert (changed, resume) == (RECIPES["demo"].replace(**expected), True)
-    assert demo_training("DEMO_FREEZE=")[0].freeze == ()  # set but empty: nothing frozen, as before the recipe
+def test_make_demo_trains_the_adaptive_recipe_for_a_time_and_its_variables_override_it():
+    assert demo_training() == (TrainRecipe(time_budget="8m", seed=0, batch_size=8), False)
+    assert demo_training("TIME=5m", "DEMO_SEED=3")[0] == TrainRecipe(time_budget="5m", seed=3, batch_size=8)
+    overridden = demo_training("DEMO_LR=0.02", "DEMO_WARMUP_LR=0.001", "DEMO_FREEZE=fpn box_head")[0]
+    expected = dict(learning_rate=0.02, warmup_rate=0.001, freeze=("fpn", "box_head"))
+    assert overridden == TrainRecipe(time_budget="8m", seed=0, batch_size=8, **expected)
+    # DEMO_STEPS: that many steps of the registered demo recipe instead of a time budget
+    changed, resume = demo_training("DEMO_STEPS=40", "DEMO_BATCH=2", "DEMO_LR=0.02")
+    assert (changed, resume) == (RECIPES["demo"].replace(num_steps=40, batch_size=2, learning_rate=0.02, seed=0), False)
+    assert demo_training("DEMO_FREEZE=")[0].freeze == ()  # set but empty: nothing frozen
+    # an interrupted demo resumes with what its run planned (recipe.json), so nothing else goes on the line
+    assert demo_training("RESUME=1", "DEMO_LR=0.02") == (TrainRecipe(), True)
 
 
 def test_the_pipeline_edits_once_and_twice_give_the_same_pipeline(tmp_path):

@@ -116,7 +116,10 @@ def deepforest(work: Path) -> Path:
                 if name.startswith("deepforest/data/") and name.endswith(".xml"):
                     image = name[: -len(".xml")] + ".png"
                     if image in names:
-                        (staging / Path(name).name).write_bytes(archive.read(name))
+                        # OSBS_029.xml names its GeoTIFF; the PNG beside it holds the same pixels
+                        annotation = ET.fromstring(archive.read(name))
+                        annotation.find("filename").text = Path(image).name
+                        ET.ElementTree(annotation).write(staging / Path(name).name)
                         (staging / Path(image).name).write_bytes(archive.read(image))
         staging.rename(data)
     return records_of(data, data, work / "records-deepforest", "--tile", "400", "--tile-overlap", "0.1")

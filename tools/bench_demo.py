@@ -1,8 +1,8 @@
 """What the pretrained start and freezing each buy, on the demo's sample data (issue 7's target).
 
-Four runs of the same SSD MobileNet V2 on the same records, each the registered `demo` recipe (the one `make demo`
-trains with; tfod_wrap/core/recipe.py) with a few fields changed, so the first run is exactly the demo's training:
-  demo                the imported pretrained checkpoint, the recipe's freeze spec (what `make demo` does)
+Four runs of the same SSD MobileNet V2 on the same records, each the registered `demo` recipe (what
+`make demo DEMO_STEPS=1300` trains; tfod_wrap/core/recipe.py) with a few fields changed:
+  demo                the imported pretrained checkpoint, the recipe's freeze spec
   no-freeze           the imported pretrained checkpoint, everything trained
   no-freeze-lr-0.004  the same at a lower rate: at the demo's rate, training everything can diverge
   scratch             random initialisation, everything trained

@@ -5,8 +5,11 @@ every checkpoint_every steps and one at the end) gives the steps that fit in wha
 schedule is stretched to that count by the loop (see loop.py). After every checkpoint the plan is made again from
 the wall time of the recent loop iterations, everything they did included (summaries, the history, the checks
 before a save), and the time of the last write, so a machine that gets busier or quieter moves the end, not the
-budget. A machine that slows down between checkpoints (another process taking the cores) brings the end forward
-at once, on the iteration that shows it, and when not even one more step and the last save fit, the run ends at
+budget. Where the end comes before the next checkpoint, the plan is also made again once RECENT_STEPS steps have
+run since the last one (the recent steps are then all steps of the current plan), so a run whose first steps
+were slow (cold caches, large images) does not end early for want of a checkpoint to re-plan at. A machine that
+slows down between checkpoints (another process taking the cores) brings the end forward at once, on the
+iteration that shows it, and when not even one more step and the last save fit, the run ends at
 the step it is at. Writes are planned at their median time, so one slowed write does not cut the run short; the
 closing line names the slowest step and write, which is by how much a run can end past its budget.
 """
@@ -33,6 +36,7 @@ class Budget:
     text: str
     began: float = field(default_factory=time.perf_counter)
     end: int | None = None  # the step to train to, once planned
+    planned_at: int = 0  # the step of the last plan
 
     @property
     def seconds(self) -> float:
@@ -47,9 +51,11 @@ class Budget:
         plans add a write of `save_seconds` (the last one's time) every `every` steps and one at the end.
         - The first plan, once the warm-up's steps are timed, from their median. Planning no more steps than
           done is a BudgetTooShort.
-        - Later, from the mean of the recent iterations: after a checkpoint write (`saved`), a plan that moves the
-          end by more than REPLAN_TOLERANCE of it; on any iteration, one that brings the end forward by more than
-          that share of the steps left (at least one). The end can become `step` itself: stop now."""
+        - Later, from the mean of the recent iterations: after a checkpoint write (`saved`), or RECENT_STEPS steps
+          after the last plan when the end comes before the next write, a plan that moves the end by more than
+          REPLAN_TOLERANCE of it; on any iteration,
+          one that brings the end forward by more than that share of the steps left (at least one). The end can
+          become `step` itself: stop now."""
         if self.end is None:
             if len(iterations) <= WARMUP_STEPS:
                 return None
@@ -60,15 +66,17 @@ class Budget:
         elif step < self.end:
             seconds = self.step_seconds(iterations) + save_seconds / every
             end = step + max(0, int((self.seconds - self.elapsed() - save_seconds) // seconds))
-            if saved:
-                due = abs(end - self.end) > REPLAN_TOLERANCE * self.end
-            else:  # behind the plan: near the end, by a step is enough, or the run meets the budget mid-schedule
-                due = self.end - end > max(1.0, REPLAN_TOLERANCE * (self.end - step))
+            moved = abs(end - self.end) > REPLAN_TOLERANCE * self.end
+            # behind the plan: near the end, by a step is enough, or the run meets the budget mid-schedule
+            behind = self.end - end > max(1.0, REPLAN_TOLERANCE * (self.end - step))
+            # a later end waits for the next checkpoint's re-plan, unless the end comes before that checkpoint
+            unwritten = self.end <= (step // every + 1) * every and step - self.planned_at >= RECENT_STEPS
+            due = moved if saved else behind or (moved and unwritten)
             if not due and end > step:
                 return None
         else:
             return None
-        self.end = end
+        self.end, self.planned_at = end, step
         return end
 
     def summary(self, steps: int, iterations: list[float], writes: list[float]) -> str:

@@ -73,10 +73,11 @@ def adaptive_recipe(pipeline: Path, recipe: TrainRecipe, explicit: set[str], log
     """The recipe with the adaptive choices (train/adapt.py) for this pipeline's training records filled in where
     the user chose nothing; each choice is logged with its reason."""
     config = load(pipeline)
+    given = override(config, list(recipe.overrides))  # the user's --set, applied first and never refitted
     reader = config.train_input_reader
     classes = read_label_map(Path(reader.label_map_path)) if reader.label_map_path else {}
     boxes = read_boxes(reader.tf_record_input_reader.input_path, classes)
-    adaptation = adapt(config, boxes, explicit, recipe.batch_size or config.train_config.batch_size)
+    adaptation = adapt(config, boxes, explicit, recipe.batch_size or config.train_config.batch_size, given)
     for reason in adaptation.reasons:
         log(f"adaptive recipe: {reason}")
     changes = dict(adaptation.changes)
