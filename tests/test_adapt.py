@@ -134,6 +134,12 @@ def test_large_objects_keep_the_input_and_tiny_ones_warn_with_their_statistics()
     assert adapt.input_size(config, boxes([0.3, 0.4]))[0] is None
     size, reason = adapt.input_size(config, boxes([0.005, 0.006, 0.007]))
     assert size == 640 and "warning" in reason and "median" in reason and "5-95%" in reason
+    # 1280x960 images: tiles of 640 px keep the boxes at their own 7 px instead of 4 px
+    assert reason.endswith(
+        "tiles of 640 px keep the images' resolution (median box 7 px): `tfrecords --tile 640`"
+        ", README 'Large images, small objects'"
+    ), reason
+    assert "--tile" not in adapt.input_size(config, boxes([0.005], image=(700, 500)))[1]  # images near the input
     # never past the images' own size: 400 px images allow 384 at most
     assert adapt.input_size(config, boxes([0.01], image=(400, 300)))[0] == 384
 

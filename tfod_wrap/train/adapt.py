@@ -11,8 +11,8 @@ the user set (a flag, a recipe) is never changed.
   computed for the template's anchors and for a grid of scales and aspect-ratio sets (the template's, common sets
   and quantiles of the boxes' own aspect ratios). Where the template's already match 90% of the boxes they stay
   (a refit that matched more boxes trained worse on the demo's data: see KEEP_ANCHORS_RECALL); otherwise the
-  best set replaces them when it matches more boxes. Anchors and boxes are compared as shapes, centred, in the image's normalised
-  coordinates.
+  best set replaces them when it matches more boxes. Anchors and boxes are compared as shapes, centred, in the
+  image's normalised coordinates.
 - Freezing: with pretrained weights, the stem and the first 60% of the backbone's blocks (80% below batch 8, where
   the batch-norm statistics of the trained blocks are noisy); from random weights nothing is frozen.
 - Rates (momentum SGD): 0.00125 x batch with a quarter of it as warm-up, the rate measured best on the sample
@@ -174,8 +174,24 @@ def input_size(config, boxes: Boxes) -> tuple[int | None, str]:
         return size, (
             f"input size: {width}x{height} -> {size}x{size}, the largest this model trains at here; warning: boxes "
             f"stay small ({described}, median {median * size / max(height, width):.0f} px at {size})"
+            + _tile_hint(boxes, size)
         )
-    return None, f"input size: kept at {width}x{height}; warning: the boxes are small for it ({described})"
+    return None, (
+        f"input size: kept at {width}x{height}; warning: the boxes are small for it ({described})"
+        + _tile_hint(boxes, max(height, width))
+    )
+
+
+def _tile_hint(boxes: Boxes, side: int) -> str:
+    """Where the images are well over the input size, tiles of the input's size keep their own resolution."""
+    width, height = np.median(boxes.image_sizes, axis=0)
+    if max(width, height) < 1.5 * side:
+        return ""
+    native = float(np.median(np.sqrt(boxes.widths * width * boxes.heights * height)))
+    return (
+        f"; tiles of {side} px keep the images' resolution (median box {native:.0f} px): `tfrecords --tile {side}`"
+        ", README 'Large images, small objects'"
+    )
 
 
 def _describe_sides(sides: np.ndarray, at: str) -> str:
