@@ -279,6 +279,10 @@ def fit_anchors(config, boxes: Boxes, input_side: int | None) -> tuple[list[str]
     threshold = _matched_threshold(config)
     shapes = _sample(np.stack([boxes.widths, boxes.heights], axis=1))
     template = best_possible_recall(shapes, anchor_shapes(generator, input_hw), threshold)
+    recall = f"best possible recall at IoU {threshold:g}"
+    if template[0] >= KEEP_ANCHORS_RECALL:  # decided before the candidate search, which it makes moot
+        why = f"they match {KEEP_ANCHORS_RECALL:.0%} of the boxes or more"
+        return [], f"anchors: kept, {why} ({recall} {template[0]:.2f}, mean best IoU {template[1]:.2f})"
     path = f"model.ssd.anchor_generator.{config.model.ssd.anchor_generator.WhichOneof('anchor_generator_oneof')}"
     best, best_settings = template, {}
     for settings in _anchor_candidates(generator, shapes):
@@ -289,10 +293,6 @@ def fit_anchors(config, boxes: Boxes, input_side: int | None) -> tuple[list[str]
         score = best_possible_recall(shapes, anchor_shapes(_anchor_generator(candidate), input_hw), threshold)
         if score > best:
             best, best_settings = score, settings
-    recall = f"best possible recall at IoU {threshold:g}"
-    if template[0] >= KEEP_ANCHORS_RECALL:
-        why = f"they match {KEEP_ANCHORS_RECALL:.0%} of the boxes or more"
-        return [], f"anchors: kept, {why} ({recall} {template[0]:.2f}, mean best IoU {template[1]:.2f})"
     if not best_settings or best[0] <= template[0] + 0.01:
         return [], f"anchors: kept ({recall} {template[0]:.2f}, mean best IoU {template[1]:.2f})"
     overrides = _overrides(path, best_settings)

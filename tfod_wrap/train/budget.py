@@ -9,8 +9,8 @@ budget. Where the end comes before the next checkpoint, the plan is also made ag
 run since the last one (the recent steps are then all steps of the current plan), so a run whose first steps
 were slow (cold caches, large images) does not end early for want of a checkpoint to re-plan at. A machine that
 slows down between checkpoints (another process taking the cores) brings the end forward at once, on the
-iteration that shows it, and when not even one more step and the last save fit, the run ends at
-the step it is at. Writes are planned at their median time, so one slowed write does not cut the run short; the
+iteration that shows it, and when not even one more step and the last save fit, the run ends at the step it is
+at. Writes are planned at their median time, so one slowed write does not cut the run short; the
 closing line names the slowest step and write, which is by how much a run can end past its budget.
 """
 
@@ -53,9 +53,8 @@ class Budget:
           done is a BudgetTooShort.
         - Later, from the mean of the recent iterations: after a checkpoint write (`saved`), or RECENT_STEPS steps
           after the last plan when the end comes before the next write, a plan that moves the end by more than
-          REPLAN_TOLERANCE of it; on any iteration,
-          one that brings the end forward by more than that share of the steps left (at least one). The end can
-          become `step` itself: stop now."""
+          REPLAN_TOLERANCE of it; on any iteration, one that brings the end forward by more than that share of
+          the steps left (at least one). The end can become `step` itself: stop now."""
         if self.end is None:
             if len(iterations) <= WARMUP_STEPS:
                 return None
