@@ -65,7 +65,7 @@ DEMO_RECIPE = $(if $(RESUME),--resume,$(strip $(DEMO_LENGTH) --seed $(DEMO_SEED)
 PRETRAINED ?= models/objectron_ssd_mobilenet_v2
 
 
-.PHONY: install install-mediapipe check check-installs check-templates check-python310 check-wheel test lint tfrecords train eval export-tfjs serve site demo bench bench-demo clean
+.PHONY: install install-mediapipe check check-installs check-templates check-python310 check-wheel test lint tfrecords train eval export-tfjs serve site demo bench bench-demo bench-scale clean
 
 # Idempotent: returns at once when .venv was made by the chosen Python from the same dependency files.
 install:
@@ -171,6 +171,10 @@ bench: install
 # of `make bench`
 bench-demo: install
 	$(PY) tools/bench_demo.py --every 250
+
+# How step time, memory and conversion time grow with batch, input size and dataset size (about half an hour)
+bench-scale: install
+	$(PY) tools/bench_scale.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -13,6 +13,8 @@ The budget sets only the step count of the two fixed ones, so all three train fo
 Datasets (made in --work, reused when present):
   sample-seed7   the sample generator (cat, cup, rocket; 320x240) with another seed than the demo's
   sample-cup     the same images with only the cup annotated: one class, the other objects become background
+  sample-mosaic  small objects on large images: 3x3 mosaics of sample images (seed 11), 960x720, each object a
+                 third of its size in the sample (about 15-70 px at SSD MobileNet V2's 300 px input)
   deepforest     NEON aerial tree crowns annotated by people (one class, 10-60 px crowns), the Pascal VOC files
                  shipped in the `deepforest` wheel on PyPI (data: NEON, public domain; package: MIT licence);
                  fetched once with `pip download` (the only network use, asked for by running this), cut into
@@ -38,8 +40,10 @@ import zipfile
 from pathlib import Path
 
 from bench_common import machine
+from PIL import Image
 
 from tfod_wrap.core.recipe import RECIPES
+from tfod_wrap.sample.dataset import voc_xml
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
@@ -100,6 +104,38 @@ def sample_cup(work: Path) -> Path:
     return records_of(annotations, source / "images", work / "records-sample-cup")
 
 
+def sample_mosaic(work: Path, grid: int = 3, count: int = 150) -> Path:
+    """Sample images (seed 11) pasted `grid` x `grid` into one image, their boxes moved with them."""
+    source = work / "sample-seed11"
+    if not (source / "README.txt").is_file():
+        run([CLI, "sample", "--output", str(source), "--seed", "11", "--count", str(grid * grid * count)])
+    data = work / "sample-mosaic"
+    if not data.is_dir():
+        staging = data.with_name(data.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        annotations = sorted((source / "annotations").glob("*.xml"))
+        for index in range(count):
+            tiles = [ET.parse(path).getroot() for path in annotations[index * grid * grid : (index + 1) * grid * grid]]
+            width, height = (int(tiles[0].findtext(f"size/{side}")) for side in ("width", "height"))
+            mosaic = Image.new("RGB", (width * grid, height * grid))
+            objects = []
+            for position, tile in enumerate(tiles):
+                left, top = (position % grid) * width, (position // grid) * height
+                with Image.open(source / "images" / tile.findtext("filename")) as image:
+                    mosaic.paste(image, (left, top))
+                for item in tile.iter("object"):
+                    box = [int(item.findtext(f"bndbox/{edge}")) for edge in ("xmin", "ymin", "xmax", "ymax")]
+                    moved = (box[0] + left, box[1] + top, box[2] + left, box[3] + top)
+                    truncated = item.findtext("truncated")
+                    objects.append({"name": item.findtext("name"), "box": moved, "truncated": truncated})
+            name = f"mosaic_{index:04d}.jpg"
+            mosaic.save(staging / name, "JPEG", quality=90)
+            (staging / f"mosaic_{index:04d}.xml").write_text(voc_xml(name, mosaic.size, objects))
+        staging.rename(data)
+    return records_of(data, data, work / "records-sample-mosaic")
+
+
 def deepforest(work: Path) -> Path:
     """The annotated images of the deepforest wheel (VOC XML beside each PNG), tiled at 400 px."""
     data = work / "deepforest"
@@ -125,7 +161,12 @@ def deepforest(work: Path) -> Path:
     return records_of(data, data, work / "records-deepforest", "--tile", "400", "--tile-overlap", "0.1")
 
 
-DATASETS = {"sample-seed7": sample_seed7, "sample-cup": sample_cup, "deepforest": deepforest}
+DATASETS = {
+    "sample-seed7": sample_seed7,
+    "sample-cup": sample_cup,
+    "sample-mosaic": sample_mosaic,
+    "deepforest": deepforest,
+}
 
 
 def train_and_score(records: Path, folder: Path, recipe: str, budget: str, seed: int) -> dict:
