@@ -162,6 +162,17 @@ def test_freezing_follows_the_backbone_the_batch_and_the_start():
     assert adapt.freeze_spec(17, 8, pretrained=False)[0] == ()
 
 
+def test_small_boxes_train_the_whole_backbone():
+    config = load("ssd_mobilenet_v2")  # 300x300
+    small, large = boxes([24 / 300] * 4), boxes([70 / 300] * 4)
+    assert adapt.adapt(config, small, set(), 8).median_side == pytest.approx(24)
+    assert adapt.adapt(config, large, set(), 8).median_side == pytest.approx(70)
+    specs, why = adapt.freeze_spec(17, 8, pretrained=True, median_side=24)
+    assert specs == () and "median 24 px" in why
+    assert adapt.freeze_spec(17, 8, pretrained=True, median_side=70)[0] == ("backbone:10",)
+    assert adapt.adapt(load("faster_rcnn_resnet50_v1_640"), small, set(), 8).median_side is None
+
+
 def test_rates_scale_with_the_batch_unless_given():
     config = load("ssd_mobilenet_v2")
     assert adapt.pick_rates(config, 8, set())[0] == {"learning_rate": 0.01, "warmup_rate": 0.0025}

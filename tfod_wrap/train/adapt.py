@@ -14,7 +14,9 @@ the user set (a flag, a recipe) is never changed.
   best set replaces them when it matches more boxes. Anchors and boxes are compared as shapes, centred, in the
   image's normalised coordinates.
 - Freezing: with pretrained weights, the stem and the first 60% of the backbone's blocks (80% below batch 8, where
-  the batch-norm statistics of the trained blocks are noisy); from random weights nothing is frozen.
+  the batch-norm statistics of the trained blocks are noisy); nothing where the boxes are small (median side
+  under 32 px at the pipeline's input): the pretrained features were learnt on larger objects, and on small ones
+  the whole backbone must adapt (measured: `freeze_spec`); from random weights nothing is frozen.
 - Rates (momentum SGD): 0.00125 x batch with a quarter of it as warm-up, the rate measured best on the sample
   data at batch 8 (0.01; docs/BENCHMARKS.md), scaled linearly with the batch like the templates' own. Other
   optimizers keep the template's rates scaled with the batch.
@@ -70,6 +72,7 @@ class Boxes:
 class Adaptation:
     changes: dict[str, object]  # recipe fields
     reasons: list[str]  # one line per choice
+    median_side: float | None = None  # the boxes' median side in px at the pipeline's input (fixed-shape SSDs)
 
 
 def read_boxes(patterns: Iterable[str], classes: dict[str, int]) -> Boxes:
@@ -122,7 +125,7 @@ def adapt(config, boxes: Boxes, explicit: set[str], batch_size: int, given: Iter
     rates, line = pick_rates(config, batch_size, explicit)
     changes |= rates
     reasons.append(line)
-    return Adaptation(changes, reasons)
+    return Adaptation(changes, reasons, median_side(config, boxes))
 
 
 def _touches(paths: Iterable[str], prefix: str) -> bool:
@@ -151,13 +154,26 @@ def _input_multiple(config) -> int:
     return 32
 
 
-def input_size(config, boxes: Boxes) -> tuple[int | None, str]:
-    """The square input size to train at (None: keep the template's) and why."""
+def _box_sides(config, boxes: Boxes) -> np.ndarray | None:
+    """Each box's side (square root of its area) in px at the pipeline's input; None but for fixed-shape SSDs."""
     current = _fixed_input(config)
     if config.model.WhichOneof("model") != "ssd" or current is None:
-        return None, "input size: kept (chosen for SSDs with a fixed-shape resizer only)"
+        return None
     height, width = current
-    sides = np.sqrt(boxes.widths * width * boxes.heights * height)
+    return np.sqrt(boxes.widths * width * boxes.heights * height)
+
+
+def median_side(config, boxes: Boxes) -> float | None:
+    sides = _box_sides(config, boxes)
+    return None if sides is None else float(np.median(sides))
+
+
+def input_size(config, boxes: Boxes) -> tuple[int | None, str]:
+    """The square input size to train at (None: keep the template's) and why."""
+    sides = _box_sides(config, boxes)
+    if sides is None:
+        return None, "input size: kept (chosen for SSDs with a fixed-shape resizer only)"
+    height, width = _fixed_input(config)
     median = float(np.median(sides))
     described = _describe_sides(sides, f"{width}x{height}")
     if median >= SMALL_SIDE_PX:
@@ -358,10 +374,21 @@ def pick_rates(config, batch_size: int, explicit: set[str]) -> tuple[dict[str, f
     return changes, f"rates: base {base:g}{warmup} (0.00125 per image of the batch of {batch_size})"
 
 
-def freeze_spec(blocks: int, batch_size: int, pretrained: bool) -> tuple[tuple[str, ...], str]:
-    """The freeze specs for a backbone of `blocks` blocks, and why."""
+def freeze_spec(
+    blocks: int, batch_size: int, pretrained: bool, median_side: float | None = None
+) -> tuple[tuple[str, ...], str]:
+    """The freeze specs for a backbone of `blocks` blocks, and why; `median_side`: the boxes' median side in px at
+    the pipeline's input, where known."""
     if not pretrained:
         return (), "freezing: nothing (no pretrained weights to keep)"
+    # On 3x3 mosaics of the sample data (median box 24 px at 300), with the same input (448), anchors and rates for
+    # 10 minutes: backbone:10 frozen reached mAP@0.5 0.72 (1,204 steps), nothing frozen 0.81 in half the steps
+    # (docs/BENCHMARKS.md, "The adaptive recipe against fixed recipes")
+    if median_side is not None and median_side < SMALL_SIDE_PX:
+        return (), (
+            f"freezing: nothing, the boxes are small for the pretrained features (median {median_side:.0f} px at "
+            "the pipeline's input) and the whole backbone adapts to them"
+        )
     if blocks < 2:
         return ("backbone",), "freezing: the backbone (its blocks are not numbered)"
     share = FROZEN_SHARE[batch_size >= 8]

@@ -109,7 +109,7 @@ def train(
     chosen = explicit_fields(recipe, changes)  # before the adaptive recipe fills in the rest
     adaptive = budget is not None and not recipe.fixed_recipe
     if adaptive:
-        recipe = adaptive_recipe(Path(pipeline), recipe, chosen, log)
+        recipe, adaptation = adaptive_recipe(Path(pipeline), recipe, chosen, log)
     pipeline_proto, edited = edited_pipeline(Path(pipeline), recipe, log)
     if budget:
         # The budget stretches the schedule by scaling the step it reads (`stretch` below); on a grid of its own
@@ -147,7 +147,9 @@ def train(
         if budget and budget.elapsed() > budget.seconds:
             raise BudgetTooShort(budget.too_short_message(0))
         if adaptive and not {"freeze", "train_only"} & chosen:
-            specs, reason = freeze_spec(backbone_blocks(model), train_config.batch_size, _has_fine_tune(train_config))
+            pretrained = _has_fine_tune(train_config)
+            blocks = backbone_blocks(model)
+            specs, reason = freeze_spec(blocks, train_config.batch_size, pretrained, adaptation.median_side)
             log(f"adaptive recipe: {reason}")
             recipe = recipe.replace(freeze=specs)
         frozen = resolve_frozen(model, pipeline_proto, list(recipe.freeze), list(recipe.train_only))

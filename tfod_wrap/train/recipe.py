@@ -14,7 +14,7 @@ from tfod_wrap.core.overrides import override
 from tfod_wrap.core.pipeline import load, to_text
 from tfod_wrap.core.recipe import TrainRecipe, saved_recipe
 from tfod_wrap.core.schedule import set_batch_size, set_rates, set_steps
-from tfod_wrap.train.adapt import adapt, read_boxes
+from tfod_wrap.train.adapt import Adaptation, adapt, read_boxes
 
 
 def run_recipe(recipe: TrainRecipe | None, model_dir: Path, resume: bool, changes: dict) -> TrainRecipe:
@@ -69,9 +69,10 @@ def record_run(model_dir: Path, pipeline: Path, recipe: TrainRecipe, edited: str
     recipe.save(model_dir)
 
 
-def adaptive_recipe(pipeline: Path, recipe: TrainRecipe, explicit: set[str], log) -> TrainRecipe:
+def adaptive_recipe(pipeline: Path, recipe: TrainRecipe, explicit: set[str], log) -> tuple[TrainRecipe, Adaptation]:
     """The recipe with the adaptive choices (train/adapt.py) for this pipeline's training records filled in where
-    the user chose nothing; each choice is logged with its reason."""
+    the user chose nothing, each logged with its reason; and the adaptation (freezing is chosen from it once the
+    model is built)."""
     config = load(pipeline)
     given = override(config, list(recipe.overrides))  # the user's --set, applied first and never refitted
     reader = config.train_input_reader
@@ -83,7 +84,7 @@ def adaptive_recipe(pipeline: Path, recipe: TrainRecipe, explicit: set[str], log
     changes = dict(adaptation.changes)
     if "overrides" in changes:
         changes["overrides"] = (*changes["overrides"], *recipe.overrides)
-    return recipe.replace(**changes)
+    return recipe.replace(**changes), adaptation
 
 
 def resolved_text(pipeline: Path, recipe: TrainRecipe) -> str | None:
