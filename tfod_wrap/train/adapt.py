@@ -164,6 +164,7 @@ def _box_sides(config, boxes: Boxes) -> np.ndarray | None:
 
 
 def median_side(config, boxes: Boxes) -> float | None:
+    """The boxes' median side in px at the pipeline's input (None but for fixed-shape SSDs)."""
     sides = _box_sides(config, boxes)
     return None if sides is None else float(np.median(sides))
 
@@ -382,8 +383,8 @@ def freeze_spec(
     if not pretrained:
         return (), "freezing: nothing (no pretrained weights to keep)"
     # On 3x3 mosaics of the sample data (median box 24 px at 300), with the same input (448), anchors and rates for
-    # 10 minutes: backbone:10 frozen reached mAP@0.5 0.72 (1,204 steps), nothing frozen 0.81 in half the steps
-    # (docs/BENCHMARKS.md, "The adaptive recipe against fixed recipes")
+    # 10 minutes: backbone:10 frozen reached mAP@0.5 0.72 (1,204 steps), nothing frozen 0.81-0.84 in three runs of
+    # half the steps (docs/BENCHMARKS.md, "The adaptive recipe against fixed recipes")
     if median_side is not None and median_side < SMALL_SIDE_PX:
         return (), (
             f"freezing: nothing, the boxes are small for the pretrained features (median {median_side:.0f} px at "
