@@ -157,10 +157,11 @@ def test_site_is_isolated_by_its_service_worker_after_one_reload(isolated_run):
     state, served, origin = isolated_run
     assert state["crossOriginIsolated"] is True
     assert state["isolation"] == {"isolated": True, "via": "service worker", "reason": None}
-    assert state["wasm"] == {"threads": False, "simd": True, "engine": "XNNPACK"}  # MediaPipe's build: one thread
+    # MediaPipe's build: one thread, in each of two workers (the page's default on two cores)
+    assert state["wasm"] == {"threads": False, "simd": True, "engine": "XNNPACK", "workers": 2}
     assert state["shown"] == {  # the page says so
         "runtime": "TFLite (MediaPipe)",
-        "backend": "wasm (XNNPACK, 1 thread, SIMD)",
+        "backend": "wasm (XNNPACK, 2 workers of 1 thread, SIMD)",
         "isolation": "on (service worker)",
     }
     assert state["navigations"] == [f"{origin}/", f"{origin}/"]  # the first load, then one reload
@@ -187,7 +188,7 @@ def test_site_asks_nothing_of_another_origin(isolated_run):
     assert len(urls) >= len(served)  # the browser saw at least what the server answered
     foreign = [url for url in urls if origin_of(url) not in (origin, None)]
     assert foreign == []
-    assert f"{origin}/vendor/mediapipe/wasm/vision_wasm_internal.wasm" in urls  # what the page ran on
+    assert f"{origin}/vendor/mediapipe/wasm/vision_wasm_module_internal.wasm" in urls  # what the workers ran
 
 
 def test_site_runs_without_isolation(site, clip, trained_detector):

@@ -131,9 +131,12 @@ def test_serves_every_module_of_the_page_as_javascript(server):
         status, headers, body = fetch(server, f"/{name}")
         assert (status, headers["content-type"]) == (200, "text/javascript; charset=utf-8"), name
         assert body == (static / name).read_bytes()
-        pending += set(re.findall(r'from "\./([\w-]+\.js)"', body.decode())) - seen - set(pending)
+        # imports, and the worker scripts the page starts (by an address made absolute)
+        found = re.findall(r'(?:from |absolute\()"(?:\./)?([\w-]+\.js)"', body.decode())
+        pending += set(found) - seen - set(pending)
     assert seen == {path.name for path in static.glob("*.js")}
     assert {"model.js", "camera.js", "drawing.js", "controls.js", "state.js", "isolation.js"} <= seen
+    assert {"mediapipe.js", "mediapipe_task.js", "mediapipe_worker.js"} <= seen
 
 
 def test_serves_the_model_files_byte_for_byte(server, model_folder):
@@ -487,12 +490,16 @@ def as_mediapipe_reports(box: np.ndarray) -> np.ndarray:
     return np.concatenate([top_left, top_left + box[2:] - box[:2]])
 
 
-def test_page_runs_the_tflite_export_on_mediapipe(trained_detector, tmp_path):
-    """An export with a TFLite model (metadata embedded) runs on MediaPipe by default: the camera finds the known
-    object, TF.js is not even loaded, nothing leaves the page's origin, and on an image the detections are the TFLite
-    interpreter's within the export's parity tolerance (the interpreter's are the checkpoint's, as the fixture's
-    export --verify checked). The image is the model-sized picture with each pixel an odd-sided block, so MediaPipe's
-    resize back to the model's size samples the very pixels the interpreter gets (tests/test_mediapipe.py)."""
+@pytest.mark.parametrize(
+    ("workers", "shown"), [("2", "2 workers of 1 thread"), ("0", "1 thread")], ids=["workers", "page-thread"]
+)
+def test_page_runs_the_tflite_export_on_mediapipe(trained_detector, tmp_path, workers, shown):
+    """An export with a TFLite model (metadata embedded) runs on MediaPipe by default, in workers (?workers=2, the
+    default on two cores) or on the page's thread (?workers=0): the camera finds the known object, TF.js is not even
+    loaded, nothing leaves the page's origin, and on an image the detections are the TFLite interpreter's within the
+    export's parity tolerance (the interpreter's are the checkpoint's, as the fixture's export --verify checked). The
+    image is the model-sized picture with each pixel an odd-sided block, so MediaPipe's resize back to the model's
+    size samples the very pixels the interpreter gets (tests/test_mediapipe.py)."""
     folder = trained_detector.export_dir / "tflite"
     metadata = json.loads((folder / "metadata.json").read_text())
     _, height, width, _ = metadata["input"]["shape"]
@@ -501,14 +508,18 @@ def test_page_runs_the_tflite_export_on_mediapipe(trained_detector, tmp_path):
     Image.fromarray(small).resize((width * 9, height * 9), Image.NEAREST).save(image)
     clip = make_clip(trained_detector.image, tmp_path / "clip.y4m", size=(640, 480))
     with serving(trained_detector.export_dir / "tfjs") as server:
-        state = run_page(server.url, clip, frames=8, image=image, query={"threshold": "0.05"}, timeout=90)
+        query = {"threshold": "0.05", "workers": workers}
+        state = run_page(server.url, clip, frames=8, image=image, query=query, timeout=90)
         origin = server.url.rstrip("/")
     assert state["error"] is None, state
     assert state["runtime"] == "tflite" and state["backendErrors"] == {}, state
     assert state["shown"]["runtime"] == "TFLite (MediaPipe)"
-    assert state["shown"]["backend"] == "wasm (XNNPACK, 1 thread, SIMD)"
+    assert state["shown"]["backend"] == f"wasm (XNNPACK, {shown}, SIMD)"
+    assert not [line for line in state["console"] if "mediapipe-workers-failed" in line], state["console"]
     urls = [request["url"] for request in state["requests"]]
     assert f"{origin}/model/tflite/model.tflite" in urls
+    build = "vision_wasm_module_internal" if workers != "0" else "vision_wasm_internal"
+    assert f"{origin}/vendor/mediapipe/wasm/{build}.wasm" in urls  # the ES-module build in workers
     assert not [url for url in urls if "/vendor/tfjs" in url], "TF.js loaded though MediaPipe ran the model"
     assert [url for url in urls if not url.removeprefix("blob:").startswith(origin + "/")] == []
 

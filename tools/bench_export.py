@@ -22,18 +22,19 @@ template says 300x300) and SSD MobileNet V2 FPNLite 320 (template ssd_mobilenet_
      the image already resized to the model's 320x320 (what the page sends);
    every latency is also given as a ratio to the SavedModel's median of the same model in the same run;
 4. the page (`tfod_wrap.web`) in headless Chromium with a 640x480 still image as its fake camera, for --frames frames,
-   on each of its runtimes: the float32 and the uint8 TFLite export on MediaPipe Tasks (XNNPACK wasm, one thread;
-   ?runtime=tflite, what the page picks by default when the export has TFLite) and the float32 and float16 TF.js export
-   on TF.js's wasm backend (?backend=wasm): FPS and inference ms as the page reports them (its log line every 5 frames;
-   medians after frame 10), whether the page was crossOriginIsolated and which wasm binary (threads, SIMD) ran; and
-   TF.js float32 once more with a 320x240 camera (the page resizes every frame to 320x320 before the model, so this
-   shows what the camera size costs). Targets at 640x480 on this 2-core machine: TF.js at least 10 FPS; the MediaPipe
-   page at least 20 FPS for SSD MobileNet V2 320 and 12 FPS for FPNLite 320 (issue 20), and its ratio to the TF.js
-   float32 page of the same model in the same run.
+   on each of its runtimes: the float32 and the uint8 TFLite export on MediaPipe Tasks (XNNPACK wasm, one thread in
+   each of --workers workers, and again on the page's own thread, ?workers=0, as the page ran it before it had
+   workers; ?runtime=tflite, what the page picks by default when the export has TFLite) and the float32 and float16
+   TF.js export on TF.js's wasm backend (?backend=wasm): FPS and inference ms as the page reports them (its log line
+   every 5 frames; medians after frame 10), whether the page was crossOriginIsolated and which wasm binary (threads,
+   SIMD) ran; and TF.js float32 once more with a 320x240 camera (the page resizes every frame to 320x320 before the
+   model, so this shows what the camera size costs). Targets at 640x480 on this 2-core machine: TF.js at least 10
+   FPS; the MediaPipe page (in its workers) at least 20 FPS for SSD MobileNet V2 320 and 12 FPS for FPNLite 320
+   (issue 20), and its ratio to the TF.js float32 page of the same model in the same run.
 
 --page-only skips the latency measurements and exports float32 and uint8 only (SavedModel, TF.js, TFLite): the
 pages of each model side by side, MediaPipe on the float32 and on the uint8 TFLite (full-integer kernels, which
-XNNPACK runs faster) and TF.js on float32, in about ten minutes.
+XNNPACK runs faster), each in workers and on the page's thread, and TF.js on float32, in about 15 minutes.
 
 While every measurement runs, a thread samples the CPU time of every process: "other load" is the mean number of
 cores that processes outside this script's process tree kept busy (values well above 0 mean the timing was
@@ -42,10 +43,11 @@ waits until those other processes use less than 0.2 cores over 2 s, spending at 
 waiting over the whole run; after that it measures regardless.
 
     .venv/bin/python tools/bench_export.py [--quick] [--page-only] [--images 24] [--steps 2] [--latency-images 3]
-                                           [--repeats 20] [--warmup 3] [--frames 100] [--wait-quiet 300]
+                                           [--repeats 20] [--warmup 3] [--frames 100] [--workers 2] [--wait-quiet 300]
                                            [--workdir DIR] [--json PATH]
 
---quick: 1 latency image, 10 repeats, 30 page frames, float32 only on the page (MediaPipe and TF.js); no JSON
+--quick: 1 latency image, 10 repeats, 30 page frames, float32 only on the page (MediaPipe in workers and on the
+page's thread, TF.js); no JSON
 unless --json.
 """
 
@@ -353,13 +355,22 @@ def page_log(console: list[str]) -> tuple[dict, list[dict]]:
 
 
 def measure_page(
-    tfjs_dir: Path, clip: Path, frames: int, weights: str, camera: str, quiet: QuietWait, runtime: str = "tfjs"
+    tfjs_dir: Path,
+    clip: Path,
+    frames: int,
+    weights: str,
+    camera: str,
+    quiet: QuietWait,
+    runtime: str = "tfjs",
+    workers: int | None = None,
 ) -> dict:
     """The page on one runtime: "tfjs" (?backend=wasm) or "tflite" (?runtime=tflite: the TFLite export beside
-    tfjs_dir, on MediaPipe)."""
+    tfjs_dir, on MediaPipe, in `workers` workers: ?workers=N, the page's default when None)."""
     from tfod_wrap.web import run_page, serving
 
     query = {"log": str(PAGE_LOG_EVERY)} | ({"runtime": "tflite"} if runtime == "tflite" else {"backend": "wasm"})
+    if workers is not None:
+        query["workers"] = str(workers)
     waited = quiet()
     with Measured() as measured, serving(tfjs_dir) as server:
         state = run_page(server.url, clip, frames=frames, query=query, timeout=60 + frames)
@@ -370,6 +381,7 @@ def measure_page(
         "runtime": runtime,
         "weights": weights,
         "camera": camera,
+        "workers": workers,
         "fps_median": median("fps"),
         "inference_ms_median": median("inferenceMs"),
         "fps_last": state.get("fps"),
@@ -403,15 +415,29 @@ def page_target(name: str, page: dict) -> float:
     return TARGET_FPS_TFLITE.get(name, TARGET_FPS) if page["runtime"] == "tflite" else TARGET_FPS
 
 
+def page_name(page: dict) -> str:
+    """The runtime of a page run, with MediaPipe's workers."""
+    if page["runtime"] != "tflite":
+        return RUNTIME_NAMES[page["runtime"]]
+    workers = page.get("workers")
+    where = "page's thread" if workers == 0 else f"{workers} workers" if workers else "default workers"
+    return f"{RUNTIME_NAMES['tflite']} ({where})"
+
+
 def page_ratio(pages: list[dict]) -> dict[str, float]:
-    """FPS of the MediaPipe page (per TFLite quantisation) over the float32 TF.js page, 640x480 camera, one run."""
+    """FPS of each MediaPipe page (per TFLite quantisation and workers) over the float32 TF.js page, 640x480 camera,
+    one run."""
     fps = {
-        (page["runtime"], page["weights"]): page["fps_median"]
+        (page_name(page), page["weights"]): page["fps_median"]
         for page in pages
         if page["camera"] == "640x480" and not page["error"] and page["fps_median"]
     }
-    baseline = fps.get(("tfjs", "none"))
-    return {q: value / baseline for (runtime, q), value in fps.items() if runtime == "tflite" and baseline}
+    baseline = fps.get((RUNTIME_NAMES["tfjs"], "none"))
+    return {
+        f"{name}, {q}": value / baseline
+        for (name, q), value in fps.items()
+        if name != RUNTIME_NAMES["tfjs"] and baseline
+    }
 
 
 def markdown(results: dict) -> str:
@@ -444,17 +470,18 @@ def markdown(results: dict) -> str:
             target = page_target(name, page)
             verdict = f"{'met' if fps and fps >= target else 'missed'} (>= {target:.0f})"
             verdict = f"error: {page['error']}" if page["error"] else verdict
+            verdict = "baseline: the page without workers" if page.get("workers") == 0 else verdict
             lines.append(
-                f"| {name} | {RUNTIME_NAMES[page['runtime']]} | {page['weights']} | {page['camera']} | "
+                f"| {name} | {page_name(page)} | {page['weights']} | {page['camera']} | "
                 f"{cell(fps, '.1f')} | {cell(page['inference_ms_median'], '.0f')} | "
                 f"{cell(1000 / fps if fps else None, '.0f')} | {page['frames']} | {page['cross_origin_isolated']} | "
                 f"{wasm.get('threads')}, {wasm.get('simd')} | {loads(page['load'])} | {verdict} |"
             )
     for name, model in results["models"].items():
-        for weights, ratio in model.get("page_ratio", {}).items():
+        for page, ratio in model.get("page_ratio", {}).items():
             lines.append(
-                f"\n{name}: the MediaPipe page on {weights} TFLite runs {ratio:.2f}x the FPS of the float32 TF.js "
-                "wasm page (640x480, this run)"
+                f"\n{name}: the page on {page} TFLite runs {ratio:.2f}x the FPS of the float32 TF.js wasm page "
+                "(640x480, this run)"
             )
     disturbed = [
         f"{name}: {row['label']} ({row['load']['other_cores']:.2f})"
@@ -485,6 +512,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per image (default 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per image first (default 3)")
     parser.add_argument("--frames", type=int, default=100, help="page frames per run (default 100)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="MediaPipe's workers in the page (?workers=N), beside 0 (default 2)"
+    )
     parser.add_argument(
         "--wait-quiet",
         type=float,
@@ -530,11 +560,13 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
     # (runtime, weights, camera): MediaPipe on the float32 TFLite, TF.js float32 and float16 at the webcam size;
     # TF.js float32 once more at a smaller camera size
     quiet = QuietWait(args.wait_quiet)
-    page_runs = [("tflite", "none", "640x480"), ("tfjs", "none", "640x480")]
-    if args.page_only:
-        page_runs.insert(1, ("tflite", "uint8", "640x480"))
-    elif not args.quick:
-        page_runs += [("tflite", "uint8", "640x480"), ("tfjs", "float16", "640x480"), ("tfjs", "none", "320x240")]
+    # (runtime, weights, camera, MediaPipe's workers): MediaPipe in its default workers and on the page's own thread
+    # (workers=0, the page before it had workers) for each TFLite quantisation, TF.js float32 at the webcam size;
+    # without --quick also TF.js float16 and float32 at a smaller camera size
+    mediapipe = [("tflite", q, "640x480", w) for q in ("none", "uint8") for w in (args.workers, 0)]
+    page_runs = [*(mediapipe[:2] if args.quick else mediapipe), ("tfjs", "none", "640x480", None)]
+    if not (args.quick or args.page_only):
+        page_runs += [("tfjs", "float16", "640x480", None), ("tfjs", "none", "320x240", None)]
     models = {}
     for name in args.models:
         progress(f"{name}: training {args.steps} steps ...")
@@ -547,10 +579,11 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
                 reports = export_all(pipeline, model_dir, workdir / MODELS[name][0])
         latency = [] if args.page_only else measure_latency(pipeline, reports, images, args, quiet)
         page = []
-        for runtime, quantize, camera in page_runs:
-            progress(f"  page: {RUNTIME_NAMES[runtime]}, {quantize} weights, {camera} camera, {args.frames} frames ...")
+        for runtime, quantize, camera, workers in page_runs:
+            label = page_name({"runtime": runtime, "workers": workers})
+            progress(f"  page: {label}, {quantize} weights, {camera} camera, {args.frames} frames ...")
             tfjs_dir = Path(reports[quantize].formats["tfjs"]["path"])
-            page.append(measure_page(tfjs_dir, clips[camera], args.frames, quantize, camera, quiet, runtime))
+            page.append(measure_page(tfjs_dir, clips[camera], args.frames, quantize, camera, quiet, runtime, workers))
         models[name] = {
             "template": MODELS[name][0],
             "overrides": MODELS[name][1],
@@ -570,8 +603,12 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
         for page in model["page"]
         if page["camera"] == "640x480" and page["runtime"] == "tfjs"
     ]
+    # the targets hold for the page as users get it: MediaPipe in its workers, not the ?workers=0 comparison
     mediapipe = [
-        (name, page) for name, model in models.items() for page in model["page"] if page["runtime"] == "tflite"
+        (name, page)
+        for name, model in models.items()
+        for page in model["page"]
+        if page["runtime"] == "tflite" and page["workers"] != 0
     ]
     return {
         "machine": machine() | {"tensorflow": tf.__version__},

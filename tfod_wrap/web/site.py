@@ -11,8 +11,10 @@ Layout (the routes of `tfod-wrap serve`, so the page is the same file in both):
                                     run, fastest first: serve.formats)
     model/tflite/                   model.tflite (with its embedded TFLite metadata) and metadata.json, when the
                                     export beside the TF.js folder has them: the page runs it on MediaPipe
-    vendor/mediapipe/               then MediaPipe Tasks: vision_bundle.mjs and wasm/vision_wasm_internal.js, .wasm
-                                    (the SIMD build; a browser without wasm SIMD falls back to TF.js)
+    vendor/mediapipe/               then MediaPipe Tasks: vision_bundle.mjs, wasm/vision_wasm_module_internal.js, .wasm
+                                    (the SIMD build as an ES module, for the page's workers) and
+                                    wasm/vision_wasm_internal.js, .wasm (the same as a script, for the page's own thread
+                                    when workers fail); a browser without wasm SIMD falls back to TF.js
     vendor/tfjs/tf.min.js           TF.js (WebGL and CPU backends)
     vendor/tfjs-backend-wasm/       its wasm backend: the script and the three binaries (plain, SIMD, threaded SIMD)
     _headers, netlify.toml,         the isolation headers for Netlify and Cloudflare Pages, Netlify, Vercel
@@ -68,6 +70,8 @@ MEDIAPIPE_RUNTIME = {
     "vision_bundle.mjs": "vendor/mediapipe/vision_bundle.mjs",
     "wasm/vision_wasm_internal.js": "vendor/mediapipe/wasm/vision_wasm_internal.js",
     "wasm/vision_wasm_internal.wasm": "vendor/mediapipe/wasm/vision_wasm_internal.wasm",
+    "wasm/vision_wasm_module_internal.js": "vendor/mediapipe/wasm/vision_wasm_module_internal.js",
+    "wasm/vision_wasm_module_internal.wasm": "vendor/mediapipe/wasm/vision_wasm_module_internal.wasm",
 }
 # `export --site` without --quantize: with --verify, the smallest weights that pass it (a quantised format passes
 # when its mAP@0.5 on the eval split stays within 0.02 of the checkpoint's: export.verify.MAP_KEPT), tried smallest

@@ -38,12 +38,17 @@ export function runtimeText() {
   return RUNTIME_NAMES[state.runtime] || "none";
 }
 
+function threadsText(wasm) {
+  if (wasm.threads) return "threads";
+  return wasm.workers > 1 ? `${wasm.workers} workers of 1 thread` : wasm.workers ? "1 worker, 1 thread" : "1 thread";
+}
+
 export function showBackend() {
   const wasm = state.wasm;
   ui.runtime.textContent = runtimeText();
   ui.runtime.title = state.backendErrors.tflite ? `TFLite did not run: ${state.backendErrors.tflite}` : "";
   ui.backend.textContent = (state.backend || "none") +
-    (wasm ? ` (${wasm.engine ? `${wasm.engine}, ` : ""}${wasm.threads ? "threads" : "1 thread"}` +
+    (wasm ? ` (${wasm.engine ? `${wasm.engine}, ` : ""}${threadsText(wasm)}` +
       `${wasm.simd ? ", SIMD" : ""})` : "");
 }
 

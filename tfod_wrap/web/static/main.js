@@ -1,12 +1,14 @@
 // tfod-wrap live detection page: a detector exported by `tfod-wrap export`, on the webcam or on an image: its TFLite
 // model on MediaPipe (XNNPACK wasm) when the export has one, else its TF.js graph model.
-// ES modules, no build step: model.js and mediapipe.js (the detector), camera.js, drawing.js, controls.js (the page's elements),
+// ES modules, no build step: model.js and mediapipe.js (the detector; mediapipe_task.js and mediapipe_worker.js run
+// MediaPipe in workers), camera.js, drawing.js, controls.js (the page's elements),
 // isolation.js (cross-origin isolation, for wasm threads), state.js (window.tfodWrap) and this file, which runs the
 // page. MediaPipe and TF.js come from vendor/, the model and its metadata.json from model/, both beside the page.
 //
 // URL parameters: ?runtime=tfjs|tflite forces a runtime (default: tflite when model/formats.json lists it);
 // ?backend=webgl|wasm|cpu forces TF.js on that backend (default: WebGL when it runs the model, else wasm, else
-// cpu); ?threshold=0.3 sets the initial score threshold; ?log=N logs a state line every N frames (default 30).
+// cpu); ?workers=N runs MediaPipe in N workers (default 2; 0: on the page's thread); ?threshold=0.3 sets the initial
+// score threshold; ?log=N logs a state line every N frames (default 30).
 
 import { Camera, FpsMeter, cameraError, nextFrame } from "./camera.js";
 import {
@@ -21,8 +23,9 @@ const logEvery = Math.max(1, parseInt(params.get("log") || "30", 10) || 30);
 const camera = new Camera(ui.video);
 const meter = new FpsMeter();
 // What is shown ("camera" or "image"); the camera loop that may run (a new mode bumps it, and an older loop stops);
-// the last detections before the score threshold.
-const view = { mode: "camera", loop: 0, detections: [] };
+// the last detections before the score threshold;
+// the camera frames sent to the detector and the latest one shown.
+const view = { mode: "camera", loop: 0, detections: [], sentFrame: 0, shownFrame: 0 };
 let detector = null;
 
 function redraw() {
@@ -61,23 +64,41 @@ function logFrame() {
     detections: state.lastDetections.slice(0, 10) });
 }
 
+// One camera frame's detections shown, unless a later frame's are already (with several slots, a frame can overtake
+// the one before it).
+function showFrame(frame, detections) {
+  if (frame < view.shownFrame) return;
+  view.shownFrame = frame;
+  const fps = meter.tick(performance.now());
+  if (fps !== null) state.fps = fps;
+  state.frames += 1;
+  show(detections, "camera");
+  if (state.firstDetectionAt === null && state.lastDetections.length) {
+    state.firstDetectionAt = performance.timeOrigin + performance.now(); // epoch ms: comparable across reloads
+  }
+  if (state.frames % logEvery === 0) logFrame();
+}
+
+// Detect on the camera until the mode changes, keeping up to detector.slots frames in flight (MediaPipe's workers;
+// TF.js has one slot), one new frame at most an animation frame.
 async function cameraLoop(loop) {
   const current = () => loop === view.loop && view.mode === "camera";
-  while (current()) {
-    if (camera.hasFrame) {
-      const detections = await detect(ui.video);
-      if (!detections || !current()) return;
-      const fps = meter.tick(performance.now());
-      if (fps !== null) state.fps = fps;
-      state.frames += 1;
-      show(detections, "camera");
-      if (state.firstDetectionAt === null && state.lastDetections.length) {
-        state.firstDetectionAt = performance.timeOrigin + performance.now(); // epoch ms: comparable across reloads
-      }
-      if (state.frames % logEvery === 0) logFrame();
+  const inFlight = new Set();
+  let failed = false;
+  while (current() && !failed) {
+    if (camera.hasFrame && inFlight.size < (detector.slots || 1)) {
+      const frame = ++view.sentFrame;
+      const job = detect(ui.video).then((detections) => {
+        if (!detections) failed = true;
+        else if (current()) showFrame(frame, detections);
+      });
+      inFlight.add(job);
+      job.finally(() => inFlight.delete(job));
     }
-    await nextFrame();
+    if (inFlight.size >= (detector.slots || 1)) await Promise.race(inFlight);
+    await nextFrame(); // also lets the page draw and answer events between frames on its own thread
   }
+  await Promise.all(inFlight);
 }
 
 async function toCamera() {

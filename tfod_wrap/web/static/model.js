@@ -274,7 +274,8 @@ async function loadMediaPipe(metadata, progress) {
   const detector = new MediaPipeDetector(metadata);
   await detector.load();
   state.backend = "wasm";
-  state.wasm = { threads: false, simd: true, engine: "XNNPACK" }; // MediaPipe's web build runs on one thread
+  // MediaPipe's web build runs on one thread, in each of the detector's workers
+  state.wasm = { threads: false, simd: true, engine: "XNNPACK", workers: detector.workers.length };
   detector.numTensors = () => null;
   return detector;
 }
