@@ -545,3 +545,43 @@ def test_page_runs_the_tflite_export_on_mediapipe(trained_detector, tmp_path, wo
         assert found["name"] == name, (got, expected)
         assert abs(found["score"] - score) <= tolerance, (found, score)
         assert np.abs(np.asarray(found["box"]) - box).max() <= tolerance, (found, box)
+
+
+@pytest.mark.long  # MediaPipe Tasks sends its usage log once a minute
+def test_mediapipe_usage_logs_never_leave_the_page(trained_detector, tmp_path):
+    """MediaPipe Tasks posts usage logs to a Google server every minute; the page's Content-Security-Policy blocks
+    them, in its workers too (they start from blob: addresses, which keep the page's policy). Chromium is told to
+    send every connection to that server to a local socket instead, which must see none in 70 s of detection.
+    Without the policy the same run made 4 connections (docs/BENCHMARKS.md, "MediaPipe in workers")."""
+    bundle = (node_modules() / "@mediapipe" / "tasks-vision" / "vision_bundle.mjs").read_text()
+    hosts = set(re.findall(r"https://([\w.-]+\.googleapis\.com)/", bundle))
+    assert hosts, "the bundle names no Google endpoint: check what it logs to now"
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    connections = []
+
+    def accept() -> None:
+        while listener.fileno() != -1:
+            try:
+                connections.append(listener.accept()[0].close())
+            except (TimeoutError, OSError):
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    target = f"127.0.0.1:{listener.getsockname()[1]}"
+    clip = make_clip(trained_detector.image, tmp_path / "clip.y4m", size=(640, 480))
+    try:
+        with serving(trained_detector.export_dir / "tfjs") as server:
+            state = run_page(
+                server.url,
+                clip,
+                frames=10**6,
+                query={"log": "100000"},
+                timeout=70,
+                map_hosts=dict.fromkeys(hosts, target),
+            )
+    finally:
+        listener.close()
+    assert state["error"] is None and state["runtime"] == "tflite", state
+    assert state["wasm"]["workers"] == 2 and state["frames"] > 100, state
+    assert connections == [], f"{len(connections)} connections to {sorted(hosts)}"

@@ -61,10 +61,12 @@ def run_page(
     image: str | Path | None = None,
     query: dict[str, str] | None = None,
     timeout: float = 60,
+    map_hosts: dict[str, str] | None = None,
 ) -> dict:
     """Open the page in headless Chromium with `clip` as the camera and wait for `frames` processed frames (or an
     error, or `timeout` seconds). With `image`, the file is then chosen in the page's file input and its
-    detections come back under "image".
+    detections come back under "image". `map_hosts` ({"host": "127.0.0.1:PORT"}) sends the browser's connections
+    to those hosts to local addresses instead, so a test can see what the page would send elsewhere.
 
     Returns the page state: ready, backend, fps, frames, inferenceMs, lastDetections, error, crossOriginIsolated,
     isolation ({isolated, via, reason}), wasm ({threads, simd}), shown (the header bar's backend and isolation
@@ -86,6 +88,7 @@ def run_page(
         "frames": frames,
         "image": str(Path(image).resolve()) if image else None,
         "timeout_ms": int(timeout * 1000),
+        "map_hosts": ", ".join(f"MAP {host} {target}" for host, target in (map_hosts or {}).items()) or None,
     }
     output = run_node(RUN_PAGE, json.dumps(request), timeout=timeout + 60)
     return json.loads(output.strip().splitlines()[-1])

@@ -5,7 +5,8 @@
 // REQUEST: {"modules": node_modules folder (playwright-core), "chromium": executable, "url": the served page,
 //           "query": {"backend": "wasm", ...} URL parameters, "clip": .y4m file played as the camera,
 //           "frames": N, "image": optional image file to choose in the page's file input afterwards,
-//           "timeout_ms": how long to wait for N frames}
+//           "timeout_ms": how long to wait for N frames, "map_hosts": optional Chromium --host-resolver-rules,
+//           such as "MAP example.com 127.0.0.1:9000", to see what the page would send to another host}
 // Prints: {ready, runtime, backend, fps, frames, inferenceMs, lastDetections, error, crossOriginIsolated, isolation,
 //          wasm, shown, numTensors: {early, late}, seconds, firstDetectionMs, timedOut, console: [...], requests: [...],
 //          navigations: [...], image?: {...}}
@@ -22,6 +23,7 @@ run((request) => [
   "--use-fake-ui-for-media-stream",
   "--use-fake-device-for-media-stream",
   `--use-file-for-fake-video-capture=${request.clip}`,
+  ...(request.map_hosts ? [`--host-resolver-rules=${request.map_hosts}`] : []),
 ], async (request, browser) => {
   const consoleLines = [];
   const requests = [];
