@@ -249,6 +249,16 @@ EARLIER_FILES = {
 }
 
 
+# The same files made on a CPU without AVX-512 (AMD EPYC, 2026-12-07): OpenCV's float kernels there round a few
+# pixels of this image differently (its other images and every annotation are the same bytes).
+WITHOUT_AVX512 = {(0, 0, (320, 240)): "0a9e09d6e962347807f02dc773fdd5cbb0b9bb7e473c7977670688f288d11a39"}
+
+
+def jpeg_hashes(key: tuple) -> set[str]:
+    """The JPEG hashes the earlier generator gave for (seed, index, size), on the CPUs it was run on."""
+    return {EARLIER_FILES[key][0], WITHOUT_AVX512.get(key, EARLIER_FILES[key][0])}
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -257,12 +267,13 @@ def test_files_are_those_of_the_earlier_generator(tmp_path):
     written = tmp_path / "demo"
     generate(written, count=2, seed=0)  # through the writer: images/ and annotations/ as make demo gets them
     for index in (0, 1):
-        jpeg, xml = EARLIER_FILES[(0, index, (320, 240))]
-        assert sha256((written / "images" / f"sample_{index:05d}.jpg").read_bytes()) == jpeg, index
+        xml = EARLIER_FILES[(0, index, (320, 240))][1]
+        image = (written / "images" / f"sample_{index:05d}.jpg").read_bytes()
+        assert sha256(image) in jpeg_hashes((0, index, (320, 240))), index
         assert sha256((written / "annotations" / f"sample_{index:05d}.xml").read_bytes()) == xml, index
-    for (seed, index, size), (jpeg, xml) in EARLIER_FILES.items():
+    for (seed, index, size), (_, xml) in EARLIER_FILES.items():
         image, objects = render(index, seed, size)
-        assert sha256(image) == jpeg, (seed, index, size)
+        assert sha256(image) in jpeg_hashes((seed, index, size)), (seed, index, size)
         assert sha256(voc_xml(f"sample_{index:05d}.jpg", size, objects).encode()) == xml, (seed, index)
 
 

@@ -463,9 +463,10 @@ def test_several_steps_per_call_train_what_one_step_per_call_trains(records, tmp
         np.testing.assert_allclose(several, one, rtol=1e-5)
     assert len(set(history[4][index]["learning_rate"] for index in range(6))) > 1  # read after each step
     # the same training up to float rounding: the loop's body is optimised as a function of its own, and its
-    # kernels may round differently (a few 1e-6 on weights of order 0.1 after 6 steps)
+    # kernels may round differently (a few 1e-6 on weights of order 0.1 after 6 steps with AVX-512, up to 4e-5
+    # without it)
     for name, value in runs[1].items():
-        np.testing.assert_allclose(runs[4][name], value, rtol=1e-4, atol=2e-5, err_msg=name)
+        np.testing.assert_allclose(runs[4][name], value, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
 def test_a_non_finite_loss_in_a_call_of_several_steps_stops_at_its_step(records, tmp_path):

@@ -418,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the sample dataset (Pascal VOC; cat, cup, rocket) made from photos installed with scikit-image",
         description="Write a synthetic Pascal VOC detection dataset to OUTPUT (images/, annotations/, README.txt): "
         "objects cut out of photos bundled with scikit-image and scikit-learn, pasted onto other photos. The same "
-        "seed gives byte-identical files. Prints a JSON summary. `make demo` starts from it.",
+        "seed gives byte-identical files (on a CPU of the same kind: OpenCV's float kernels may round a pixel "
+        "differently with and without AVX-512). Prints a JSON summary. `make demo` starts from it.",
     )
     sample.add_argument("--output", required=True, type=Path, help="folder to write (new, or an earlier output)")
     sample.add_argument("--count", type=int, default=300, help="number of images (default 300)")

@@ -20,7 +20,8 @@ Objects are placed so that at least 40% of each stays visible; placements that w
 redrawn, so no object is left in an image unlabelled.
 
 Deterministic: image i depends only on (seed, i), so the same seed gives byte-identical files whatever
-the number of worker processes.
+the number of worker processes, on CPUs of the same kind: OpenCV's float kernels can round a few pixels
+differently with and without AVX-512 (the annotations stay the same; tests/test_sample_data.py keeps both).
 
     tfod-wrap sample --output data/sample [--count 300] [--seed 0] [--size 320x240] [--preview FILE]
     python tools/sample_data.py ...   (the same command)
