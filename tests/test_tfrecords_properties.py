@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import photo, read_examples, voc_xml, write_coco, write_csv
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from object_detection.core import standard_fields as fields
 from object_detection.data_decoders.tf_example_decoder import TfExampleDecoder
@@ -96,7 +96,18 @@ def lay_out(root: Path, specs: list[dict]) -> list[dict]:
             (folder / name).write_bytes(content)
         annotated = (size[0] + 5, size[1]) if kind == "mismatch" else size
         written = kind in ("jpeg", "png", "png16") or (kind == "duplicate" and content is not None and not earlier)
-        laid.append({**spec, "stem": stem, "name": name, "size": size, "annotated": annotated, "written": written})
+        copy_of = earlier[-1]["name"] if kind == "duplicate" and earlier else None
+        laid.append(
+            {
+                **spec,
+                "stem": stem,
+                "name": name,
+                "size": size,
+                "annotated": annotated,
+                "written": written,
+                "copy_of": copy_of,
+            }
+        )
     return laid
 
 
@@ -156,6 +167,16 @@ def decode(example) -> dict:
 @pytest.mark.filterwarnings("ignore")
 @settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(datasets)
+# a CSV image with no rows, then a copy of it with one: the copy is the dataset's only image of those bytes
+@example(
+    (
+        "csv",
+        [
+            {"kind": "jpeg", "size": (64, 48), "boxes": []},
+            {"kind": "duplicate", "size": (64, 48), "boxes": [("a", 0, 0, 0, 0)]},
+        ],
+    )
+)
 def test_written_records_decode_to_the_annotated_boxes_and_skips_have_reasons(dataset):
     fmt, specs = dataset
     with tempfile.TemporaryDirectory() as folder:
@@ -164,6 +185,12 @@ def test_written_records_decode_to_the_annotated_boxes_and_skips_have_reasons(da
         annotations = write_annotations(fmt, root, laid)
         # An image no CSV row mentions is not in the dataset at all.
         annotated = [item for item in laid if fmt != "csv" or item["boxes"]]
+        # A copy of an image the dataset leaves out is the first of its bytes there: its first copy is written.
+        in_dataset, copied = {item["name"] for item in annotated}, set()
+        for item in annotated:
+            if item["copy_of"] and item["copy_of"] not in in_dataset:
+                item["written"] = item["copy_of"] not in copied
+                copied.add(item["copy_of"])
         report = convert(annotations, root / "out", workers=1)
 
         examples = read_examples(sorted((root / "out").glob("*.record")))
