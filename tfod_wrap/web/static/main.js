@@ -83,10 +83,11 @@ function showFrame(frame, detections) {
 // TF.js has one slot), one new frame at most an animation frame.
 async function cameraLoop(loop) {
   const current = () => loop === view.loop && view.mode === "camera";
+  const slots = detector.slots || 1;
   const inFlight = new Set();
   let failed = false;
   while (current() && !failed) {
-    if (camera.hasFrame && inFlight.size < (detector.slots || 1)) {
+    if (camera.hasFrame && inFlight.size < slots) {
       const frame = ++view.sentFrame;
       const job = detect(ui.video).then((detections) => {
         if (!detections) failed = true;
@@ -95,7 +96,7 @@ async function cameraLoop(loop) {
       inFlight.add(job);
       job.finally(() => inFlight.delete(job));
     }
-    if (inFlight.size >= (detector.slots || 1)) await Promise.race(inFlight);
+    if (inFlight.size >= slots) await Promise.race(inFlight);
     await nextFrame(); // also lets the page draw and answer events between frames on its own thread
   }
   await Promise.all(inFlight);

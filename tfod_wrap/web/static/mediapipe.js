@@ -32,12 +32,13 @@ function files(where) {
 // otherwise download the 13 MB wasm and the model twice. Their blobs keep the server's content types, which module
 // imports and wasm streaming compilation check.
 async function fetchOnce(urls) {
-  const entries = await Promise.all(Object.entries(urls).map(async ([key, url]) => {
+  const blobs = await Promise.all(Object.values(urls).map(async (url) => {
     const response = await fetch(url);
     if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
-    return [key, URL.createObjectURL(await response.blob())];
+    return response.blob();
   }));
-  return Object.fromEntries(entries);
+  // addresses only once every fetch succeeded, so a failed one leaves none to revoke
+  return Object.fromEntries(Object.keys(urls).map((key, index) => [key, URL.createObjectURL(blobs[index])]));
 }
 
 // ?workers=N, else 2 (1 on a one-core machine).
@@ -73,8 +74,8 @@ class TaskWorker {
     this.worker.onerror = (event) => this.fail(event.message || "the worker failed to start");
   }
 
-  load(files, classes) {
-    return this.request({ type: "load", files, classes }, []);
+  load(shared, classes) {
+    return this.request({ type: "load", files: shared, classes }, []);
   }
 
   detect(bitmap) {

@@ -1,6 +1,11 @@
 // MediaPipe Tasks' ObjectDetector on the export's TFLite model, and its results in the page's terms. Runs on the page's
 // own thread and in its workers (mediapipe_worker.js), so nothing here touches the DOM.
 
+// An error as one line of text (the page's state.js `describe` needs the DOM; this does not).
+export function errorText(error) {
+  return error && error.message ? error.message : String(error);
+}
+
 // files: {module, loader, binary, model}, absolute addresses (MediaPipe loads its wasm from a script of its own, with
 // no page to resolve against). The task is run once on a blank picture: a browser that loads it but cannot run it
 // fails here, and the page falls back to TF.js.
@@ -9,7 +14,7 @@ export async function createObjectDetector(files) {
   try {
     vision = await import(files.module);
   } catch (error) {
-    throw new Error(`${files.module} did not load (${error && error.message ? error.message : error})`);
+    throw new Error(`${files.module} did not load (${errorText(error)})`);
   }
   if (!(await vision.FilesetResolver.isSimdSupported())) {
     throw new Error("this browser's WebAssembly has no SIMD, which the served MediaPipe build needs");

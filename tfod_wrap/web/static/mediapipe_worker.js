@@ -2,16 +2,12 @@
 // one thread, so frames given to two workers run on two cores at once.
 //
 // Messages in:  {type: "load", id, files, classes}; then {type: "detect", id, bitmap} (an ImageBitmap, transferred).
-// Messages out: {type: "loaded", id}, {type: "detections", id, detections, ms} or {type: "failed", id, error}.
+// Messages out: {type: "loaded", id}, {type: "detections", id, detections} or {type: "failed", id, error}.
 
-import { createObjectDetector, labelsOf, toDetections } from "./mediapipe_task.js";
+import { createObjectDetector, errorText, labelsOf, toDetections } from "./mediapipe_task.js";
 
 let task = null;
 let labels = null;
-
-function errorText(error) {
-  return error && error.message ? error.message : String(error);
-}
 
 async function load({ id, files, classes }) {
   try {
@@ -25,11 +21,8 @@ async function load({ id, files, classes }) {
 
 function detect({ id, bitmap }) {
   try {
-    const start = performance.now();
-    const result = task.detect(bitmap);
-    const ms = performance.now() - start;
-    const detections = toDetections(result, bitmap.width, bitmap.height, labels);
-    self.postMessage({ type: "detections", id, detections, ms });
+    const detections = toDetections(task.detect(bitmap), bitmap.width, bitmap.height, labels);
+    self.postMessage({ type: "detections", id, detections });
   } catch (error) {
     self.postMessage({ type: "failed", id, error: errorText(error) });
   } finally {
