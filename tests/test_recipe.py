@@ -14,7 +14,10 @@ from conftest import REPO
 
 from tfod_wrap import cli
 from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.options import faces, field_docs
+from tfod_wrap.core.options import given as given_fields
 from tfod_wrap.core.recipe import (
+    PRESETS,
     RECIPES,
     RecipeError,
     TrainRecipe,
@@ -36,7 +39,7 @@ SAMPLES = {
 def given(*argv: str) -> TrainRecipe:
     """What `tfod-wrap train` would train with, from the defaults and these options."""
     args = cli.build_parser().parse_args([*TRAIN, *argv])
-    return TrainRecipe().replace(**cli._given_fields(args, TrainRecipe))
+    return TrainRecipe().replace(**given_fields(args, TrainRecipe))
 
 
 def test_save_load_round_trip_and_the_saved_file(tmp_path):
@@ -107,13 +110,13 @@ STRING_SAMPLES = {"strategy": "mirrored", "time_budget": "10m"}
 
 def test_every_recipe_field_is_reachable_by_a_train_option():
     hints = get_type_hints(TrainRecipe)
-    for item in dataclasses.fields(TrainRecipe):
-        flag = item.metadata["flag"] or "--" + item.name.replace("_", "-")
-        kind = field_type(hints[item.name])
-        text = STRING_SAMPLES.get(item.name)
+    for face in faces(TrainRecipe):
+        flag = face.flag()
+        kind = field_type(hints[face.name])
+        text = STRING_SAMPLES.get(face.name)
         value, write = SAMPLES[kind] if kind is not str else (text, lambda flag, value: [flag, value])
         argv = write(flag, value)
-        assert getattr(given(*argv), item.name) == value, (item.name, argv)
+        assert getattr(given(*argv), face.name) == value, (face.name, argv)
     assert given() == TrainRecipe()  # nothing given: nothing overridden
 
 
@@ -122,7 +125,7 @@ def test_options_override_a_recipe_and_lists_can_be_emptied():
     args = cli.build_parser().parse_args(
         [*TRAIN, "--recipe", "demo", "--num-steps", "20", "--no-freeze", "--set", "a=1"]
     )
-    changed = find_recipe(args.recipe).replace(**cli._given_fields(args, TrainRecipe))
+    changed = find_recipe(args.recipe).replace(**given_fields(args, TrainRecipe))
     assert changed == dataclasses.replace(demo, num_steps=20, freeze=(), overrides=("a=1",))
     assert given("--keep-box-head", "--no-keep-box-head").keep_box_head is False
 
@@ -157,7 +160,7 @@ def demo_training(*variables: str) -> tuple[TrainRecipe, bool]:
     (line,) = [line for line in listed.splitlines() if " train --pipeline " in line]
     args = cli.build_parser().parse_args(shlex.split(line)[1:])
     base = find_recipe(args.recipe) if args.recipe else TrainRecipe()
-    return base.replace(**cli._given_fields(args, TrainRecipe)), args.resume
+    return base.replace(**given_fields(args, TrainRecipe)), args.resume
 
 
 def test_make_demo_trains_the_adaptive_recipe_for_a_time_and_its_variables_override_it():
@@ -216,3 +219,16 @@ def test_make_train_time_hands_the_budget_and_seed_to_train_and_leaves_freezing_
     assert " train " in timed and "--time-budget 10m --seed 3" in timed and "--freeze" not in timed
     assert "--freeze backbone:4" in make_train("TIME=10m", "FREEZE=backbone:4")
     assert "--freeze backbone" in make_train() and "--time-budget" not in make_train()
+
+
+def test_every_recipe_field_has_its_help_under_it(capsys):
+    helps = field_docs(TrainRecipe)
+    assert set(helps) == {item.name for item in dataclasses.fields(TrainRecipe)}
+    assert helps["keep_checkpoints"] == "checkpoints to keep (5)"
+    assert helps["freeze"].startswith("freeze variables: a preset (backbone, backbone:N, fpn,")  # lines joined
+    assert all(preset in helps["freeze"] for preset in PRESETS)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    train_help = capsys.readouterr().out
+    assert "--keep N" in train_help and "--set PATH=VALUE" in train_help and "--time-budget DURATION" in train_help
+    assert "--strategy {default,mirrored,multi_worker}" in train_help

@@ -2,37 +2,35 @@
 object. `train` saves it as recipe.json in the run folder next to the pipeline.config it trained, so a run can be
 repeated (`train --recipe RUN/recipe.json`) and `--resume` continues with the same settings. Named recipes (the
 demo's) are registered here, not in the Makefile. No TensorFlow here: the command line builds its `train` options
-from these fields (each carries its flag and help), and `tfod-wrap --help` stays fast."""
+from these fields (tfod_wrap.core.options: the type, markers and docstring of each), and `tfod-wrap --help` stays
+fast."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Annotated, Any, get_type_hints
 
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_json
 from tfod_wrap.core.manifests import RunFolder
+from tfod_wrap.core.options import Choices, Flag, Metavar
 from tfod_wrap.core.textfiles import read_json
 
 KIND = "tfod-wrap train recipe"
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRESETS = ("backbone", "backbone:N", "fpn", "box_head", "class_head", "all-but-heads")
-FREEZE_HELP = (
-    f"a preset ({', '.join(PRESETS)}) or a regular expression searched in variable names (see `tfod-wrap variables`)"
-)
 
 
 class RecipeError(UserError):
     """A recipe that cannot be read or holds a value that cannot train; the message names the file and field."""
 
 
-def option(text: str, flag: str | None = None, **keywords: Any) -> dict[str, Any]:
-    """A field's command-line face: its help text, its flag when not --FIELD-NAME, and more argparse keywords."""
-    return {"help": text, "flag": flag, "argparse": keywords}
+# Metavars of the `train` options (tfod_wrap.core.options).
+N, RATE, SPEC = Metavar("N"), Metavar("RATE"), Metavar("SPEC")
 
 
 @dataclass(frozen=True)
@@ -40,130 +38,63 @@ class TrainRecipe:
     """Freezing, the pipeline edits made before training (in this order: batch size, num_steps, rates, then
     `overrides`), and the loop's own settings. None: the pipeline's value."""
 
-    freeze: tuple[str, ...] = field(default=(), metadata=option(f"freeze variables: {FREEZE_HELP}", metavar="SPEC"))
-    train_only: tuple[str, ...] = field(
-        default=(), metadata=option("train only the variables these specs match (as --freeze)", metavar="SPEC")
-    )
-    keep_box_head: bool = field(
-        default=False,
-        metadata=option(
-            "SSD: also restore the box-regression head from the fine-tune checkpoint (class-agnostic; a detection "
-            "fine-tune otherwise starts it from random)"
-        ),
-    )
-    allow_random_frozen: bool = field(
-        default=False,
-        metadata=option(
-            "freeze variables even where no checkpoint restored them (refused by default: frozen random weights "
-            "stay random); for timing runs and tests"
-        ),
-    )
-    batch_size: int | None = field(
-        default=None,
-        metadata=option(
-            "set train_config.batch_size; the learning rates scale linearly with it (as config does)", metavar="N"
-        ),
-    )
-    num_steps: int | None = field(
-        default=None,
-        metadata=option(
-            "set train_config.num_steps and stretch the learning-rate schedule to it (as `config --steps` does)",
-            metavar="N",
-        ),
-    )
-    learning_rate: float | None = field(
-        default=None,
-        metadata=option(
-            "the schedule's base rate (cosine learning_rate_base, constant learning_rate, exponential or manual "
-            "initial_learning_rate), set after the batch-size scaling",
-            metavar="RATE",
-        ),
-    )
-    warmup_rate: float | None = field(
-        default=None,
-        metadata=option(
-            "the schedule's warm-up rate (cosine warmup_learning_rate, exponential burnin_learning_rate)",
-            metavar="RATE",
-        ),
-    )
-    overrides: tuple[str, ...] = field(
-        default=(),
-        metadata=option(
-            "override a pipeline field after the settings above, as `config --set`", "--set", metavar="PATH=VALUE"
-        ),
-    )
-    time_budget: str | None = field(
-        default=None,
-        metadata=option(
-            "train for this long (90s, 10m, 1h30m; tracing and checkpoint writes included): a warm-up measures the "
-            "step time, the step count fills the budget and the schedule stretches to it; fields not given are "
-            "chosen from the model, the batch and the training records' boxes (anchors, input size, freezing, "
-            "rates), and the run folder's recipe.json and pipeline.config hold what was chosen",
-            metavar="DURATION",
-        ),
-    )
-    fixed_recipe: bool = field(
-        default=False,
-        metadata=option(
-            "with --time-budget, only the number of steps fills the budget: anchors, input size, rates and freezing "
-            "stay as the pipeline and the other options give them (to compare the adaptive recipe with a fixed one)"
-        ),
-    )
-    seed: int | None = field(
-        default=None,
-        metadata=option(
-            "seed Python, NumPy, TensorFlow and TFOD's augmentation, and read the input on one thread: the same "
-            "data order, augmentation and weights on the same machine and thread count (README, 'Repeatable runs')",
-            metavar="N",
-        ),
-    )
-    steps: int | None = field(
-        default=None,
-        metadata=option(
-            "train to this step (default: train_config.num_steps); the schedule stays as it is (see --num-steps)",
-            metavar="N",
-        ),
-    )
-    checkpoint_every: int = field(default=500, metadata=option("steps between checkpoints (500)", metavar="N"))
-    keep_checkpoints: int = field(default=5, metadata=option("checkpoints to keep (5)", "--keep", metavar="N"))
-    strategy: str = field(
-        default="default",
-        metadata=option(
-            "tf.distribute strategy: one device, all local GPUs, or the TF_CONFIG cluster", choices=STRATEGIES
-        ),
-    )
+    freeze: Annotated[tuple[str, ...], SPEC] = ()
+    """freeze variables: a preset (backbone, backbone:N, fpn, box_head, class_head, all-but-heads) or a regular
+    expression searched in variable names (see `tfod-wrap variables`)"""
+    train_only: Annotated[tuple[str, ...], SPEC] = ()
+    """train only the variables these specs match (as --freeze)"""
+    keep_box_head: bool = False
+    """SSD: also restore the box-regression head from the fine-tune checkpoint (class-agnostic; a detection
+    fine-tune otherwise starts it from random)"""
+    allow_random_frozen: bool = False
+    """freeze variables even where no checkpoint restored them (refused by default: frozen random weights stay
+    random); for timing runs and tests"""
+    batch_size: Annotated[int | None, N] = None
+    """set train_config.batch_size; the learning rates scale linearly with it (as config does)"""
+    num_steps: Annotated[int | None, N] = None
+    """set train_config.num_steps and stretch the learning-rate schedule to it (as `config --steps` does)"""
+    learning_rate: Annotated[float | None, RATE] = None
+    """the schedule's base rate (cosine learning_rate_base, constant learning_rate, exponential or manual
+    initial_learning_rate), set after the batch-size scaling"""
+    warmup_rate: Annotated[float | None, RATE] = None
+    """the schedule's warm-up rate (cosine warmup_learning_rate, exponential burnin_learning_rate)"""
+    overrides: Annotated[tuple[str, ...], Flag("--set"), Metavar("PATH=VALUE")] = ()
+    """override a pipeline field after the settings above, as `config --set`"""
+    time_budget: Annotated[str | None, Metavar("DURATION")] = None
+    """train for this long (90s, 10m, 1h30m; tracing and checkpoint writes included): a warm-up measures the step
+    time, the step count fills the budget and the schedule stretches to it; fields not given are chosen from the
+    model, the batch and the training records' boxes (anchors, input size, freezing, rates), and the run folder's
+    recipe.json and pipeline.config hold what was chosen"""
+    fixed_recipe: bool = False
+    """with --time-budget, only the number of steps fills the budget: anchors, input size, rates and freezing stay
+    as the pipeline and the other options give them (to compare the adaptive recipe with a fixed one)"""
+    seed: Annotated[int | None, N] = None
+    """seed Python, NumPy, TensorFlow and TFOD's augmentation, and read the input on one thread: the same data
+    order, augmentation and weights on the same machine and thread count (README, 'Repeatable runs')"""
+    steps: Annotated[int | None, N] = None
+    """train to this step (default: train_config.num_steps); the schedule stays as it is (see --num-steps)"""
+    checkpoint_every: Annotated[int, N] = 500
+    """steps between checkpoints (500)"""
+    keep_checkpoints: Annotated[int, Flag("--keep"), N] = 5
+    """checkpoints to keep (5)"""
+    strategy: Annotated[str, Choices(STRATEGIES)] = "default"
+    """tf.distribute strategy: one device, all local GPUs, or the TF_CONFIG cluster"""
 
     # The loop's speed settings (docs/BENCHMARKS.md, "Training step levers"): none changes what is trained.
-    steps_per_call: int = field(
-        default=1,
-        metadata=option(
-            "training steps per call of the compiled step (1: more measured no faster, docs/BENCHMARKS.md); the "
-            "history, summaries, checkpoints, NaN checks and time budget still see every step",
-            metavar="N",
-        ),
-    )
-    jit_compile: bool = field(default=False, metadata=option("compile the training step with XLA (jit_compile=True)"))
-    xla_loss: bool = field(
-        default=False,
-        metadata=option(
-            "compile the loss (anchor matching, target assignment, losses) with XLA; the network stays on oneDNN"
-        ),
-    )
-    cache_images: bool = field(
-        default=False,
-        metadata=option(
-            "decode the training records once and keep them in memory (when they fit); the random augmentation "
-            "still runs every step"
-        ),
-    )
-    inter_op_threads: int | None = field(
-        default=None,
-        metadata=option("TensorFlow's inter-op thread pool size (default: TensorFlow's choice)", metavar="N"),
-    )
-    bfloat16: bool = field(
-        default=False,
-        metadata=option("let oneDNN run float32 ops in bfloat16 where the CPU supports it (auto mixed precision)"),
-    )
+    steps_per_call: Annotated[int, N] = 1
+    """training steps per call of the compiled step (1: more measured no faster, docs/BENCHMARKS.md); the
+    history, summaries, checkpoints, NaN checks and time budget still see every step"""
+    jit_compile: bool = False
+    """compile the training step with XLA (jit_compile=True)"""
+    xla_loss: bool = False
+    """compile the loss (anchor matching, target assignment, losses) with XLA; the network stays on oneDNN"""
+    cache_images: bool = False
+    """decode the training records once and keep them in memory (when they fit); the random augmentation still
+    runs every step"""
+    inter_op_threads: Annotated[int | None, N] = None
+    """TensorFlow's inter-op thread pool size (default: TensorFlow's choice)"""
+    bfloat16: bool = False
+    """let oneDNN run float32 ops in bfloat16 where the CPU supports it (auto mixed precision)"""
 
     def __post_init__(self) -> None:
         for name, hint in _hints().items():
