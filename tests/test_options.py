@@ -131,3 +131,10 @@ def test_every_command_and_option_has_its_help():
             assert class_help(cls, collections.defaultdict(str))[0], name
             documented = field_docs(cls)
             assert {item.name for item in dataclasses.fields(cls)} <= set(documented), name
+
+
+def test_a_class_without_source_still_parses_without_help():
+    namespace: dict = {}
+    exec("from dataclasses import dataclass\n@dataclass\nclass Bare:\n    count: int = 2\n    'how many'\n", namespace)
+    assert field_docs(namespace["Bare"]) == {}
+    assert parser_of(namespace["Bare"]).parse_args(["--count", "5"]).count == 5

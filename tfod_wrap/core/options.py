@@ -52,8 +52,13 @@ class Repeat:
 
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> the docstring under it as one line, for the fields of `cls` that have one."""
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    """Field name -> the docstring under it as one line, for the fields of `cls` that have one (none where the
+    source is not installed, as in a bytecode-only install: the options then work without help texts)."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    body = ast.parse(textwrap.dedent(source)).body[0].body
     docs = {}
     for field, after in zip(body, body[1:]):
         if (
@@ -100,9 +105,9 @@ def faces(cls: type, values: dict[str, str] | None = None) -> list[Face]:
         hint, markers = hints[item.name], ()
         if get_origin(hint) is not None and hasattr(hint, "__metadata__"):
             hint, markers = get_args(hint)[0], hint.__metadata__
-        kind, many = (hint, False) if any(isinstance(item, Parse) for item in markers) else one_type(hint)
+        kind, many = (hint, False) if any(isinstance(marker, Parse) for marker in markers) else one_type(hint)
         default = item.default if item.default_factory is dataclasses.MISSING else item.default_factory()
-        result.append(Face(item.name, kind, many, markers, default, helps[item.name].format_map(values or {})))
+        result.append(Face(item.name, kind, many, markers, default, helps.get(item.name, "").format_map(values or {})))
     return result
 
 
