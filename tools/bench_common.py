@@ -33,9 +33,12 @@ def machine() -> dict:
     """CPU count and model, memory, Python and OS, for the record of a benchmark run."""
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
     return {
         "cpus": os.cpu_count(),
         "cpu_model": model,
+        # TensorFlow turns its oneDNN kernels on by itself only with AVX-512 VNNI or newer: timings differ by CPU kind
+        "cpu_avx512": [flag for flag in flags if flag.startswith("avx512")],
         "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -119,6 +119,8 @@ LEVERS: dict[str, dict] = {
         "env": {"TF_ENABLE_ONEDNN_OPTS": "0"},
         "once": True,
     },
+    # TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI or newer; this forces it on the others.
+    "oneDNN forced on (TF_ENABLE_ONEDNN_OPTS=1)": {"changes": LEVERS_OFF, "env": {"TF_ENABLE_ONEDNN_OPTS": "1"}},
     "defaults (kept levers)": {"changes": {}},
 }
 DEMO_RECIPE = "demo"
