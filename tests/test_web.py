@@ -439,11 +439,12 @@ def test_page_runs_on_the_fake_camera(sample_model, camera_clip):
     assert state["image"]["numTensors"] == state["numTensors"]["late"]
 
 
-def test_page_backend_parameter(sample_model, camera_clip):
+def test_page_backend_and_workers_parameters(sample_model, camera_clip):
     _, clip = camera_clip
     with serving(sample_model) as server:
         forced = run_page(server.url, clip, frames=3, backend="wasm", timeout=60)
         bogus = run_page(server.url, clip, frames=3, backend="bogus", timeout=30)
+        workers = run_page(server.url, clip, frames=3, query={"workers": "two"}, timeout=30)
     assert forced["error"] is None, forced
     assert forced["backend"] == "wasm"
     assert forced["backendErrors"] == {}  # forced: nothing else was tried (a TF.js backend means TF.js, not TFLite)
@@ -451,6 +452,9 @@ def test_page_backend_parameter(sample_model, camera_clip):
     assert forced["frames"] >= 3
     assert bogus["ready"] is False
     assert "?backend=bogus: unknown backend" in bogus["error"]
+    # refused up front like ?backend=, not taken for a MediaPipe failure that quietly falls back to TF.js
+    assert workers["ready"] is False
+    assert "?workers=two: expected a whole number from 0 to" in workers["error"]
 
 
 def iou(a: list[float], b: list[float]) -> float:

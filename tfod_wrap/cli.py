@@ -1,5 +1,6 @@
-"""`tfod-wrap`: one flat command line over the library. Parsing and printing only; the work is done by
-the stage packages, which the tests call directly."""
+"""`tfod-wrap`: one flat command line over the library. The options of each command are declared as a typed
+class in tfod_wrap.commands; this module builds the parser from them and prints results. The work is done by the
+stage packages, which the tests call directly."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ parser is built (the templates, recipes and formats there are)."""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -29,8 +30,6 @@ def names(text: str) -> tuple[str, ...]:
 
 def image_size(text: str) -> tuple[int, int]:
     """WIDTHxHEIGHT, such as 320x240."""
-    import argparse
-
     try:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError:

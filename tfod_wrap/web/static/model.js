@@ -5,7 +5,7 @@
 // Every path is relative to the page, so the page works in any folder of a host (a GitHub Pages project site is
 // served under /REPOSITORY/), not only at the root where `tfod-wrap serve` puts it.
 
-import { MediaPipeDetector } from "./mediapipe.js";
+import { MediaPipeDetector, workerCount } from "./mediapipe.js";
 import { describe, log, params, state } from "./state.js";
 
 const TFJS = ["vendor/tfjs/tf.min.js", "vendor/tfjs-backend-wasm/tf-backend-wasm.min.js"]; // in this order
@@ -250,6 +250,7 @@ async function loadTfjsModel(metadata, progress) {
 // The runtimes to try, fastest first: ?runtime=tflite|tfjs alone (?backend=NAME means TF.js), else what
 // model/formats.json lists (a folder without it, such as an older site, has TF.js only).
 async function runtimesToTry() {
+  workerCount(); // a bad ?workers= is refused here, not taken for a MediaPipe failure that falls back to TF.js
   const forced = params.get("runtime");
   if (forced && !RUNTIMES.includes(forced)) {
     throw new Error(`?runtime=${forced}: unknown runtime; use one of ${RUNTIMES.join(", ")}`);
