@@ -148,6 +148,8 @@ def test_outputs_and_refusal_to_train_over_checkpoints(frozen_run, records, tmp_
     events = list((model_dir / "train").glob("events.out.tfevents.*"))
     tags = {value.tag for event in tf.compat.v1.train.summary_iterator(str(events[0])) for value in event.summary.value}
     assert {"Loss/total_loss", "learning_rate", "steps_per_sec", "train_input_images_with_boxes"} <= tags
+    # left at 1, an export later in this process would save learning-phase batch norms in training mode
+    assert tf.keras.backend.learning_phase() == 0
     with pytest.raises(train.TrainError, match="already holds checkpoints"):
         train.train(pipeline, model_dir, log=lambda *_: None)
 

@@ -65,6 +65,15 @@ def inference_phase() -> Iterator[None]:
         yield
 
 
+def end_training_phase() -> None:
+    """Set Keras's learning phase back to 0. Tracing a training step sets it to 1 for the whole process, and a
+    model built after that in the same process (an export, a detector) would run the batch norms that read it
+    (CenterNet's ResNet v2) in training mode: on batch statistics, and a graph the TF.js converter cannot freeze."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated, but it is what those batch norms read
+        tf.keras.backend.set_learning_phase(0)
+
+
 def restore(model, checkpoint: str | Path, *, complete: bool = False) -> None:
     """Restore a checkpoint into a built model. A truncated checkpoint, one whose files are gone (a stale
     `checkpoint` state file) or one of another model (num_classes) is one UserError line naming it, not a

@@ -25,6 +25,7 @@ checkpoint restore, tf.distribute) with these differences:
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import shutil
@@ -40,7 +41,7 @@ from tqdm import tqdm
 
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_text
-from tfod_wrap.core.model import ensure_built
+from tfod_wrap.core.model import end_training_phase, ensure_built
 from tfod_wrap.core.pipeline import fine_tune_checkpoint
 from tfod_wrap.core.recipe import STRATEGIES, TrainRecipe, explicit_fields
 from tfod_wrap.core.schedule import set_steps
@@ -83,6 +84,20 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise TrainError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
 
 
+def _ends_training_phase(function):
+    """`function`, leaving Keras's learning phase at 0 however it ends (core.model.end_training_phase)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            end_training_phase()
+
+    return wrapper
+
+
+@_ends_training_phase
 def train(
     pipeline: str | Path,
     model_dir: str | Path,
