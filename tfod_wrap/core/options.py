@@ -11,7 +11,7 @@ import ast
 import dataclasses
 import functools
 import inspect
-import textwrap
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,15 +50,28 @@ class Repeat:
     """A tuple field given by repeating the flag (argparse action="append")."""
 
 
-@functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """Field name -> the docstring under it as one line, for the fields of `cls` that have one (none where the
     source is not installed, as in a bytecode-only install: the options then work without help texts)."""
+    return _module_field_docs(cls.__module__).get(cls.__name__, {})
+
+
+@functools.cache
+def _module_field_docs(module_name: str) -> dict[str, dict[str, str]]:
+    """field_docs of every class in a module, from one parse of its source (inspect.getsource of each class would
+    parse the whole module again for every class, several times the parser's own build time)."""
     try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
+        source = inspect.getsource(sys.modules[module_name])
+    except (KeyError, OSError, TypeError):
         return {}
-    body = ast.parse(textwrap.dedent(source)).body[0].body
+    classes: dict[str, dict[str, str]] = {}
+    for node in ast.walk(ast.parse(source)):  # breadth first: a module-level class wins over a nested namesake
+        if isinstance(node, ast.ClassDef):
+            classes.setdefault(node.name, _attribute_docs(node.body))
+    return classes
+
+
+def _attribute_docs(body: list[ast.stmt]) -> dict[str, str]:
     docs = {}
     for field, after in zip(body, body[1:]):
         if (
