@@ -5,11 +5,16 @@ pretrained import-tflite have theirs beside their other tests."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +23,7 @@ from conftest import REPO, snapshot, tiny_voc
 
 import tfod_wrap
 from tfod_wrap import cli, config, sample
+from tfod_wrap.core import files, processes
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import OWNER_FILE, check_output, claim_output
 from tfod_wrap.core.weights import MATCH_FILE
@@ -90,6 +96,53 @@ def test_claim_output_checks_again_before_the_swap(tmp_path):
         user_folder(target, **{"thesis.tex": "keep me"})
     assert snapshot(target) == {"thesis.tex": b"keep me"}
     assert [path.name for path in tmp_path.iterdir()] == ["out"]
+
+
+@contextlib.contextmanager
+def sigterm_at_line(point: int, modules: set[str]) -> Iterator[list[int]]:
+    """Send this process a real SIGTERM at the `point`-th line that runs in `modules`; yields [point] once sent.
+    Python runs signal handlers between bytecodes, so this is a signal arriving at that line."""
+    lines, sent = 0, []
+
+    def at_line(frame, event, arg):
+        nonlocal lines
+        if event == "line" and not sent:
+            lines += 1
+            if lines == point:
+                sent.append(point)
+                signal.raise_signal(signal.SIGTERM)  # runs the handler now, inside this trace function
+        return at_line
+
+    previous = sys.gettrace()  # coverage's tracer, when it runs
+    sys.settrace(lambda frame, event, arg: at_line if frame.f_code.co_filename in modules else None)
+    try:
+        yield sent
+    finally:
+        sys.settrace(previous)
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals reach the main thread")
+def test_a_sigterm_at_any_line_of_a_claim_leaves_the_old_or_the_new_output_and_nothing_else(tmp_path):
+    """As tfrecords and export run (SIGTERM as Ctrl-C): whichever line of the claim's own code the signal lands on,
+    `out` is the whole earlier output or the whole new one, and no staging or retired folder is left beside it."""
+    modules = {files.__file__, processes.__file__}
+    outcomes = set()
+    for point in itertools.count(1):
+        target = tmp_path / str(point) / "out"
+        with claim_output(target, "demo") as staging:
+            (staging / "version").write_text("old")
+        with processes.terminate_as_interrupt(), sigterm_at_line(point, modules) as sent:
+            try:
+                with claim_output(target, "demo") as staging:
+                    (staging / "version").write_text("new")
+            except KeyboardInterrupt:
+                pass
+        assert [path.name for path in target.parent.iterdir()] == ["out"], f"left behind at line {point}"
+        assert sorted(path.name for path in target.iterdir()) == [OWNER_FILE, "version"]
+        outcomes.add((target / "version").read_text())
+        if not sent:  # past the claim's last line: the run finished
+            break
+    assert point > 30 and outcomes == {"old", "new"}
 
 
 # ---- tfrecords ------------------------------------------------------------------------------------------------

@@ -6,40 +6,30 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tfod_wrap.core.errors import UserError
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def usual_permissions(path: Path, directory: bool = False) -> None:
-    """mkstemp/mkdtemp create private (0600/0700) entries; outputs get what open() would give them."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+from tfod_wrap.core.processes import signals_deferred
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    # named before it is created, so an interrupt at any point leaves no temporary file behind (see _unused_name)
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(8)}.partial"
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with open(temporary, "xb") as stream:  # mode 0666 less the umask: what open() gives any output
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())  # the bytes on disk before the name: a power loss never leaves an empty file
-        usual_permissions(Path(temporary))
         os.replace(temporary, path)
         fsync_directory(path.parent)  # and the rename itself on disk
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 
@@ -80,11 +70,19 @@ def replace_folder(staging: Path, target: Path) -> None:
         os.replace(staging, target)
         fsync_directory(target.parent)
         return
-    retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-{_owner_tag()}-"))
-    os.replace(target, retired / target.name)
-    os.replace(staging, target)
-    fsync_directory(target.parent)
-    shutil.rmtree(retired)
+    retired = _unused_name(target, "old")
+    with signals_deferred():  # Ctrl-C or SIGTERM between the renames would leave no output at `target`
+        os.replace(target, retired)
+        os.replace(staging, target)
+        fsync_directory(target.parent)
+        shutil.rmtree(retired)
+
+
+def _unused_name(target: Path, role: str) -> Path:
+    """`.NAME.ROLE-HOST-PID-RANDOM` beside `target`, not created: a caller that creates it inside its `try` can
+    never leave it behind when interrupted (a name returned by mkdtemp can be lost between the syscall and the
+    assignment, with the folder already on disk)."""
+    return target.parent / f".{target.name}.{role}-{_owner_tag()}-{secrets.token_hex(8)}"
 
 
 def _owner_tag() -> str:
@@ -127,13 +125,14 @@ def staged_folder(target: Path) -> Iterator[Path]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-{_owner_tag()}-"))
-    usual_permissions(staging, directory=True)
+    staging = _unused_name(target, "partial")
     try:
+        staging.mkdir()
         yield staging
         replace_folder(staging, target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with signals_deferred():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 # ---- ownership of output folders ------------------------------------------------------------------------------

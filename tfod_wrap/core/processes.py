@@ -1,4 +1,5 @@
-"""Worker processes that never outlive their parent, and SIGTERM handled like Ctrl-C.
+"""Worker processes that never outlive their parent, SIGTERM handled like Ctrl-C, and signals held off while an
+output is swapped in.
 
 A pool worker blocks on a pipe to its parent. When the parent is killed (kill -9, the OOM killer) the pipe
 stays open in the other workers and nothing wakes them: they would stay forever. On Linux the kernel sends
@@ -65,3 +66,25 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM that arrive within the block take effect as it ends, so steps that must happen together
+    (the renames that swap an output folder) are never cut between two of them. Only in the main thread, where
+    Python delivers signals; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in HELD}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if received:
+            signal.raise_signal(received[0])  # now, to whatever handled it before the block (or its default)
+
+
+HELD = (signal.SIGINT, signal.SIGTERM)
