@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -128,3 +132,50 @@ def test_fpn_upsamples_with_a_native_resize_and_the_same_outputs(monkeypatch, tm
     assert native_ops.count("ResizeNearestNeighbor") == 2 and reshaped_ops.count("ResizeNearestNeighbor") == 0
     for key in ("box_encodings", "class_predictions_with_background"):
         np.testing.assert_array_equal(native_out[key].numpy(), reshaped_out[key].numpy())
+
+
+def test_autograph_leaves_the_tfod_api_as_written():
+    """compat.hooks.no_autograph_for_tfod: TFOD's and tf-slim's functions are traced as written (AutoGraph's
+    conversion of them cost seconds per process and changed nothing); tfod-wrap's own are converted as before."""
+    import tf_slim
+    from object_detection.core import post_processing
+    from object_detection.meta_architectures import ssd_meta_arch
+    from tensorflow.python.autograph.impl import conversion
+
+    from tfod_wrap.core import detector
+
+    assert conversion.is_allowlisted(post_processing.batch_multiclass_non_max_suppression)
+    assert conversion.is_allowlisted(ssd_meta_arch.SSDMetaArch.predict)
+    assert conversion.is_allowlisted(tf_slim.conv2d)
+    assert not conversion.is_allowlisted(detector.CheckpointDetector._forward)
+
+
+@pytest.mark.long
+def test_training_without_autograph_for_tfod_trains_the_same_bits(small_run, tmp_path):
+    """The session's 2-step run (trained with the TFOD API traced as written) again in a fresh process with
+    AutoGraph converting the TFOD API as TensorFlow does by default: the same checkpoint, to the bit."""
+    script = """
+import sys
+import tfod_wrap
+import tensorflow as tf
+from tensorflow.python.autograph.core import config, config_lib
+from tfod_wrap.compat import hooks
+ours = [rule for rule in config.CONVERSION_RULES if isinstance(rule, config_lib.DoNotConvert)
+        and any(rule.matches(name) for name in hooks.NOT_CONVERTED)]
+assert len(ours) == len(hooks.NOT_CONVERTED)
+config.CONVERSION_RULES = tuple(rule for rule in config.CONVERSION_RULES if rule not in ours)
+from tfod_wrap import train
+train.train(sys.argv[1], sys.argv[2], seed=0, log=lambda *_: None)
+"""
+    model_dir = tmp_path / "model"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run(
+        [sys.executable, "-c", script, str(small_run / "pipeline.config"), str(model_dir)], check=True, env=env
+    )
+    ours, default = (tf.train.load_checkpoint(str(folder / "ckpt-2")) for folder in (small_run / "model", model_dir))
+    names = ours.get_variable_to_shape_map()
+    assert names == default.get_variable_to_shape_map()
+    floats = [name for name, dtype in ours.get_variable_to_dtype_map().items() if dtype.is_floating]
+    assert len(floats) > 100
+    for name in floats:
+        np.testing.assert_array_equal(default.get_tensor(name), ours.get_tensor(name), err_msg=name)

@@ -39,6 +39,7 @@ def machine() -> dict:
         "cpu_model": model,
         # TensorFlow turns its oneDNN kernels on by itself only with AVX-512 VNNI or newer: timings differ by CPU kind
         "cpu_avx512": [flag for flag in flags if flag.startswith("avx512")],
+        "cpu_amx": [flag for flag in flags if flag.startswith("amx")],  # bfloat16 matrix units (oneDNN uses them)
         "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
         "python": platform.python_version(),
         "platform": platform.platform(),

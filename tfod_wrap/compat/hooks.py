@@ -8,6 +8,8 @@ Each entry of `PATCHES` names a module and a function that fixes it (or a neighb
   Pillow 10.
 - TFOD's Keras MobileNet FPN feature extractors upsample by reshape + stack unless built with
   `use_native_resize_op`, which `model_builder` never passes; see `native_fpn_resize`.
+- AutoGraph rewrites the source of every TFOD function a traced model or input pipeline calls; see
+  `no_autograph_for_tfod`.
 """
 
 from __future__ import annotations
@@ -106,7 +108,25 @@ def native_fpn_resize(module) -> None:
         extractor.__init__ = init
 
 
+def no_autograph_for_tfod(config) -> None:
+    """Trace the TFOD API's and tf-slim's functions as they are written instead of through AutoGraph. Both were
+    written for TF1 graphs, with explicit tf.cond and tf.while_loop, so AutoGraph's source-to-source conversion
+    of each function a traced model or input pipeline calls (parsing, static analysis, code generation) changes
+    nothing in the graph: same ops, same trained bits. It only costs time: about 8 s of the first training step
+    and most of an export's or eval's first trace in each process. Functions of other packages, and tfod-wrap's
+    own, are converted as before. Hooked on AutoGraph's config module, so that importing TFOD's protos (as
+    `tfod-wrap tfrecords` does) still does not load TensorFlow. Idempotent."""
+    from tensorflow.python.autograph.core import config_lib
+
+    rules = tuple(config_lib.DoNotConvert(name) for name in NOT_CONVERTED)
+    if not any(str(rule) == str(rules[0]) for rule in config.CONVERSION_RULES):
+        config.CONVERSION_RULES = rules + tuple(config.CONVERSION_RULES)
+
+
+NOT_CONVERTED = ("object_detection", "tf_slim")
+
 PATCHES: dict[str, Callable] = {
+    "tensorflow.python.autograph.core.config": no_autograph_for_tfod,
     "tf_slim": patch_control_flow_ops,
     "object_detection.utils.visualization_utils": patch_pillow_getsize,
     "object_detection.models.ssd_mobilenet_v1_fpn_keras_feature_extractor": native_fpn_resize,
