@@ -72,8 +72,9 @@ def terminate_as_interrupt() -> Iterator[None]:
 def signals_deferred() -> Iterator[None]:
     """Ctrl-C and SIGTERM that arrive within the block take effect as it ends, so steps that must happen together
     (the renames that swap an output folder) are never cut between two of them. Only in the main thread, where
-    Python delivers signals; elsewhere the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
+    Python delivers signals, and where the handlers were set from Python (one set from C cannot be put back);
+    elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread() or None in map(signal.getsignal, HELD):
         yield
         return
     received: list[int] = []
