@@ -155,6 +155,16 @@ def feature(example, key: str) -> list:
     return list(getattr(value, value.WhichOneof("kind")).value)
 
 
+def checkpoint_values(checkpoint: str | Path) -> dict[str, np.ndarray]:
+    """Every float tensor of a checkpoint (the model's variables and the optimizer's slots), by checkpoint key."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(checkpoint))
+    return {
+        key: reader.get_tensor(key) for key, dtype in reader.get_variable_to_dtype_map().items() if dtype.is_floating
+    }
+
+
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under a folder with its bytes, to prove inputs are never modified."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

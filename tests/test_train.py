@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_voc
+from conftest import checkpoint_values, tiny_voc
 
 from tfod_wrap import cli, config, train
 from tfod_wrap.core.model import ensure_built
@@ -431,14 +431,6 @@ def test_a_fixed_recipe_needs_a_budget(records, tmp_path, capsys):
     assert code == 2 and capsys.readouterr().err.strip() == (
         "error: --fixed-recipe goes with --time-budget (without a budget, nothing adapts)"
     )
-
-
-def checkpoint_values(checkpoint: Path) -> dict[str, np.ndarray]:
-    """Every float tensor of a checkpoint (the model's variables and the optimizer's slots), by checkpoint key."""
-    reader = tf.train.load_checkpoint(str(checkpoint))
-    return {
-        key: reader.get_tensor(key) for key, dtype in reader.get_variable_to_dtype_map().items() if dtype.is_floating
-    }
 
 
 def test_the_same_seed_trains_the_same_weights(small_run, tmp_path):

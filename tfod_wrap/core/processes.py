@@ -68,6 +68,9 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+HELD = (signal.SIGINT, signal.SIGTERM)  # what signals_deferred holds: Ctrl-C and the polite kill
+
+
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Ctrl-C and SIGTERM that arrive within the block take effect as it ends, so steps that must happen together
@@ -86,6 +89,3 @@ def signals_deferred() -> Iterator[None]:
             signal.signal(number, handler)
         if received:
             signal.raise_signal(received[0])  # now, to whatever handled it before the block (or its default)
-
-
-HELD = (signal.SIGINT, signal.SIGTERM)
