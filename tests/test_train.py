@@ -145,9 +145,15 @@ def test_outputs_and_refusal_to_train_over_checkpoints(frozen_run, records, tmp_
     rows = (model_dir / "train_history.csv").read_text().splitlines()
     assert rows[0].startswith("step,seconds,Loss/") and len(rows) == 3
     assert (model_dir / "loss_curve.png").stat().st_size > 1000
-    events = list((model_dir / "train").glob("events.out.tfevents.*"))
-    tags = {value.tag for event in tf.compat.v1.train.summary_iterator(str(events[0])) for value in event.summary.value}
-    assert {"Loss/total_loss", "learning_rate", "steps_per_sec", "train_input_images_with_boxes"} <= tags
+    (event_file,) = (model_dir / "train").glob("events.out.tfevents.*")
+    events = tf.compat.v1.train.summary_iterator(str(event_file))
+    values = [(event.step, value) for event in events for value in event.summary.value]
+    assert {"Loss/total_loss", "learning_rate", "steps_per_sec"} <= {value.tag for _, value in values}
+    # the first batch as the model saw it, with its boxes drawn in red, once (step 0), not at every step
+    ((step, batch),) = [(step, value) for step, value in values if value.tag == "train_input_images_with_boxes"]
+    pictures = [tf.io.decode_png(png).numpy() for png in tf.make_ndarray(batch.tensor)[2:]]
+    assert step == 0 and [picture.shape for picture in pictures] == [(SIZE, SIZE, 3)] * 2
+    assert all(((picture == (255, 51, 51)).all(axis=-1)).sum() > SIZE for picture in pictures)
     # left at 1, an export later in this process would save learning-phase batch norms in training mode
     assert tf.keras.backend.learning_phase() == 0
     with pytest.raises(train.TrainError, match="already holds checkpoints"):
