@@ -1,6 +1,10 @@
 """Worker processes that never outlive their parent, SIGTERM handled like Ctrl-C, and signals held off while an
 output is swapped in.
 
+An interrupted pool's workers are killed, not waited for: ProcessPoolExecutor.shutdown() stops its workers only
+through its manager thread, and a Ctrl-C or SIGTERM that lands after the workers started but before that thread
+did left them waiting for work, and the interpreter waiting for them at exit, forever.
+
 A pool worker blocks on a pipe to its parent. When the parent is killed (kill -9, the OOM killer) the pipe
 stays open in the other workers and nothing wakes them: they would stay forever. On Linux the kernel sends
 them SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere a thread in each worker watches the
@@ -16,7 +20,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.context import BaseContext
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 WATCH_SECONDS = 1.0
@@ -44,6 +50,31 @@ def _watch_parent(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(WATCH_SECONDS)
     os._exit(1)
+
+
+@contextlib.contextmanager
+def worker_pool(
+    workers: int, context: BaseContext, initializer: Callable | None = None, initargs: tuple = ()
+) -> Iterator[ProcessPoolExecutor]:
+    """A ProcessPoolExecutor that is shut down on leaving the block; when the block raises (Ctrl-C, SIGTERM under
+    terminate_as_interrupt, an error) its workers are killed first, since their results are no longer wanted."""
+    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs)
+    try:
+        yield executor
+    except BaseException:
+        _kill_workers(executor)
+        raise
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _kill_workers(executor: ProcessPoolExecutor) -> None:
+    kill = getattr(executor, "kill_workers", None)  # Python 3.14 and later
+    if kill is not None:
+        kill()
+        return
+    for process in list((executor._processes or {}).values()):  # noqa: SLF001  (3.13 and earlier: no public way)
+        process.kill()
 
 
 @contextlib.contextmanager

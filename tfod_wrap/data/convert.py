@@ -16,7 +16,6 @@ import re
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -28,7 +27,7 @@ from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import check_output, claim_output, is_inside, read_json_object
 from tfod_wrap.core.labelmap import label_map_from_names, read_label_map, write_label_map
 from tfod_wrap.core.manifests import RecordsManifest
-from tfod_wrap.core.processes import die_with_parent, terminate_as_interrupt
+from tfod_wrap.core.processes import die_with_parent, terminate_as_interrupt, worker_pool
 from tfod_wrap.core.tiles import DEFAULT_OVERLAP
 from tfod_wrap.data.annotations import (
     DataError,
@@ -204,13 +203,8 @@ def _worker_pool(workers: int) -> Iterator[Callable[[Callable, Iterable], Iterat
         if workers <= 1:
             yield lambda function, items, chunksize=1: map(function, items)
             return
-        executor = ProcessPoolExecutor(
-            workers, mp_context=_process_context(), initializer=die_with_parent, initargs=(os.getpid(),)
-        )
-        try:
+        with worker_pool(workers, _process_context(), die_with_parent, (os.getpid(),)) as executor:
             yield lambda function, items, chunksize=1: executor.map(function, items, chunksize=chunksize)
-        finally:
-            executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _process_context() -> multiprocessing.context.BaseContext:

@@ -8,7 +8,6 @@ import math
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -17,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_bytes, check_output, claim_output
+from tfod_wrap.core.processes import worker_pool
 from tfod_wrap.sample.photos import CLASSES, DISTRACTORS, PHOTOS
 from tfod_wrap.sample.scene import JPEG_QUALITY, MAX_OCCLUDED, MIN_VISIBLE, render
 
@@ -132,7 +132,7 @@ def generate(
         if workers > 1:
             # spawn, not fork: the caller may have started threads (TensorFlow) that fork would break.
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+            with worker_pool(workers, context, _init_worker) as pool:
                 results = list(pool.map(_render_task, tasks, chunksize=max(1, count // (workers * 4))))
         else:
             results = [_render_task(task) for task in tasks]
