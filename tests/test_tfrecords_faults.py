@@ -185,3 +185,24 @@ def test_an_interrupt_as_the_workers_start_ends_them_and_the_run(dataset, tmp_pa
     assert message == "interrupted; nothing was written" and process.returncode == 130
     assert len(workers.split()) == 2 and not alive({int(pid) for pid in workers.split()})
     assert not out.exists() and not leftovers(out)
+
+
+def test_ctrl_c_in_a_terminal_ends_the_run_with_one_line(dataset, tmp_path):
+    """Ctrl-C sends SIGINT to every process of the terminal's group, the workers too: the command answers it alone."""
+    out = tmp_path / "out"
+    pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    process = subprocess.Popen(command(dataset, out), **pipes, env=environment(), start_new_session=True)
+    watched, written = psutil.Process(process.pid), shard_written(out)
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not written() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    workers = {child.pid for child in watched.children(recursive=True)}
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        _, stderr = process.communicate(timeout=WAIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        end_hung_run(process)
+    assert len(workers) == 2 and process.returncode == 130
+    lines = stderr.decode().replace("\r", "\n").splitlines()
+    assert lines[-1] == "interrupted; nothing was written" and not any("Traceback" in line for line in lines), lines
+    assert not alive(workers) and not out.exists() and not leftovers(out)

@@ -1,9 +1,10 @@
 """Worker processes that never outlive their parent, SIGTERM handled like Ctrl-C, and signals held off while an
 output is swapped in.
 
-An interrupted pool's workers are killed, not waited for: ProcessPoolExecutor.shutdown() stops its workers only
-through its manager thread, and a Ctrl-C or SIGTERM that lands after the workers started but before that thread
-did left them waiting for work, and the interpreter waiting for them at exit, forever.
+ProcessPoolExecutor.shutdown() stops the workers through the pool's manager thread. A Ctrl-C or SIGTERM that lands
+after the workers started but before that thread did leaves them waiting for work, and the interpreter waiting for
+them at exit, forever: `worker_pool` kills what shutdown() left running. It does not kill workers that the manager
+thread still runs: one killed while sending a result leaves a partial message that the thread waits for forever.
 
 A pool worker blocks on a pipe to its parent. When the parent is killed (kill -9, the OOM killer) the pipe
 stays open in the other workers and nothing wakes them: they would stay forever. On Linux the kernel sends
@@ -56,25 +57,28 @@ def _watch_parent(parent_pid: int) -> None:
 def worker_pool(
     workers: int, context: BaseContext, initializer: Callable | None = None, initargs: tuple = ()
 ) -> Iterator[ProcessPoolExecutor]:
-    """A ProcessPoolExecutor that is shut down on leaving the block; when the block raises (Ctrl-C, SIGTERM under
-    terminate_as_interrupt, an error) its workers are killed first, since their results are no longer wanted."""
-    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=initializer, initargs=initargs)
+    """A ProcessPoolExecutor shut down on leaving the block (pending work cancelled, running work finished), whose
+    workers leave Ctrl-C to this process and never outlive the block."""
+    executor = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(initializer, initargs)
+    )
     try:
         yield executor
-    except BaseException:
-        _kill_workers(executor)
-        raise
     finally:
+        started = list((executor._processes or {}).values())  # noqa: SLF001  (no public list of them)
         executor.shutdown(wait=True, cancel_futures=True)
+        for worker in started:
+            if worker.is_alive():  # the pool's manager thread never started: nobody told them to stop
+                worker.kill()
+                worker.join()
 
 
-def _kill_workers(executor: ProcessPoolExecutor) -> None:
-    kill = getattr(executor, "kill_workers", None)  # Python 3.14 and later
-    if kill is not None:
-        kill()
-        return
-    for process in list((executor._processes or {}).values()):  # noqa: SLF001  (3.13 and earlier: no public way)
-        process.kill()
+def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
+    # Ctrl-C reaches the whole process group. This process handles it and shuts the pool down; a worker
+    # interrupted while sending a result would leave a partial message that the pool waits for forever.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 @contextlib.contextmanager
