@@ -153,29 +153,29 @@ def test_killed_run_leaves_nothing_and_rerun_gives_the_same_bytes(dataset, refer
     assert contents(out) == reference
 
 
-# Runs the command with a KeyboardInterrupt raised as ProcessPoolExecutor's workers have all started and before its
-# manager thread has: the moment a Ctrl-C or SIGTERM most rarely hits (once in about 70 kills under load).
-INTERRUPTED_AS_WORKERS_START = """
-import sys
+# Runs the command with a SIGTERM sent as ProcessPoolExecutor's workers have all started and before its manager thread
+# has (the one thread that can stop them): the moment that once hung a run (once in about 70 kills under load).
+TERMINATED_AS_WORKERS_START = """
+import os, signal, sys
 from concurrent.futures.process import ProcessPoolExecutor
 from tfod_wrap import cli
 
 LAUNCH = ProcessPoolExecutor._launch_processes.__code__
 
-def interrupt_on_return(frame, event, arg):
+def terminate_on_return(frame, event, arg):
     if event == "return":
         print(*frame.f_locals["self"]._processes, file=sys.stderr, flush=True)  # the workers' pids
-        raise KeyboardInterrupt
-    return interrupt_on_return
+        os.kill(os.getpid(), signal.SIGTERM)
+    return terminate_on_return
 
-sys.settrace(lambda frame, event, arg: interrupt_on_return if frame.f_code is LAUNCH else None)
+sys.settrace(lambda frame, event, arg: terminate_on_return if frame.f_code is LAUNCH else None)
 sys.exit(cli.main(sys.argv[1:]))
 """
 
 
 def test_an_interrupt_as_the_workers_start_ends_them_and_the_run(dataset, tmp_path):
     out = tmp_path / "out"
-    argv = [sys.executable, "-c", INTERRUPTED_AS_WORKERS_START, *command(dataset, out)[3:]]
+    argv = [sys.executable, "-c", TERMINATED_AS_WORKERS_START, *command(dataset, out)[3:]]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment())
     try:
         _, stderr = process.communicate(timeout=WAIT_SECONDS)
@@ -184,6 +184,42 @@ def test_an_interrupt_as_the_workers_start_ends_them_and_the_run(dataset, tmp_pa
     workers, message = stderr.decode().splitlines()
     assert message == "interrupted; nothing was written" and process.returncode == 130
     assert len(workers.split()) == 2 and not alive({int(pid) for pid in workers.split()})
+    assert not out.exists() and not leftovers(out)
+
+
+# Runs the command with a SIGTERM sent from a garbage-collector callback in the main thread once the workers run: its
+# handler raises there, where Python reports and ignores exceptions (as in an after-fork callback or a __del__).
+TERMINATED_IN_A_GC_CALLBACK = """
+import atexit, gc, multiprocessing, os, signal, sys, threading
+from tfod_wrap import cli
+
+steps = []
+
+def on_collection(phase, info):
+    main = threading.current_thread() is threading.main_thread()
+    if not steps and main and phase == "start" and len(multiprocessing.active_children()) == 2:
+        steps.append("signal sent")
+        os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before the next line, and raises
+        steps.append("callback ran on")
+
+gc.callbacks.append(on_collection)
+atexit.register(lambda: print(*steps, sep=", ", file=sys.stderr))
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_sigterm_that_python_drops_still_ends_the_run(dataset, tmp_path):
+    out = tmp_path / "out"
+    argv = [sys.executable, "-c", TERMINATED_IN_A_GC_CALLBACK, *command(dataset, out)[3:]]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment())
+    try:
+        _, stderr = process.communicate(timeout=WAIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        end_hung_run(process)
+    lines = stderr.decode().replace("\r", "\n").splitlines()
+    assert lines[-1] == "signal sent", lines  # the KeyboardInterrupt left the callback, where Python dropped it
+    assert lines[-2] == "interrupted; nothing was written" and process.returncode == 130, lines
+    assert not any("Traceback" in line for line in lines), lines
     assert not out.exists() and not leftovers(out)
 
 

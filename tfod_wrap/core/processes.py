@@ -1,10 +1,10 @@
 """Worker processes that never outlive their parent, SIGTERM handled like Ctrl-C, and signals held off while an
 output is swapped in.
 
-ProcessPoolExecutor.shutdown() stops the workers through the pool's manager thread. A Ctrl-C or SIGTERM that lands
-after the workers started but before that thread did leaves them waiting for work, and the interpreter waiting for
-them at exit, forever: `worker_pool` kills what shutdown() left running. It does not kill workers that the manager
-thread still runs: one killed while sending a result leaves a partial message that the thread waits for forever.
+ProcessPoolExecutor starts its workers and then its manager thread, which alone can stop them: a Ctrl-C or SIGTERM
+between the two left the workers waiting for work and the interpreter waiting for them at exit, forever; one inside
+the thread's start made shutdown() fail; one inside an after-fork callback was dropped by Python and the run went
+on. `worker_pool` starts the pool with those signals held.
 
 A pool worker blocks on a pipe to its parent. When the parent is killed (kill -9, the OOM killer) the pipe
 stays open in the other workers and nothing wakes them: they would stay forever. On Linux the kernel sends
@@ -63,14 +63,11 @@ def worker_pool(
         workers, mp_context=context, initializer=_start_worker, initargs=(initializer, initargs)
     )
     try:
+        with signals_deferred():
+            executor.submit(int)  # the first task starts the workers and the manager thread, uninterrupted
         yield executor
     finally:
-        started = list((executor._processes or {}).values())  # noqa: SLF001  (no public list of them)
         executor.shutdown(wait=True, cancel_futures=True)
-        for worker in started:
-            if worker.is_alive():  # the pool's manager thread never started: nobody told them to stop
-                worker.kill()
-                worker.join()
 
 
 def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
@@ -89,18 +86,43 @@ def terminate_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []
+    received: list[KeyboardInterrupt] = []
+    lost: list[KeyboardInterrupt] = []
 
     def interrupt(signum, frame) -> None:
         if not received:
-            received.append(signum)
-            raise KeyboardInterrupt("SIGTERM")
+            received.append(KeyboardInterrupt("SIGTERM"))
+            raise received[0]
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    def keep_if_ours(unraisable) -> None:
+        if received and unraisable.exc_value is received[0]:
+            lost.append(received[0])  # raised again by raise_if_terminated, where it counts
+        else:
+            previous_hook(unraisable)
+
+    previous, previous_hook = signal.signal(signal.SIGTERM, interrupt), sys.unraisablehook
+    sys.unraisablehook = keep_if_ours
+    _LOST.append(lost)
     try:
         yield
+        raise_if_terminated()
     finally:
+        _LOST.remove(lost)
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
+
+
+_LOST: list[list[KeyboardInterrupt]] = []  # per open terminate_as_interrupt block: its interrupt, if Python dropped it
+
+
+def raise_if_terminated() -> None:
+    """Raise the KeyboardInterrupt of a SIGTERM that Python dropped, for the places where work would otherwise go on
+    (between results, before an output is committed). A signal's handler runs in whatever Python code the main
+    thread is in; where that is a callback whose exceptions Python reports and ignores (an at-fork handler while a
+    worker starts, a __del__), the KeyboardInterrupt never reaches the command."""
+    for lost in _LOST:
+        if lost:
+            raise lost.pop()
 
 
 HELD = (signal.SIGINT, signal.SIGTERM)  # what signals_deferred holds: Ctrl-C and the polite kill
