@@ -90,7 +90,7 @@ install-mediapipe: install
 # coverage measured (docs/BENCHMARKS.md, "Test suite").
 COVERAGE_FLOOR ?= 92
 TEST_COVERAGE_FLOOR ?= 91
-PYTEST_RUN = $(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 --cov --cov-report=
+PYTEST_RUN = $(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=15 --cov --cov-report=
 # In CI (CI set), make test is make check: .ci/run runs the README's two commands and CI runs every test.
 test: install install-mediapipe
 	$(if $(CI),$(MAKE) check,$(PYTEST_RUN) -m "not slow and not long" --cov-fail-under=$(TEST_COVERAGE_FLOOR))
