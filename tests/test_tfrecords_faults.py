@@ -173,16 +173,21 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def test_an_interrupt_as_the_workers_start_ends_them_and_the_run(dataset, tmp_path):
-    out = tmp_path / "out"
-    argv = [sys.executable, "-c", TERMINATED_AS_WORKERS_START, *command(dataset, out)[3:]]
+def run_under(script: str, dataset: Path, out: Path) -> tuple[int, list[str]]:
+    """The conversion run by `script` (which calls the CLI with the command's arguments): exit status, stderr lines."""
+    argv = [sys.executable, "-c", script, *command(dataset, out)[3:]]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment())
     try:
         _, stderr = process.communicate(timeout=WAIT_SECONDS)
     except subprocess.TimeoutExpired:
         end_hung_run(process)
-    workers, message = stderr.decode().splitlines()
-    assert message == "interrupted; nothing was written" and process.returncode == 130
+    return process.returncode, stderr.decode().replace("\r", "\n").splitlines()
+
+
+def test_an_interrupt_as_the_workers_start_ends_them_and_the_run(dataset, tmp_path):
+    out = tmp_path / "out"
+    code, (workers, message) = run_under(TERMINATED_AS_WORKERS_START, dataset, out)
+    assert message == "interrupted; nothing was written" and code == 130
     assert len(workers.split()) == 2 and not alive({int(pid) for pid in workers.split()})
     assert not out.exists() and not leftovers(out)
 
@@ -210,15 +215,9 @@ sys.exit(cli.main(sys.argv[1:]))
 
 def test_a_sigterm_that_python_drops_still_ends_the_run(dataset, tmp_path):
     out = tmp_path / "out"
-    argv = [sys.executable, "-c", TERMINATED_IN_A_GC_CALLBACK, *command(dataset, out)[3:]]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment())
-    try:
-        _, stderr = process.communicate(timeout=WAIT_SECONDS)
-    except subprocess.TimeoutExpired:
-        end_hung_run(process)
-    lines = stderr.decode().replace("\r", "\n").splitlines()
+    code, lines = run_under(TERMINATED_IN_A_GC_CALLBACK, dataset, out)
     assert lines[-1] == "signal sent", lines  # the KeyboardInterrupt left the callback, where Python dropped it
-    assert lines[-2] == "interrupted; nothing was written" and process.returncode == 130, lines
+    assert lines[-2] == "interrupted; nothing was written" and code == 130, lines
     assert not any("Traceback" in line for line in lines), lines
     assert not out.exists() and not leftovers(out)
 
