@@ -4,7 +4,8 @@ output is swapped in.
 ProcessPoolExecutor starts its workers and then its manager thread, which alone can stop them: a Ctrl-C or SIGTERM
 between the two left the workers waiting for work and the interpreter waiting for them at exit, forever; one inside
 the thread's start made shutdown() fail; one inside an after-fork callback was dropped by Python and the run went
-on. `worker_pool` starts the pool with those signals held.
+on. `worker_pool` starts the pool with those signals held, and `raise_if_terminated` raises again a SIGTERM that
+Python dropped anywhere else.
 
 A pool worker blocks on a pipe to its parent. When the parent is killed (kill -9, the OOM killer) the pipe
 stays open in the other workers and nothing wakes them: they would stay forever. On Linux the kernel sends
@@ -71,8 +72,8 @@ def worker_pool(
 
 
 def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
-    # Ctrl-C reaches the whole process group. This process handles it and shuts the pool down; a worker
-    # interrupted while sending a result would leave a partial message that the pool waits for forever.
+    # Ctrl-C reaches the whole process group. This process handles it and shuts the pool down; a worker that took
+    # it too printed its traceback, and one cut off while sending a result would leave the pool a partial message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if initializer is not None:
         initializer(*initargs)
