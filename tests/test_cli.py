@@ -124,3 +124,27 @@ def test_every_command_line_of_the_readme_parses():
             parser.parse_args(shlex.split(line, comments=True)[1:])
         except SystemExit as stop:  # --help and --version exit 0; a flag the parser does not know exits 2
             assert stop.code == 0, line
+
+
+# The program, with a Ctrl-C sent from an exit handler: after the command is over, while Python shuts down.
+CTRL_C_AT_EXIT = """
+import atexit, os, signal, sys, time
+from tfod_wrap.cli import run
+
+def late_ctrl_c():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(1)  # where a handler would raise KeyboardInterrupt
+    print("not ended by the Ctrl-C", file=sys.stderr)
+
+atexit.register(late_ctrl_c)
+run()
+"""
+
+
+def test_a_ctrl_c_after_the_command_is_over_ends_the_program_without_a_traceback(voc_dataset, tmp_path):
+    voc = voc_dataset([{"objects": BOXES}])
+    label_map = tmp_path / "lm.pbtxt"
+    argv = [sys.executable, "-c", CTRL_C_AT_EXIT, "labelmap", "build", "--input", str(voc), "--output", str(label_map)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == -2 and done.stderr == "", done.stderr  # ended by SIGINT, at once, silently
+    assert "2 classes (cat, dog)" in done.stdout and check_label_map(label_map) == []

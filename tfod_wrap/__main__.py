@@ -1,7 +1,5 @@
 """`python -m tfod_wrap` is the `tfod-wrap` command."""
 
-import sys
+from tfod_wrap.cli import run
 
-from tfod_wrap.cli import main
-
-sys.exit(main())
+run()

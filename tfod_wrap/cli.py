@@ -10,6 +10,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -410,5 +411,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The `tfod-wrap` program: main() on the command line's arguments, then exit with its status."""
+    code = main()
+    # The command is over; a Ctrl-C while Python shuts down (flushing logs, joining threads) would raise inside an
+    # exit handler and print a traceback. Let it end the process at once instead.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
