@@ -68,8 +68,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if shared:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
         units.setdefault(item.module.__name__ if shared else item.nodeid, []).append(item)
-    users = [unit for unit in units.values() if any("trained_detector" in item.fixturenames for item in unit)]
-    others = [unit for unit in units.values() if unit not in users]
+    users: list[list[pytest.Item]] = []
+    others: list[list[pytest.Item]] = []
+    for unit in units.values():
+        (users if any("trained_detector" in item.fixturenames for item in unit) else others).append(unit)
     builder = max(users, key=len, default=[])
     rest = [unit for unit in users if unit is not builder]
     ordered = [builder, *sorted(others, key=len, reverse=True), *sorted(rest, key=len, reverse=True)]
