@@ -3,6 +3,7 @@ command again. The rerun gives the bytes of an uninterrupted run, and no worker 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -15,6 +16,10 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import REPO, tiny_voc
+
+from tfod_wrap.data.encode import encode_chunk
+
+convert_module = importlib.import_module("tfod_wrap.data.convert")  # the package exports the function by that name
 
 IMAGES = 600
 WAIT_SECONDS = 60
@@ -241,3 +246,37 @@ def test_ctrl_c_in_a_terminal_ends_the_run_with_one_line(dataset, tmp_path):
     lines = stderr.decode().replace("\r", "\n").splitlines()
     assert lines[-1] == "interrupted; nothing was written" and not any("Traceback" in line for line in lines), lines
     assert not alive(workers) and not out.exists() and not leftovers(out)
+
+
+def slow_encode_chunk(chunk, **options):
+    """encode_chunk a moment late, noting in a log beside the output whether the chunk's part could be written."""
+    time.sleep(1.0)
+    log = chunk.part.parent.parent / "chunks.log"
+    try:
+        results = encode_chunk(chunk, **options)
+    except OSError as error:
+        with open(log, "a") as stream:
+            stream.write(f"{type(error).__name__}\n")
+        raise
+    with open(log, "a") as stream:
+        stream.write("written\n")
+    return results
+
+
+def test_an_interrupted_run_removes_its_staging_folder_after_the_workers_finish(dataset, tmp_path, monkeypatch):
+    """The workers write their parts into the staging folder: removed under a worker that was still encoding, it could
+    be recreated with that part in it and stay behind. Now the chunks under way finish before it is removed."""
+    real_append = convert_module._append
+
+    def append_then_interrupt(part, output):
+        real_append(part, output)
+        raise KeyboardInterrupt  # Ctrl-C once the first chunk is in its shard, with the second still encoding
+
+    monkeypatch.setattr(convert_module, "encode_chunk", slow_encode_chunk)
+    monkeypatch.setattr(convert_module, "_append", append_then_interrupt)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        convert_module.convert(dataset, out, workers=2, shards=2, split="train=0.8,val=0.2")
+    outcomes = (tmp_path / "chunks.log").read_text().split()
+    assert len(outcomes) >= 2 and set(outcomes) == {"written"}, outcomes
+    assert not out.exists() and not leftovers(out)

@@ -101,27 +101,29 @@ def convert(
     fmt = detect_format(input_path) if fmt == "auto" else fmt
     workers = workers or os.cpu_count() or 1
 
-    with _worker_pool(workers) as imap:
-        dataset = _read(input_path, fmt, images_dir, imap)
-        class_ids = read_label_map(Path(label_map)) if label_map else label_map_from_names(dataset.class_names)
-        images, problems = _drop_duplicates(dataset.images)
-        images, source_problems = check_sources(images, allow_outside_images, imap)
-        problems = dataset.problems + problems + source_problems
-        if strict and problems:
-            raise _strict_error(problems[0])
-        keys = _split_keys(images, input_path if input_path.is_dir() else input_path.parent)
-        assignment = stratified_split(keys, [image.classes for image in images], fractions, seed)
-        by_split = {name: [image for image, key in zip(images, keys) if assignment[key] == name] for name in fractions}
-        with claim_output(output_dir, KIND, legacy=_earlier_output) as staging:
+    # The workers write their parts into the staging folder, so the pool ends (its running chunks finished) before
+    # the folder is removed: a part created while an interrupted run removed the folder kept it on disk.
+    with terminate_as_interrupt(), claim_output(output_dir, KIND, legacy=_earlier_output) as staging:
+        with _worker_pool(workers) as imap:
+            dataset = _read(input_path, fmt, images_dir, imap)
+            class_ids = read_label_map(Path(label_map)) if label_map else label_map_from_names(dataset.class_names)
+            images, problems = _drop_duplicates(dataset.images)
+            images, source_problems = check_sources(images, allow_outside_images, imap)
+            problems = dataset.problems + problems + source_problems
+            if strict and problems:
+                raise _strict_error(problems[0])
+            keys = _split_keys(images, input_path if input_path.is_dir() else input_path.parent)
+            assignment = stratified_split(keys, [image.classes for image in images], fractions, seed)
+            by_split = {name: [im for im, key in zip(images, keys) if assignment[key] == name] for name in fractions}
             chunks = _plan_chunks(by_split, staging, shards, workers, tiling)
             task = partial(encode_chunk, class_ids=class_ids, check_labels=label_map is not None)
             with tqdm(total=len(images), unit="img", desc="encoding", disable=not progress) as bar:
                 results = _assemble(chunks, imap(task, chunks), staging, shards)
                 summary = _summarise(results, fractions, strict, bar.update)
-            write_label_map(class_ids, staging / LABEL_MAP)
-            report = _report(input_path, fmt, fractions, shards, seed, class_ids, problems, summary, tiling)
-            report.write(staging)
-            _check_paths(input_path, images_dir, output_dir)  # still safe to replace?
+        write_label_map(class_ids, staging / LABEL_MAP)
+        report = _report(input_path, fmt, fractions, shards, seed, class_ids, problems, summary, tiling)
+        report.write(staging)
+        _check_paths(input_path, images_dir, output_dir)  # still safe to replace?
     return report.to_json()
 
 
@@ -131,7 +133,7 @@ def annotated_classes(input_path: Path | str, fmt: str = "auto", workers: int | 
     if not input_path.exists():
         raise DataError(f"{input_path}: no such file or folder")
     fmt = detect_format(input_path) if fmt == "auto" else fmt
-    with _worker_pool(workers or os.cpu_count() or 1) as imap:
+    with terminate_as_interrupt(), _worker_pool(workers or os.cpu_count() or 1) as imap:
         return _read(input_path, fmt, None, imap).class_names
 
 
@@ -197,16 +199,13 @@ def _report_tool(path: Path) -> str | None:
 def _worker_pool(workers: int) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
     """An ordered map over `workers` processes (inline when there is one), taking an optional
     chunksize. A worker that dies (killed for memory, say) fails the run with BrokenProcessPool
-    instead of hanging it; workers die with this process (kill -9 included), and SIGTERM cleans up
-    as Ctrl-C does (the staging folder is removed)."""
-    with terminate_as_interrupt():
-        if workers <= 1:
-            yield lambda function, items, chunksize=1: map(function, items)
-            return
-        with worker_pool(workers, _process_context(), die_with_parent, (os.getpid(),)) as executor:
-            yield lambda function, items, chunksize=1: _until_terminated(
-                executor.map(function, items, chunksize=chunksize)
-            )
+    instead of hanging it; workers die with this process (kill -9 included). Callers enter
+    `terminate_as_interrupt` first, so a SIGTERM cleans up as Ctrl-C does."""
+    if workers <= 1:
+        yield lambda function, items, chunksize=1: map(function, items)
+        return
+    with worker_pool(workers, _process_context(), die_with_parent, (os.getpid(),)) as executor:
+        yield lambda function, items, chunksize=1: _until_terminated(executor.map(function, items, chunksize=chunksize))
 
 
 def _until_terminated(results: Iterator) -> Iterator:
