@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -10,7 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ import tensorflow as tf
 from conftest import checkpoint_values, tiny_voc
 
 from tfod_wrap import cli, config, train
+from tfod_wrap.core.checkpoints import find_checkpoints
 from tfod_wrap.core.model import ensure_built
 from tfod_wrap.data import convert
 from tfod_wrap.train.loop import check_input_files
@@ -539,3 +543,69 @@ def test_the_decoded_image_cache_serves_every_record_once_an_epoch_augmented(rec
     assert epochs[0].keys() == epochs[1].keys() == epochs[2].keys()
     # each image is flipped or not afresh every epoch: all 8 the same in three epochs has odds of 4**-8
     assert any(not np.array_equal(epochs[0][key], later[key]) for later in epochs[1:] for key in epochs[0])
+
+
+@contextlib.contextmanager
+def ctrl_c_once(happened: Callable[[], bool]):
+    """A real SIGINT to this process once `happened()` (polled from a thread), with Python's own Ctrl-C handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if happened():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_keeps_what_train_and_eval_wrote_and_says_how_to_go_on(records, tmp_path, capsys):
+    """README: Ctrl-C loses only the steps since the last checkpoint. The command says which checkpoint it kept and
+    the command that goes on from it (it said "nothing was written"); eval names the checkpoints it scored."""
+    pipeline = make_pipeline(records, tmp_path / "pipeline.config", steps=400)
+    run = tmp_path / "run"
+    argv = ["train", "--pipeline", str(pipeline), "--model-dir", str(run), "--checkpoint-every", "2"]
+    with ctrl_c_once(lambda: latest_step(run) >= 2):
+        code = cli.main(argv)
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    kept = latest_step(run)
+    assert code == 130 and kept >= 2, message
+    expected = (
+        f"interrupted; {run} keeps ckpt-{kept}, its latest checkpoint (the steps after it are lost); "
+        f"to go on: tfod-wrap train --pipeline {run / 'pipeline.config'} --model-dir {run} --resume"
+    )
+    assert message == expected
+    go_on = message.split("to go on: tfod-wrap ")[1].split()
+    assert cli.main([*go_on, "--steps", str(kept + 1)]) == 0
+    assert f"step {kept + 1}:" in capsys.readouterr().out
+
+    scored = tmp_path / "eval"
+    argv = ["eval", "--pipeline", str(pipeline), "--model-dir", str(run), "--checkpoint", "all"]
+    with ctrl_c_once(lambda: (scored / "metrics.json").exists()):
+        code = cli.main([*argv, "--output", str(scored)])
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    kept_pattern = rf"interrupted; kept the evaluation of ckpt-0(, ckpt-\d+)* in {re.escape(str(scored))}"
+    assert code == 130 and re.fullmatch(kept_pattern, message), message
+    assert len(message.split(",")) < len(find_checkpoints(run, "all")), "stopped before the last checkpoint"
+
+
+def test_ctrl_c_before_a_new_run_has_a_checkpoint_takes_the_run_back(records, tmp_path, capsys):
+    """Nothing past the starting point (ckpt-0) to go on from: the run folder is removed, so the same command starts
+    the run again (it would refuse a folder with checkpoints)."""
+    pipeline = make_pipeline(records, tmp_path / "pipeline.config", steps=400)
+    run = tmp_path / "run"
+    argv = ["train", "--pipeline", str(pipeline), "--model-dir", str(run), "--steps", "2"]
+    with ctrl_c_once(lambda: latest_step(run) == 0):
+        assert cli.main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted; nothing was written"
+    assert not run.exists()
+    assert cli.main(argv) == 0 and latest_step(run) == 2

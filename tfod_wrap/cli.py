@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from tfod_wrap import __version__, commands, config, data  # noqa: E402  (the variable must be set before TF loads)
 from tfod_wrap.compat.hooks import quiet_native_startup  # noqa: E402
 from tfod_wrap.core import labelmap, options, records  # noqa: E402
-from tfod_wrap.core.errors import UserError  # noqa: E402
+from tfod_wrap.core.errors import Interrupted, UserError  # noqa: E402
 from tfod_wrap.core.recipe import RECIPES, TrainRecipe, find_recipe  # noqa: E402
 from tfod_wrap.core.textfiles import read_text  # noqa: E402
 from tfod_wrap.export.formats import ALWAYS, DEFAULT_FORMATS, FORMATS, QUANTIZE  # noqa: E402
@@ -406,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
         if error.filename is None:
             raise
         return _fail(f"{error.filename}: {error.strerror or error}")
+    except Interrupted as interrupted:
+        print(f"interrupted; {interrupted}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130

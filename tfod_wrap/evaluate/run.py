@@ -7,7 +7,9 @@ pixels. Scoring is pycocotools' COCOeval (`metrics.py`), so the numbers are COCO
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import tensorflow as tf
@@ -16,6 +18,7 @@ from tfod_wrap.core.checkpoints import find_checkpoints
 from tfod_wrap.core.coco import EvalError as EvalError  # the stage's error, raised by the shared ground-truth reader
 from tfod_wrap.core.coco import groundtruth, records
 from tfod_wrap.core.detector import CheckpointDetector, Detector
+from tfod_wrap.core.errors import Interrupted
 from tfod_wrap.core.files import atomic_write_json
 from tfod_wrap.core.labelmap import read_label_map
 from tfod_wrap.core.manifests import RunFolder
@@ -139,9 +142,10 @@ def evaluate_checkpoints(
     tiling: Tiling | None = None,
     data: list[str] | None = None,
     log=print,
+    results: dict[str, dict] | None = None,
 ) -> dict[str, dict]:
     """Evaluate checkpoints of a model dir on the pipeline's eval input, or on the records `data` (as the pipeline's
-    label map reads them): {checkpoint name: metrics}; sliced with `tiling`."""
+    label map reads them): {checkpoint name: metrics}, added to `results` when given; sliced with `tiling`."""
     config = load(pipeline)
     warning = RunFolder(model_dir).model_warning(config, pipeline)
     if warning:
@@ -149,25 +153,26 @@ def evaluate_checkpoints(
     reader = config.eval_input_reader[0]
     files = expand_record_paths(list(data or reader.tf_record_input_reader.input_path))
     output_dir = Path(output_dir) if output_dir else Path(model_dir) / "eval"
-    results = {}
-    for path in find_checkpoints(model_dir, checkpoint):
-        name = Path(path).name
-        step = int(name.rsplit("-", 1)[1])
-        metrics = score(
-            files,
-            CheckpointDetector(pipeline, path),
-            reader.label_map_path,
-            output_dir / name,
-            score_threshold=score_threshold,
-            progress=progress,
-            tiling=tiling,
-        )
-        metrics["checkpoint"] = path
-        write_scalars(metrics, output_dir, step)
-        atomic_write_json(output_dir / "metrics.json", metrics)  # the newest evaluated checkpoint
-        results[name] = metrics
-        coco = metrics["coco"]
-        log(f"{name}: mAP {coco[COCO_METRIC_NAMES[0]]:.4f}, mAP@.50 {coco[COCO_METRIC_NAMES[1]]:.4f}")
+    results = {} if results is None else results
+    with _kept_evaluations(results, output_dir):
+        for path in find_checkpoints(model_dir, checkpoint):
+            name = Path(path).name
+            step = int(name.rsplit("-", 1)[1])
+            metrics = score(
+                files,
+                CheckpointDetector(pipeline, path),
+                reader.label_map_path,
+                output_dir / name,
+                score_threshold=score_threshold,
+                progress=progress,
+                tiling=tiling,
+            )
+            metrics["checkpoint"] = path
+            write_scalars(metrics, output_dir, step)
+            atomic_write_json(output_dir / "metrics.json", metrics)  # the newest evaluated checkpoint
+            results[name] = metrics
+            coco = metrics["coco"]
+            log(f"{name}: mAP {coco[COCO_METRIC_NAMES[0]]:.4f}, mAP@.50 {coco[COCO_METRIC_NAMES[1]]:.4f}")
     return results
 
 
@@ -185,17 +190,29 @@ def watch(
     last_step = load(pipeline).train_config.num_steps
     seen: dict[str, dict] = {}
     waited_since = time.monotonic()
-    while time.monotonic() - waited_since < timeout:
-        state = tf.train.get_checkpoint_state(str(model_dir))
-        latest = Path(state.model_checkpoint_path).name if state else None
-        if latest and latest not in seen:
-            seen.update(evaluate_checkpoints(pipeline, model_dir, checkpoint=latest, log=log, **options))
-            waited_since = time.monotonic()
-            if int(latest.rsplit("-", 1)[1]) >= last_step:
-                return seen
-        time.sleep(poll)
+    with _kept_evaluations(seen, Path(options.get("output_dir") or Path(model_dir) / "eval")):
+        while time.monotonic() - waited_since < timeout:
+            state = tf.train.get_checkpoint_state(str(model_dir))
+            latest = Path(state.model_checkpoint_path).name if state else None
+            if latest and latest not in seen:
+                evaluate_checkpoints(pipeline, model_dir, checkpoint=latest, log=log, results=seen, **options)
+                waited_since = time.monotonic()
+                if int(latest.rsplit("-", 1)[1]) >= last_step:
+                    return seen
+            time.sleep(poll)
     log(f"no new checkpoint for {timeout:g} s; stopping")
     return seen
+
+
+@contextlib.contextmanager
+def _kept_evaluations(results: dict[str, dict], output_dir: Path) -> Iterator[None]:
+    """A Ctrl-C keeps the checkpoints evaluated before it (their folders, scalars and metrics.json); says which."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not results:
+            raise
+        raise Interrupted(f"kept the evaluation of {', '.join(results)} in {output_dir}") from None
 
 
 def metrics_table(metrics: dict) -> str:

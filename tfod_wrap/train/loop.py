@@ -24,6 +24,7 @@ checkpoint restore, tf.distribute) with these differences:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import math
@@ -32,6 +33,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from typing import Any
 import tensorflow as tf
 from tqdm import tqdm
 
-from tfod_wrap.core.errors import UserError
+from tfod_wrap.core.errors import Interrupted, UserError
 from tfod_wrap.core.files import atomic_write_text
 from tfod_wrap.core.model import end_training_phase, ensure_built
 from tfod_wrap.core.pipeline import fine_tune_checkpoint
@@ -230,99 +232,100 @@ def train(
     # Only now, when nothing can refuse any more, so that a refused run leaves no folder behind (a time budget
     # can still turn out shorter than the warm-up: `undo` takes back what the run wrote).
     undo = Undo(model_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    _remove_partial_saves(save_dir)
-    if is_chief:
-        record_run(model_dir, Path(pipeline), recipe, edited)
-
-    writer = tf.summary.create_file_writer(str(save_dir / "train"))
-    history = _History(save_dir / HISTORY, int(global_step.numpy()))
-    iterator = iter(dataset)
-    start = int(global_step.numpy())
-    if start >= total_steps and not budget:
-        raise TrainError(f"{model_dir} is already at step {start} of {total_steps}; raise --steps to train more")
-    writes: list[float] = []  # the seconds of each checkpoint write, its checks and loss curve included
-    if start == 0:
-        began = time.perf_counter()
-        manager.save(checkpoint_number=0)  # the starting point, as model_lib_v2 saves it
-        writes.append(time.perf_counter() - began)
-    if budget:
-        total_steps = sys.maxsize  # until the warm-up has timed the steps
-    losses: dict[str, float] = {}
-    rates = []
-    iterations: list[float] = []  # wall time of the loop's iterations, less their checkpoint writes
-
-    def save(step: int) -> float:
-        """Write the checkpoint of `step` (after its checks, with the history and loss curve); returns the seconds
-        all that took."""
-        began = time.perf_counter()
-        _check_finite(model, optimizer, step, manager, history)
-        # history first: a kill between the two must not leave a checkpoint whose steps have no rows
-        # (--resume keeps the rows up to the restored step and drops any later ones)
-        history.flush()
-        manager.save(checkpoint_number=step)
+    with _kept_on_interrupt(model_dir, save_dir, latest, undo):
+        save_dir.mkdir(parents=True, exist_ok=True)
+        _remove_partial_saves(save_dir)
         if is_chief:
-            history.plot(save_dir / LOSS_CURVE)
-        return time.perf_counter() - began
+            record_run(model_dir, Path(pipeline), recipe, edited)
 
-    with (
-        writer.as_default(),
-        tqdm(
-            total=None if budget else total_steps, initial=start, unit="step", desc="training", disable=not progress
-        ) as bar,
-    ):
-        last_saved = start
-        step = start
-        while step < total_steps:
-            iteration_began = began = time.perf_counter()
-            before, count = step, _call_steps(recipe, step, start, total_steps, last_saved, budget)
-            reduced, done, applied = step_fn(iterator, tf.constant(count, tf.int32))
-            done = int(done)
-            values = {key: value.numpy().tolist() for key, value in reduced.items()}
-            step = int(global_step.numpy())
-            rate = done / max(time.perf_counter() - began, 1e-9)
-            for index in range(done):
-                losses = {key: float(value[index]) for key, value in values.items()}
-                if index == done - 1 and (not bool(applied) or not math.isfinite(losses["Loss/total_loss"])):
-                    history.flush()
-                    raise TrainError(_not_applied_message(losses["Loss/total_loss"], step + 1, manager))
-                # the steps of one call share its rate; each step's losses and rate are its own row and scalars
-                row_step = before + 1 + index
-                rates.append(rate)
-                for key, value in losses.items():
-                    tf.summary.scalar(key, value, step=row_step)
-                tf.summary.scalar("steps_per_sec", rate, step=row_step)
-                history.add(row_step, losses, rate)
-            bar.update(done)
-            bar.set_postfix(_postfix(losses, rates), refresh=False)
-            saving = step - last_saved >= recipe.checkpoint_every or step == total_steps
-            if saving:
-                writes.append(save(step))
-                last_saved = step
-            # the budget plans from steps: a call of several steps counts as that many equal ones
-            spent = time.perf_counter() - iteration_began - (writes[-1] if saving else 0.0)
-            iterations.extend([spent / done] * done)
-            if budget:
-                try:
-                    # the median write: one slowed by another process must not end the run early
-                    save_seconds = statistics.median(writes) if writes else 0.0
-                    end = budget.next_end(step, iterations, save_seconds, recipe.checkpoint_every, saving)
-                except BudgetTooShort:
-                    history.flush()
-                    undo()
-                    raise
-                if end is not None:
-                    total_steps = end
-                    seconds = budget.step_seconds(iterations)
-                    plan = f"training to step {end}" if end > step else f"no time for another step: ending at {end}"
-                    log(f"time budget {budget.text}: {seconds:.2f} s a step, {plan}")
-                    recipe = _stretch(recipe, total_steps, schedule_steps, stretch, bar)
-                    record_run(model_dir, Path(pipeline), recipe, resolved_text(Path(pipeline), recipe))
-                    # the re-plan and its record are part of the iteration (the summary's slowest step)
-                    spent = time.perf_counter() - iteration_began - (writes[-1] if saving else 0.0)
-                    iterations[-done:] = [spent / done] * done
-        if last_saved < total_steps == int(global_step.numpy()):
-            writes.append(save(total_steps))  # a time budget that ran out at a step between checkpoints
+        writer = tf.summary.create_file_writer(str(save_dir / "train"))
+        history = _History(save_dir / HISTORY, int(global_step.numpy()))
+        iterator = iter(dataset)
+        start = int(global_step.numpy())
+        if start >= total_steps and not budget:
+            raise TrainError(f"{model_dir} is already at step {start} of {total_steps}; raise --steps to train more")
+        writes: list[float] = []  # the seconds of each checkpoint write, its checks and loss curve included
+        if start == 0:
+            began = time.perf_counter()
+            manager.save(checkpoint_number=0)  # the starting point, as model_lib_v2 saves it
+            writes.append(time.perf_counter() - began)
+        if budget:
+            total_steps = sys.maxsize  # until the warm-up has timed the steps
+        losses: dict[str, float] = {}
+        rates = []
+        iterations: list[float] = []  # wall time of the loop's iterations, less their checkpoint writes
+
+        def save(step: int) -> float:
+            """Write the checkpoint of `step` (after its checks, with the history and loss curve); returns the seconds
+            all that took."""
+            began = time.perf_counter()
+            _check_finite(model, optimizer, step, manager, history)
+            # history first: a kill between the two must not leave a checkpoint whose steps have no rows
+            # (--resume keeps the rows up to the restored step and drops any later ones)
+            history.flush()
+            manager.save(checkpoint_number=step)
+            if is_chief:
+                history.plot(save_dir / LOSS_CURVE)
+            return time.perf_counter() - began
+
+        with (
+            writer.as_default(),
+            tqdm(
+                total=None if budget else total_steps, initial=start, unit="step", desc="training", disable=not progress
+            ) as bar,
+        ):
+            last_saved = start
+            step = start
+            while step < total_steps:
+                iteration_began = began = time.perf_counter()
+                before, count = step, _call_steps(recipe, step, start, total_steps, last_saved, budget)
+                reduced, done, applied = step_fn(iterator, tf.constant(count, tf.int32))
+                done = int(done)
+                values = {key: value.numpy().tolist() for key, value in reduced.items()}
+                step = int(global_step.numpy())
+                rate = done / max(time.perf_counter() - began, 1e-9)
+                for index in range(done):
+                    losses = {key: float(value[index]) for key, value in values.items()}
+                    if index == done - 1 and (not bool(applied) or not math.isfinite(losses["Loss/total_loss"])):
+                        history.flush()
+                        raise TrainError(_not_applied_message(losses["Loss/total_loss"], step + 1, manager))
+                    # the steps of one call share its rate; each step's losses and rate are its own row and scalars
+                    row_step = before + 1 + index
+                    rates.append(rate)
+                    for key, value in losses.items():
+                        tf.summary.scalar(key, value, step=row_step)
+                    tf.summary.scalar("steps_per_sec", rate, step=row_step)
+                    history.add(row_step, losses, rate)
+                bar.update(done)
+                bar.set_postfix(_postfix(losses, rates), refresh=False)
+                saving = step - last_saved >= recipe.checkpoint_every or step == total_steps
+                if saving:
+                    writes.append(save(step))
+                    last_saved = step
+                # the budget plans from steps: a call of several steps counts as that many equal ones
+                spent = time.perf_counter() - iteration_began - (writes[-1] if saving else 0.0)
+                iterations.extend([spent / done] * done)
+                if budget:
+                    try:
+                        # the median write: one slowed by another process must not end the run early
+                        save_seconds = statistics.median(writes) if writes else 0.0
+                        end = budget.next_end(step, iterations, save_seconds, recipe.checkpoint_every, saving)
+                    except BudgetTooShort:
+                        history.flush()
+                        undo()
+                        raise
+                    if end is not None:
+                        total_steps = end
+                        seconds = budget.step_seconds(iterations)
+                        plan = f"training to step {end}" if end > step else f"no time for another step: ending at {end}"
+                        log(f"time budget {budget.text}: {seconds:.2f} s a step, {plan}")
+                        recipe = _stretch(recipe, total_steps, schedule_steps, stretch, bar)
+                        record_run(model_dir, Path(pipeline), recipe, resolved_text(Path(pipeline), recipe))
+                        # the re-plan and its record are part of the iteration (the summary's slowest step)
+                        spent = time.perf_counter() - iteration_began - (writes[-1] if saving else 0.0)
+                        iterations[-done:] = [spent / done] * done
+            if last_saved < total_steps == int(global_step.numpy()):
+                writes.append(save(total_steps))  # a time budget that ran out at a step between checkpoints
     if budget:
         log(budget.summary(total_steps - start, iterations, writes))
     steady = rates[1:] or rates
@@ -335,6 +338,25 @@ def train(
         trainable=len(variables),
         history=history.rows,
     )
+
+
+@contextlib.contextmanager
+def _kept_on_interrupt(model_dir: Path, save_dir: Path, resumed_from: str | None, undo: Undo) -> Iterator[None]:
+    """A Ctrl-C ends the run with what its checkpoints hold (README: it loses only the steps since the last one).
+    A new run that saved nothing past its starting point is taken back whole, so the same command starts it
+    again; otherwise `Interrupted` names the checkpoint that --resume goes on from."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        latest = tf.train.latest_checkpoint(str(save_dir))
+        if resumed_from is None and (latest is None or latest.endswith("-0")):
+            undo()
+            raise
+        raise Interrupted(
+            f"{model_dir} keeps {Path(latest or resumed_from).name}, its latest checkpoint (the steps after it are "
+            f"lost); to go on: tfod-wrap train --pipeline {model_dir / 'pipeline.config'} --model-dir {model_dir} "
+            "--resume"
+        ) from None
 
 
 def _call_steps(recipe: TrainRecipe, step: int, start: int, total_steps: int, last_saved: int, budget) -> int:
