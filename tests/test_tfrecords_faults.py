@@ -3,12 +3,14 @@ command again. The rerun gives the bytes of an uninterrupted run, and no worker 
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,7 @@ import psutil
 import pytest
 from conftest import REPO, tiny_voc
 
+from tfod_wrap import cli
 from tfod_wrap.data.encode import encode_chunk
 
 convert_module = importlib.import_module("tfod_wrap.data.convert")  # the package exports the function by that name
@@ -279,4 +282,34 @@ def test_an_interrupted_run_removes_its_staging_folder_after_the_workers_finish(
         convert_module.convert(dataset, out, workers=2, shards=2, split="train=0.8,val=0.2")
     outcomes = (tmp_path / "chunks.log").read_text().split()
     assert len(outcomes) >= 2 and set(outcomes) == {"written"}, outcomes
+    assert not out.exists() and not leftovers(out)
+
+
+def test_a_ctrl_c_that_python_drops_is_sent_again(dataset, tmp_path, capsys):
+    """A Ctrl-C whose KeyboardInterrupt is raised in a garbage-collector callback (JAX, which TensorFlow's TFLite
+    converter imports, installs one) was dropped: Python printed "Exception ignored" and the command went on to write
+    its output. Here the signal is sent from such a callback at the first collection inside the conversion."""
+    out = tmp_path / "out"
+    sent = []
+
+    def on_collection(phase, info) -> None:
+        if sent or phase != "start" or threading.current_thread() is not threading.main_thread():
+            return
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code is not convert_module.convert.__code__:
+            frame = frame.f_back
+        if frame is not None:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs before the next line, and raises in the callback
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    gc.callbacks.append(on_collection)
+    try:
+        code = cli.main(["tfrecords", "--input", str(dataset), "--output", str(out), "--workers", "1"])
+    finally:
+        gc.callbacks.remove(on_collection)
+        signal.signal(signal.SIGINT, previous)
+    stderr = capsys.readouterr().err
+    assert sent and code == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted; nothing was written" and "Exception ignored" not in stderr
     assert not out.exists() and not leftovers(out)

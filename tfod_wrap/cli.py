@@ -23,6 +23,7 @@ from tfod_wrap import __version__, commands, config, data  # noqa: E402  (the va
 from tfod_wrap.compat.hooks import quiet_native_startup  # noqa: E402
 from tfod_wrap.core import labelmap, options, records  # noqa: E402
 from tfod_wrap.core.errors import Interrupted, UserError  # noqa: E402
+from tfod_wrap.core.processes import ctrl_c_delivered  # noqa: E402
 from tfod_wrap.core.recipe import RECIPES, TrainRecipe, find_recipe  # noqa: E402
 from tfod_wrap.core.textfiles import read_text  # noqa: E402
 from tfod_wrap.export.formats import ALWAYS, DEFAULT_FORMATS, FORMATS, QUANTIZE  # noqa: E402
@@ -397,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_native_startup()
     quiet_library_logs()
     try:
-        return args.run(args)
+        with ctrl_c_delivered():
+            return args.run(args)
     except UserError as error:
         return _fail(str(error))
     except OSError as error:

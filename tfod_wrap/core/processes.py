@@ -5,7 +5,7 @@ ProcessPoolExecutor starts its workers and then its manager thread, which alone 
 between the two left the workers waiting for work and the interpreter waiting for them at exit, forever; one inside
 the thread's start made shutdown() fail; one inside an after-fork callback was dropped by Python and the run went
 on. `worker_pool` starts the pool with those signals held, and `raise_if_terminated` raises again a SIGTERM that
-Python dropped anywhere else.
+Python dropped anywhere else; `ctrl_c_delivered` sends a dropped Ctrl-C again.
 
 A pool worker blocks on a pipe to its parent. When the parent is killed (kill -9, the OOM killer) the pipe
 stays open in the other workers and nothing wakes them: they would stay forever. On Linux the kernel sends
@@ -104,16 +104,74 @@ def terminate_as_interrupt() -> Iterator[None]:
     previous, previous_hook = signal.signal(signal.SIGTERM, interrupt), sys.unraisablehook
     sys.unraisablehook = keep_if_ours
     _LOST.append(lost)
+    _RECEIVED.append(received)
     try:
         yield
         raise_if_terminated()
     finally:
+        _RECEIVED.remove(received)
         _LOST.remove(lost)
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
 
 
 _LOST: list[list[KeyboardInterrupt]] = []  # per open terminate_as_interrupt block: its interrupt, if Python dropped it
+_RECEIVED: list[list[KeyboardInterrupt]] = []  # per open block of either kind: the interrupts its signals raised
+RESEND_SECONDS = 0.05
+
+
+@contextlib.contextmanager
+def ctrl_c_delivered() -> Iterator[None]:
+    """Within the block, Ctrl-C raises KeyboardInterrupt as Python's own handler does, and one that Python drops is
+    sent again. A signal's handler runs in whatever Python code the main thread is in; where that is a garbage
+    collector callback (JAX, which TensorFlow's TFLite converter imports, installs one) or a __del__, Python
+    prints "Exception ignored" and the command went on as if no key had been pressed. Only where Python's own
+    handler is in place (not where Ctrl-C is ignored, as in a background job)."""
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    received: list[KeyboardInterrupt] = []
+    open_block = threading.Event()
+    open_block.set()
+
+    def interrupt(signum, frame) -> None:
+        received.append(KeyboardInterrupt())
+        raise received[-1]
+
+    def send_again() -> None:
+        if open_block.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def resend_if_ours(unraisable) -> None:
+        if any(unraisable.exc_value is ours for ours in received):
+            threading.Timer(RESEND_SECONDS, send_again).start()
+        else:
+            previous_hook(unraisable)
+
+    previous_hook = sys.unraisablehook
+    signal.signal(signal.SIGINT, interrupt)
+    sys.unraisablehook = resend_if_ours
+    _RECEIVED.append(received)
+    try:
+        yield
+    except SystemError as error:
+        if not received:
+            raise
+        raise KeyboardInterrupt from error  # what native code made of a Ctrl-C (see caused_by_interrupt)
+    finally:
+        open_block.clear()
+        _RECEIVED.remove(received)
+        sys.unraisablehook = previous_hook
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether `error` is an interrupt, or the SystemError that native code makes of one (a KeyboardInterrupt raised
+    in a Python callback that TensorFlow's C++ code ran while tracing a function: "bad argument to internal
+    function"), judged by an interrupt having arrived in an open `ctrl_c_delivered` or `terminate_as_interrupt`."""
+    return isinstance(error, KeyboardInterrupt) or (isinstance(error, SystemError) and any(_RECEIVED))
 
 
 def raise_if_terminated() -> None:

@@ -23,6 +23,7 @@ from tfod_wrap.core.files import atomic_write_json
 from tfod_wrap.core.labelmap import read_label_map
 from tfod_wrap.core.manifests import RunFolder
 from tfod_wrap.core.pipeline import load
+from tfod_wrap.core.processes import caused_by_interrupt
 from tfod_wrap.core.records import decode_image, expand_record_paths
 from tfod_wrap.core.sliced import SlicedDetector, Tiling, describe_tiling
 from tfod_wrap.evaluate.metrics import COCO_METRIC_NAMES, evaluate_detections
@@ -209,8 +210,8 @@ def _kept_evaluations(results: dict[str, dict], output_dir: Path) -> Iterator[No
     """A Ctrl-C keeps the checkpoints evaluated before it (their folders, scalars and metrics.json); says which."""
     try:
         yield
-    except KeyboardInterrupt:
-        if not results:
+    except BaseException as error:
+        if not (results and caused_by_interrupt(error)):
             raise
         raise Interrupted(f"kept the evaluation of {', '.join(results)} in {output_dir}") from None
 

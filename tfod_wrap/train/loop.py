@@ -45,6 +45,7 @@ from tfod_wrap.core.errors import Interrupted, UserError
 from tfod_wrap.core.files import atomic_write_text
 from tfod_wrap.core.model import end_training_phase, ensure_built
 from tfod_wrap.core.pipeline import fine_tune_checkpoint
+from tfod_wrap.core.processes import caused_by_interrupt
 from tfod_wrap.core.recipe import STRATEGIES, TrainRecipe, explicit_fields
 from tfod_wrap.core.schedule import set_steps
 from tfod_wrap.train.adapt import freeze_spec
@@ -347,11 +348,13 @@ def _kept_on_interrupt(model_dir: Path, save_dir: Path, resumed_from: str | None
     again; otherwise `Interrupted` names the checkpoint that --resume goes on from."""
     try:
         yield
-    except KeyboardInterrupt:
+    except BaseException as error:
+        if not caused_by_interrupt(error):
+            raise
         latest = tf.train.latest_checkpoint(str(save_dir))
         if resumed_from is None and (latest is None or latest.endswith("-0")):
             undo()
-            raise
+            raise KeyboardInterrupt from error
         raise Interrupted(
             f"{model_dir} keeps {Path(latest or resumed_from).name}, its latest checkpoint (the steps after it are "
             f"lost); to go on: tfod-wrap train --pipeline {model_dir / 'pipeline.config'} --model-dir {model_dir} "
