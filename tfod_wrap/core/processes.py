@@ -108,6 +108,10 @@ def terminate_as_interrupt() -> Iterator[None]:
     try:
         yield
         raise_if_terminated()
+    except SystemError as error:
+        if not received:
+            raise
+        raise received[0] from error  # what native code made of the SIGTERM (see caused_by_interrupt)
     finally:
         _RECEIVED.remove(received)
         _LOST.remove(lost)
