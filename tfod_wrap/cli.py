@@ -192,7 +192,7 @@ def _eval(args: argparse.Namespace) -> int:
         results = evaluate.evaluate_checkpoints(args.pipeline, args.model_dir, checkpoint=args.checkpoint, **options)
     if results:
         print(evaluate.metrics_table(list(results.values())[-1]))
-        print(f"wrote {args.output or args.model_dir / 'eval'} (metrics.json, plots, TensorBoard scalars)")
+        print(f"wrote {evaluate.eval_folder(args.model_dir, args.output)} (metrics.json, plots, TensorBoard scalars)")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from tfod_wrap.evaluate.run import (
     EvalError,
+    eval_folder,
     evaluate_checkpoints,
     metrics_table,
     score,
@@ -13,6 +14,7 @@ from tfod_wrap.evaluate.stored import detections_file, score_detections
 __all__ = [
     "EvalError",
     "detections_file",
+    "eval_folder",
     "evaluate_checkpoints",
     "metrics_table",
     "score",

@@ -132,6 +132,11 @@ def write_scalars(metrics: dict, log_dir: str | Path, step: int) -> None:
     writer.flush()
 
 
+def eval_folder(model_dir: str | Path, output_dir: str | Path | None = None) -> Path:
+    """Where a run's checkpoint evaluations go: `output_dir`, else MODEL_DIR/eval."""
+    return Path(output_dir) if output_dir else Path(model_dir) / "eval"
+
+
 def evaluate_checkpoints(
     pipeline: str | Path,
     model_dir: str | Path,
@@ -153,7 +158,7 @@ def evaluate_checkpoints(
         log(warning)
     reader = config.eval_input_reader[0]
     files = expand_record_paths(list(data or reader.tf_record_input_reader.input_path))
-    output_dir = Path(output_dir) if output_dir else Path(model_dir) / "eval"
+    output_dir = eval_folder(model_dir, output_dir)
     results = {} if results is None else results
     with _kept_evaluations(results, output_dir):
         for path in find_checkpoints(model_dir, checkpoint):
@@ -191,7 +196,7 @@ def watch(
     last_step = load(pipeline).train_config.num_steps
     seen: dict[str, dict] = {}
     waited_since = time.monotonic()
-    with _kept_evaluations(seen, Path(options.get("output_dir") or Path(model_dir) / "eval")):
+    with _kept_evaluations(seen, eval_folder(model_dir, options.get("output_dir"))):
         while time.monotonic() - waited_since < timeout:
             state = tf.train.get_checkpoint_state(str(model_dir))
             latest = Path(state.model_checkpoint_path).name if state else None
