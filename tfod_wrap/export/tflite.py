@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.export.formats import ExportError, check_architecture
-from tfod_wrap.export.savedmodel import checkpoint_folder
+from tfod_wrap.export.savedmodel import checkpoint_folder, without_layer_functions
 
 MAX_DETECTIONS = 100
 
@@ -40,9 +40,10 @@ def export_tflite(
 
     check_supported(pipeline_config)
     with tempfile.TemporaryDirectory(prefix="tfod-wrap-tflite-") as graph_dir, checkpoint_folder(checkpoint) as folder:
-        export_tflite_graph_lib_tf2.export_tflite_model(
-            pipeline_config, folder, graph_dir, MAX_DETECTIONS, use_regular_nms=False
-        )
+        with without_layer_functions():
+            export_tflite_graph_lib_tf2.export_tflite_model(
+                pipeline_config, folder, graph_dir, MAX_DETECTIONS, use_regular_nms=False
+            )
         converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(graph_dir) / "saved_model"))
         if quantize == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
