@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -178,6 +179,14 @@ def checkpoint_values(checkpoint: str | Path) -> dict[str, np.ndarray]:
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under a folder with its bytes, to prove inputs are never modified."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class SendsCtrlCWhenFreed:
+    """Made and freed at once, it is a Ctrl-C that Python drops: its handler runs inside __del__, where Python prints
+    "Exception ignored" for what it raises (as in a garbage-collector callback) instead of raising it."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 class TrainedDetector(NamedTuple):

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tfod_wrap.core.errors import UserError
-from tfod_wrap.core.processes import raise_if_terminated, signals_deferred
+from tfod_wrap.core.processes import raise_if_interrupted, signals_deferred
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -66,7 +66,7 @@ def replace_folder(staging: Path, target: Path) -> None:
     The old folder is renamed away first and deleted only after the new one is in place, so at every
     moment `target` is either the complete old output or the complete new one.
     """
-    raise_if_terminated()  # a SIGTERM lost on the way must not let its run commit an output
+    raise_if_interrupted()  # a SIGTERM or Ctrl-C lost on the way must not let its run commit an output
     if not target.exists():
         os.replace(staging, target)
         fsync_directory(target.parent)

@@ -4,8 +4,8 @@ output is swapped in.
 ProcessPoolExecutor starts its workers and then its manager thread, which alone can stop them: a Ctrl-C or SIGTERM
 between the two left the workers waiting for work and the interpreter waiting for them at exit, forever; one inside
 the thread's start made shutdown() fail; one inside an after-fork callback was dropped by Python and the run went
-on. `worker_pool` starts the pool with those signals held, and `raise_if_terminated` raises again a SIGTERM that
-Python dropped anywhere else; `ctrl_c_delivered` sends a dropped Ctrl-C again.
+on. `worker_pool` starts the pool with those signals held, and `raise_if_interrupted` raises again a SIGTERM or
+Ctrl-C that Python dropped anywhere else; `ctrl_c_delivered` also sends a dropped Ctrl-C again.
 
 A pool worker blocks on a pipe to its parent. When the parent is killed (kill -9, the OOM killer) the pipe
 stays open in the other workers and nothing wakes them: they would stay forever. On Linux the kernel sends
@@ -97,7 +97,7 @@ def terminate_as_interrupt() -> Iterator[None]:
 
     def keep_if_ours(unraisable) -> None:
         if received and unraisable.exc_value is received[0]:
-            lost.append(received[0])  # raised again by raise_if_terminated, where it counts
+            lost.append(received[0])  # raised again by raise_if_interrupted, where it counts
         else:
             previous_hook(unraisable)
 
@@ -107,21 +107,29 @@ def terminate_as_interrupt() -> Iterator[None]:
     _RECEIVED.append(received)
     try:
         yield
-        raise_if_terminated()
+        raise_if_interrupted()
     except SystemError as error:
         if not received:
             raise
         raise received[0] from error  # what native code made of the SIGTERM (see caused_by_interrupt)
     finally:
-        _RECEIVED.remove(received)
-        _LOST.remove(lost)
+        _forget(_RECEIVED, received)
+        _forget(_LOST, lost)
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
 
 
-_LOST: list[list[KeyboardInterrupt]] = []  # per open terminate_as_interrupt block: its interrupt, if Python dropped it
+_LOST: list[list[KeyboardInterrupt]] = []  # per open block of either kind: its interrupts that Python dropped
 _RECEIVED: list[list[KeyboardInterrupt]] = []  # per open block of either kind: the interrupts its signals raised
 RESEND_SECONDS = 0.05
+
+
+def _forget(registry: list[list[KeyboardInterrupt]], entry: list[KeyboardInterrupt]) -> None:
+    """Take a block's list out of a registry by identity (list.remove takes the first equal one: any empty list)."""
+    for index, each in enumerate(registry):
+        if each is entry:
+            del registry[index]
+            return
 
 
 @contextlib.contextmanager
@@ -137,6 +145,7 @@ def ctrl_c_delivered() -> Iterator[None]:
         yield
         return
     received: list[KeyboardInterrupt] = []
+    dropped: list[KeyboardInterrupt] = []  # each taken once: raised by raise_if_interrupted, or sent again
     open_block = threading.Event()
     open_block.set()
 
@@ -144,13 +153,19 @@ def ctrl_c_delivered() -> Iterator[None]:
         received.append(KeyboardInterrupt())
         raise received[-1]
 
-    def send_again() -> None:
+    def send_again(lost: KeyboardInterrupt) -> None:
+        try:
+            dropped.remove(lost)
+        except ValueError:  # raise_if_interrupted raised it meanwhile
+            return
         if open_block.is_set():
             os.kill(os.getpid(), signal.SIGINT)
 
     def resend_if_ours(unraisable) -> None:
         if any(unraisable.exc_value is ours for ours in received):
-            threading.Timer(RESEND_SECONDS, send_again).start()
+            # A command that commits its output within the delay would otherwise finish as if no key was pressed
+            dropped.append(unraisable.exc_value)
+            threading.Timer(RESEND_SECONDS, send_again, (unraisable.exc_value,)).start()
         else:
             previous_hook(unraisable)
 
@@ -158,6 +173,7 @@ def ctrl_c_delivered() -> Iterator[None]:
     signal.signal(signal.SIGINT, interrupt)
     sys.unraisablehook = resend_if_ours
     _RECEIVED.append(received)
+    _LOST.append(dropped)
     try:
         yield
     except SystemError as error:
@@ -166,7 +182,8 @@ def ctrl_c_delivered() -> Iterator[None]:
         raise KeyboardInterrupt from error  # what native code made of a Ctrl-C (see caused_by_interrupt)
     finally:
         open_block.clear()
-        _RECEIVED.remove(received)
+        _forget(_RECEIVED, received)
+        _forget(_LOST, dropped)
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -178,14 +195,18 @@ def caused_by_interrupt(error: BaseException) -> bool:
     return isinstance(error, KeyboardInterrupt) or (isinstance(error, SystemError) and any(_RECEIVED))
 
 
-def raise_if_terminated() -> None:
-    """Raise the KeyboardInterrupt of a SIGTERM that Python dropped, for the places where work would otherwise go on
-    (between results, before an output is committed). A signal's handler runs in whatever Python code the main
-    thread is in; where that is a callback whose exceptions Python reports and ignores (an at-fork handler while a
-    worker starts, a __del__), the KeyboardInterrupt never reaches the command."""
+def raise_if_interrupted() -> None:
+    """Raise the KeyboardInterrupt of a SIGTERM or Ctrl-C that Python dropped, for the places where work would
+    otherwise go on (between results, before an output is committed). A signal's handler runs in whatever Python
+    code the main thread is in; where that is a callback whose exceptions Python reports and ignores (an at-fork
+    handler while a worker starts, a __del__, a garbage-collector callback), the KeyboardInterrupt never reaches
+    the command."""
     for lost in _LOST:
-        if lost:
-            raise lost.pop()
+        try:
+            interrupt = lost.pop()
+        except IndexError:  # none, or ctrl_c_delivered's timer took it just now
+            continue
+        raise interrupt
 
 
 HELD = (signal.SIGINT, signal.SIGTERM)  # what signals_deferred holds: Ctrl-C and the polite kill

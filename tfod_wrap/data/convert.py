@@ -27,7 +27,7 @@ from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import check_output, claim_output, is_inside, read_json_object
 from tfod_wrap.core.labelmap import label_map_from_names, read_label_map, write_label_map
 from tfod_wrap.core.manifests import RecordsManifest
-from tfod_wrap.core.processes import die_with_parent, raise_if_terminated, terminate_as_interrupt, worker_pool
+from tfod_wrap.core.processes import die_with_parent, raise_if_interrupted, terminate_as_interrupt, worker_pool
 from tfod_wrap.core.tiles import DEFAULT_OVERLAP
 from tfod_wrap.data.annotations import (
     DataError,
@@ -210,7 +210,7 @@ def _worker_pool(workers: int) -> Iterator[Callable[[Callable, Iterable], Iterat
 
 def _until_terminated(results: Iterator) -> Iterator:
     for result in results:
-        raise_if_terminated()
+        raise_if_interrupted()
         yield result
 
 
