@@ -598,14 +598,19 @@ def test_ctrl_c_keeps_what_train_and_eval_wrote_and_says_how_to_go_on(records, t
     assert len(message.split(",")) < len(find_checkpoints(run, "all")), "stopped before the last checkpoint"
 
 
-def test_ctrl_c_before_a_new_run_has_a_checkpoint_takes_the_run_back(records, tmp_path, capsys):
-    """Nothing past the starting point (ckpt-0) to go on from: the run folder is removed, so the same command starts
-    the run again (it would refuse a folder with checkpoints)."""
+@pytest.mark.parametrize("budget", [False, True], ids=["before ckpt-1", "in a time budget's warm-up"])
+def test_ctrl_c_before_a_new_run_can_go_on_takes_the_run_back(records, tmp_path, capsys, budget):
+    """Nothing past the starting point (ckpt-0) to go on from, or a time budget that has not planned its steps yet
+    (--resume refuses such a run, although it has checkpoints): the run folder is removed, so the same command
+    starts the run again (it would refuse a folder with checkpoints)."""
     pipeline = make_pipeline(records, tmp_path / "pipeline.config", steps=400)
     run = tmp_path / "run"
-    argv = ["train", "--pipeline", str(pipeline), "--model-dir", str(run), "--steps", "2"]
-    with ctrl_c_once(lambda: latest_step(run) == 0):
-        assert cli.main(argv) == 130
+    argv = ["train", "--pipeline", str(pipeline), "--model-dir", str(run)]
+    if budget:  # the plan comes after budget.WARMUP_STEPS timed steps; checkpoints at every step before it
+        argv += ["--time-budget", "60s", "--fixed-recipe", "--checkpoint-every", "1"]
+    with ctrl_c_once(lambda: latest_step(run) >= 2 if budget else latest_step(run) == 0):
+        assert cli.main(argv if budget else [*argv, "--steps", "2"]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted; nothing was written"
     assert not run.exists()
-    assert cli.main(argv) == 0 and latest_step(run) == 2
+    if not budget:  # (a budget's run takes its whole minute)
+        assert cli.main([*argv, "--steps", "2"]) == 0 and latest_step(run) == 2
