@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -471,6 +472,33 @@ def test_cli_end_to_end_with_a_gif(trained_detector, clip, tmp_path):
     listed = sorted(path.name for path in out.iterdir())
     assert listed == [OWNER_FILE, "detections.json", "images", "images.json", "summary.json", "videos"]
     assert (out / "images" / "0.png").is_file()
+
+
+def test_sigterm_ends_detect_like_ctrl_c_with_nothing_left(trained_detector, tmp_path):
+    """SIGTERM (a service manager stopping it, `timeout`) ends detect as Ctrl-C does: one line, exit 130, its threads
+    ended and its staging folder removed (it killed the process and left the folder to the next run's sweep)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(400):
+        shutil.copyfile(trained_detector.image, images / f"{index}.png")
+    out = tmp_path / "out"
+    command = [CLI, "detect", "--model", str(trained_detector.export_dir), str(images), "--output", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.partial-*/images/*.png")) and time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    lines = stderr.decode().replace("\r", "\n").splitlines()
+    assert process.returncode == 130 and lines[-1] == "interrupted; nothing was written", lines[-5:]
+    assert not any("Traceback" in line for line in lines)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["images"]
 
 
 def help_text(capsys, command: str) -> str:

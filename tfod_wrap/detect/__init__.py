@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tfod_wrap.core.files import claim_output, read_json_object
 from tfod_wrap.core.manifests import DetectSummary
+from tfod_wrap.core.processes import terminate_as_interrupt
 from tfod_wrap.core.sliced import SlicedDetector, Tiling, describe_tiling
 from tfod_wrap.core.tiles import DEFAULT_OVERLAP
 from tfod_wrap.detect import inputs as sources
@@ -92,6 +93,7 @@ def detect(
 
     started = time.perf_counter()
     with (
+        terminate_as_interrupt(),  # SIGTERM as Ctrl-C: the threads end and the staging folder goes, not left behind
         claim_output(output, KIND, legacy=_earlier_output) as staging,
         tqdm(total=sources.frame_count(found), unit="img", desc="detecting", disable=not progress) as bar,
     ):
