@@ -59,7 +59,7 @@ def test_every_format_is_written_and_matches_the_checkpoint(trained_detector):
 def test_the_saved_model_is_tfods_without_the_layer_functions(small_run, tmp_path):
     """export's SavedModel against TFOD's own exporter_lib_v2 on the same checkpoint (the small run's export/):
     the same signature and the same outputs bit for bit, called both ways the TFOD tutorials call it, but without
-    the function Keras stores for each layer, which made it 2.5x slower to write and 3x slower to load."""
+    the function Keras stores for each layer, which made it about 2x slower to write and 4x slower to load."""
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 

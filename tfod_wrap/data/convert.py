@@ -205,10 +205,10 @@ def _worker_pool(workers: int) -> Iterator[Callable[[Callable, Iterable], Iterat
         yield lambda function, items, chunksize=1: map(function, items)
         return
     with worker_pool(workers, _process_context(), die_with_parent, (os.getpid(),)) as executor:
-        yield lambda function, items, chunksize=1: _until_terminated(executor.map(function, items, chunksize=chunksize))
+        yield lambda function, items, chunksize=1: _until_stopped(executor.map(function, items, chunksize=chunksize))
 
 
-def _until_terminated(results: Iterator) -> Iterator:
+def _until_stopped(results: Iterator) -> Iterator:
     for result in results:
         raise_if_interrupted()
         yield result

@@ -14,8 +14,9 @@ import tensorflow as tf
 @contextmanager
 def without_layer_functions() -> Iterator[None]:
     """tf.saved_model.save without the functions Keras adds for each layer of the model (Keras' own
-    `save_traces=False`): a SavedModel with the same signatures and variables, written 2.5x faster and loaded 3x
-    faster (tfjs and ONNX conversion, eval and detect load it), since no one calls the layers of a TFOD export."""
+    `save_traces=False`): a SavedModel with the same signatures and variables, written about 2x faster and loaded
+    3.6-4.3x faster (tfjs and ONNX conversion, eval and detect load it; docs/BENCHMARKS.md, "Export time"), since
+    no one calls the layers of a TFOD export."""
     try:
         from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
     except ImportError:  # another Keras layout: save everything, as TFOD's exporters do
