@@ -29,6 +29,15 @@ def in_workdir(workdir: Path | None, prefix: str, benchmark: Callable[[Path], di
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def load_and_total(results: dict) -> str:
+    """The closing words of a run that recorded `loadavg_before`, `loadavg_after` and `total_seconds`: how busy the
+    machine was around it, and how long it took."""
+    return (
+        f"load average before {results['loadavg_before'][0]:.2f}, after {results['loadavg_after'][0]:.2f}; "
+        f"total {results['total_seconds']:.0f} s"
+    )
+
+
 def machine() -> dict:
     """CPU count and model, memory, Python and OS, for the record of a benchmark run."""
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from bench_common import in_workdir, machine  # tools/ is on sys.path when run as a script
+from bench_common import in_workdir, load_and_total, machine  # tools/ is on sys.path when run as a script
 from bench_export import QUIET_CORES, Measured, QuietWait, prepare_data, progress, train_model
 from PIL import Image, ImageDraw
 
@@ -288,10 +288,7 @@ def main() -> None:
     args = parse_args()
     results = in_workdir(args.workdir, "bench-detect-", lambda workdir: benchmark(args, workdir))
     print(markdown(results))
-    print(
-        f"load average before {results['loadavg_before'][0]:.2f}, after {results['loadavg_after'][0]:.2f}; "
-        f"total {results['total_seconds']:.0f} s"
-    )
+    print(load_and_total(results))
     args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 

@@ -67,7 +67,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from bench_common import in_workdir, machine  # tools/ is on sys.path when run as a script
+from bench_common import in_workdir, load_and_total, machine  # tools/ is on sys.path when run as a script
 from bench_tfrecords import write_sample  # 640x480 JPEG + VOC XML, 3 classes
 from PIL import Image
 
@@ -654,9 +654,7 @@ def main() -> None:
     )
     print(
         f"TF.js target >= {TARGET_FPS:.0f} FPS on wasm: {'met' if results['target_met'] else 'missed'} "
-        f"(met by: {', '.join(results['target_met_by']) or 'none'}); load average before "
-        f"{results['loadavg_before'][0]:.2f}, after {results['loadavg_after'][0]:.2f}; "
-        f"total {results['total_seconds']:.0f} s"
+        f"(met by: {', '.join(results['target_met_by']) or 'none'}); {load_and_total(results)}"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -32,11 +32,11 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-from bench_common import in_workdir, machine  # tools/ is on sys.path when run as a script
+from bench_common import in_workdir, load_and_total, machine  # tools/ is on sys.path when run as a script
 from bench_export import MODELS, load_images, prepare_data, progress, train_model
 
 import tfod_wrap  # noqa: F401  (must come before any object_detection import)
-from tfod_wrap.export import savedmodel, tflite
+from tfod_wrap.export import parity, savedmodel, tflite
 
 FORMATS = ("saved_model", "tfjs", "tflite", "onnx")
 SETTINGS = ("kept", "dropped")  # the layer functions: kept as TFOD's exporters keep them, dropped as export does
@@ -85,12 +85,8 @@ def time_loads(folder: Path, image: np.ndarray, rounds: int) -> dict:
             detector = SavedModelDetector(folder / f"export-{setting}" / "saved_model")
             seconds[setting].append(time.perf_counter() - started)
             found[setting] = detector(image)
-    kept, dropped = found["kept"], found["dropped"]
-    same = bool(
-        np.array_equal(kept.boxes, dropped.boxes)
-        and np.array_equal(kept.scores, dropped.scores)
-        and np.array_equal(kept.classes, dropped.classes)
-    )
+    # every output --verify compares (raw scores and boxes included) equal, not merely within a tolerance
+    same = not any(parity.compare(found["kept"], found["dropped"]).values())
     return {"seconds": seconds, "same_detections": same}
 
 
@@ -177,8 +173,7 @@ def main() -> None:
     print(markdown(results))
     print(
         f"\nverify passed in every export: {all(model['verify_passed'] for model in results['models'].values())}; "
-        f"load average before {results['loadavg_before'][0]:.2f}, after {results['loadavg_after'][0]:.2f}; "
-        f"total {results['total_seconds']:.0f} s"
+        f"{load_and_total(results)}"
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
