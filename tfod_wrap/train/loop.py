@@ -33,7 +33,7 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,7 +233,7 @@ def train(
     # Only now, when nothing can refuse any more, so that a refused run leaves no folder behind (a time budget
     # can still turn out shorter than the warm-up: `undo` takes back what the run wrote).
     undo = Undo(model_dir)
-    with _kept_on_interrupt(model_dir, save_dir, latest, undo, lambda: budget is None or budget.end is not None):
+    with _kept_on_interrupt(model_dir, save_dir, latest, undo, budget):
         save_dir.mkdir(parents=True, exist_ok=True)
         _remove_partial_saves(save_dir)
         if is_chief:
@@ -343,7 +343,7 @@ def train(
 
 @contextlib.contextmanager
 def _kept_on_interrupt(
-    model_dir: Path, save_dir: Path, resumed_from: str | None, undo: Undo, planned: Callable[[], bool]
+    model_dir: Path, save_dir: Path, resumed_from: str | None, undo: Undo, budget: Budget | None
 ) -> Iterator[None]:
     """A Ctrl-C ends the run with what its checkpoints hold (README: it loses only the steps since the last one).
     A new run that saved nothing past its starting point, or whose time budget has not planned its steps yet
@@ -355,7 +355,8 @@ def _kept_on_interrupt(
         if not caused_by_interrupt(error):
             raise
         latest = tf.train.latest_checkpoint(str(save_dir))
-        if resumed_from is None and (latest is None or latest.endswith("-0") or not planned()):
+        unplanned = budget is not None and budget.end is None
+        if resumed_from is None and (latest is None or latest.endswith("-0") or unplanned):
             undo()
             raise KeyboardInterrupt from error
         raise Interrupted(
