@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import json
 import os
 import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -179,6 +180,17 @@ def checkpoint_values(checkpoint: str | Path) -> dict[str, np.ndarray]:
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under a folder with its bytes, to prove inputs are never modified."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@contextlib.contextmanager
+def pythons_own_ctrl_c() -> Iterator[None]:
+    """Python's own Ctrl-C handler within the block, as a command started from a terminal has (the one pytest
+    runs tests under may not be)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class SendsCtrlCWhenFreed:

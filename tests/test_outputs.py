@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
-from conftest import REPO, SendsCtrlCWhenFreed, snapshot, tiny_voc
+from conftest import REPO, SendsCtrlCWhenFreed, pythons_own_ctrl_c, snapshot, tiny_voc
 
 import tfod_wrap
 from tfod_wrap import cli, config, sample
@@ -152,23 +152,19 @@ def test_a_sigterm_at_any_line_of_a_claim_leaves_the_old_or_the_new_output_and_n
 def test_a_dropped_ctrl_c_is_raised_where_work_would_go_on_after_a_nested_block_ends():
     """Each open block keeps its own list of dropped interrupts; leaving an inner block must not unregister the outer
     one's (two empty lists are equal, so taking out "the first equal one" took the wrong list)."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     raised = resent = False
-    try:
-        with processes.ctrl_c_delivered():
-            with processes.terminate_as_interrupt():
-                pass
-            SendsCtrlCWhenFreed()
-            try:
-                processes.raise_if_interrupted()
-            except KeyboardInterrupt:
-                raised = True
-            try:
-                time.sleep(3 * processes.RESEND_SECONDS)
-            except KeyboardInterrupt:  # sent again: nobody had taken it
-                resent = True
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with pythons_own_ctrl_c(), processes.ctrl_c_delivered():
+        with processes.terminate_as_interrupt():
+            pass
+        SendsCtrlCWhenFreed()
+        try:
+            processes.raise_if_interrupted()
+        except KeyboardInterrupt:
+            raised = True
+        try:
+            time.sleep(3 * processes.RESEND_SECONDS)
+        except KeyboardInterrupt:  # sent again: nobody had taken it
+            resent = True
     assert raised and not resent
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import checkpoint_values, tiny_voc
+from conftest import checkpoint_values, pythons_own_ctrl_c, tiny_voc
 
 from tfod_wrap import cli, config, train
 from tfod_wrap.core.checkpoints import find_checkpoints
@@ -548,7 +548,6 @@ def test_the_decoded_image_cache_serves_every_record_once_an_epoch_augmented(rec
 @contextlib.contextmanager
 def ctrl_c_once(happened: Callable[[], bool]):
     """A real SIGINT to this process once `happened()` (polled from a thread), with Python's own Ctrl-C handler."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     stop = threading.Event()
 
     def watch() -> None:
@@ -558,14 +557,14 @@ def ctrl_c_once(happened: Callable[[], bool]):
                 return
             time.sleep(0.02)
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        signal.signal(signal.SIGINT, previous)
+    with pythons_own_ctrl_c():
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
 
 def test_ctrl_c_keeps_what_train_and_eval_wrote_and_says_how_to_go_on(records, tmp_path, capsys):
