@@ -25,6 +25,8 @@ from tfod_wrap import cli, config, train
 from tfod_wrap.core.checkpoints import find_checkpoints
 from tfod_wrap.core.model import ensure_built
 from tfod_wrap.data import convert
+from tfod_wrap.train import loop
+from tfod_wrap.train.loop import _make_step as make_step
 from tfod_wrap.train.loop import check_input_files
 
 CLI = str(Path(sys.executable).parent / "tfod-wrap")
@@ -454,15 +456,20 @@ def test_the_same_seed_trains_the_same_weights(small_run, tmp_path):
     assert [row["Loss/total_loss"] for row in history[0]] == [row["Loss/total_loss"] for row in history[1]]
 
 
-def test_several_steps_per_call_train_what_one_step_per_call_trains(records, tmp_path):
+def test_several_steps_per_call_train_what_one_step_per_call_trains(records, tmp_path, monkeypatch):
     """N steps per compiled call is a speed setting only: with the same seed, the same weights, and every step
-    in the history with its own losses and learning rate; the checkpoint falls between calls."""
+    in the history with its own losses and learning rate; the checkpoint falls between calls. Either way the
+    step is traced once (seconds of Python each time): calls of another length and the optimizer's slots made
+    at the first step do not trace it again."""
+    made = []
+    monkeypatch.setattr(loop, "_make_step", lambda *args, **kwargs: made.append(make_step(*args, **kwargs)) or made[-1])
     pipeline = make_pipeline(records, tmp_path / "pipeline.config", steps=6)
     runs, history = {}, {}
     for per_call in (1, 4):
         fresh_names()
         name = f"per-call-{per_call}"
         train.train(pipeline, tmp_path / name, seed=7, steps_per_call=per_call, checkpoint_every=5, log=lambda *_: None)
+        assert made[-1].experimental_get_tracing_count() == 1
         runs[per_call] = checkpoint_values(tmp_path / name / "ckpt-5")  # after the call of 4
         history[per_call] = read_history(tmp_path / name)
         assert tf.train.latest_checkpoint(str(tmp_path / name)).endswith("ckpt-6")

@@ -630,6 +630,9 @@ def _make_step(
     replicas = strategy.num_replicas_in_sync
 
     connected: list[int] = []  # indices of the variables that get a gradient, found when the step is traced
+    # The optimizer's slots, made now rather than by the first apply_gradients: a tf.function whose first trace
+    # creates variables is traced a second time, and tracing TFOD's step is seconds of Python.
+    optimizer._create_all_weights(variables)  # noqa: SLF001
 
     def gradients_of(features, labels):
         model._is_training = True  # noqa: SLF001 (as model_lib_v2.eager_train_step does)
@@ -697,8 +700,7 @@ def _make_step(
 
     @tf.function
     def step(iterator, count):
-        # The first step outside the loop: it creates the optimizer's slots (no variable may be created inside a
-        # loop) and gives the losses' names for the arrays that collect them.
+        # The first step outside the loop: it gives the losses' names for the arrays that collect them.
         first, applied = one_step(iterator)
         keys = sorted(first)
         arrays = [tf.TensorArray(tf.float32, size=count).write(0, first[key]) for key in keys]
