@@ -688,9 +688,11 @@ def _make_step(
         losses = {key: tf.cast(value, tf.float32) for key, value in losses.items()}
         return losses | {"learning_rate": tf.cast(rate, tf.float32)}, applied
 
+    # Without AutoGraph: the step's Python holds no control flow on tensors (the loop and conds are explicit), so
+    # converting its source would change nothing in the graph and only add to each trace.
     if steps_per_call == 1:
 
-        @tf.function
+        @tf.function(autograph=False)
         def single(iterator, count):
             # no loop in the graph: a while loop around the step makes each step slower (docs/BENCHMARKS.md)
             losses, applied = one_step(iterator)
@@ -698,7 +700,7 @@ def _make_step(
 
         return single
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(iterator, count):
         # The first step outside the loop: it gives the losses' names for the arrays that collect them.
         first, applied = one_step(iterator)
