@@ -126,12 +126,11 @@ def _brute_force_nms(boxes, scores, cut, threshold=0.5):
         if not free[index]:
             continue
         kept.append(index)
-        for other in order[position + 1 :]:
-            if not free[other]:
-                continue
-            match = iou(boxes[index], boxes[other][np.newaxis])[0] >= threshold
-            inside = ios(boxes[index], boxes[other][np.newaxis])[0] >= threshold
-            free[other] = not (match or ((cut[index] or cut[other]) and inside))
+        others = order[position + 1 :]
+        others = others[free[others]]  # each compared with the kept box on its own: one row of pairs at a time
+        match = iou(boxes[index], boxes[others]) >= threshold
+        inside = ios(boxes[index], boxes[others]) >= threshold
+        free[others] = ~(match | ((cut[index] | cut[others]) & inside))
     return sorted(kept)
 
 
