@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tfod_wrap.core.errors import UserError
 from tfod_wrap.core.files import atomic_write_json
+from tfod_wrap.export.tfjs_batch_norms import vectorised_batch_norm_folding
 
 # what each exported output is; the page and user code look outputs up by these names, never by position
 OUTPUT_DESCRIPTIONS = {
@@ -49,13 +50,14 @@ def _convert(saved_model: Path, output_dir: Path, dtypes: dict | None) -> Path:
 
     # Assert/CheckNumerics have no TF.js kernels; the converter refuses the graph unless they are stripped
     try:
-        tf_saved_model_conversion_v2.convert_tf_saved_model(
-            str(saved_model),
-            str(output_dir),
-            quantization_dtype_map=dtypes,
-            strip_debug_ops=True,
-            use_structured_outputs_names=True,
-        )
+        with vectorised_batch_norm_folding():
+            tf_saved_model_conversion_v2.convert_tf_saved_model(
+                str(saved_model),
+                str(output_dir),
+                quantization_dtype_map=dtypes,
+                strip_debug_ops=True,
+                use_structured_outputs_names=True,
+            )
     except ValueError as error:
         raise _unsupported_ops(error) from None
     return output_dir / "model.json"
