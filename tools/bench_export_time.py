@@ -15,9 +15,14 @@ data, --steps training steps from random initialisation):
    SavedModel of each setting, --rounds times alternating, and whether both return the same detections on a val
    image (they must: only functions nobody calls differ).
 Medians per setting and the ratio kept/dropped (> 1: the export without layer functions is faster).
+3. The TF.js conversion of that SavedModel alone (`convert_to_tfjs`), --rounds times alternating, with tensorflowjs'
+   own batch-norm folding (a Python loop over every kernel weight) and with tfod-wrap's vectorised pass before it
+   (`export/tfjs_batch_norms.py`): median seconds, the ratio, and whether the two wrote the same weight files byte
+   for byte and the same model.json.
+`--part` runs 1-2 (layer-functions), 3 (tfjs-folding) or all.
 
     .venv/bin/python tools/bench_export_time.py [--rounds 3] [--steps 2] [--images 24] [--models NAME ...]
-                                                [--workdir DIR] [--json PATH]
+                                                [--part all|layer-functions|tfjs-folding] [--workdir DIR] [--json PATH]
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from bench_common import in_workdir, load_and_total, machine  # tools/ is on sys
 from bench_export import MODELS, load_images, prepare_data, progress, train_model
 
 import tfod_wrap  # noqa: F401  (must come before any object_detection import)
-from tfod_wrap.export import parity, savedmodel, tflite
+from tfod_wrap.export import parity, savedmodel, tfjs, tflite
 
 FORMATS = ("saved_model", "tfjs", "tflite", "onnx")
 SETTINGS = ("kept", "dropped")  # the layer functions: kept as TFOD's exporters keep them, dropped as export does
@@ -90,6 +95,32 @@ def time_loads(folder: Path, image: np.ndarray, rounds: int) -> dict:
     return {"seconds": seconds, "same_detections": same}
 
 
+def time_tfjs_folding(saved_model: Path, folder: Path, rounds: int) -> dict:
+    """`convert_to_tfjs` with tensorflowjs' own folding ("loop") and with the vectorised pass ("vectorised")."""
+    seconds = {"loop": [], "vectorised": []}
+    for round_index in range(rounds):
+        for setting in seconds:
+            progress(f"  tfjs round {round_index + 1}/{rounds}, batch-norm folding: {setting} ...")
+            own_folding_only = mock.patch.object(tfjs, "vectorised_batch_norm_folding", contextlib.nullcontext)
+            started = time.perf_counter()
+            with own_folding_only if setting == "loop" else contextlib.nullcontext():
+                tfjs.convert_to_tfjs(saved_model, folder / f"tfjs-{setting}")
+            seconds[setting].append(time.perf_counter() - started)
+    outputs = [folder / f"tfjs-{setting}" for setting in seconds]
+    weights = [{path.name: path.read_bytes() for path in output.glob("*.bin")} for output in outputs]
+    # model.json is compared as JSON: tensorflowjs writes a node's attrs in an order that differs between two
+    # conversions of the same SavedModel
+    graphs = [json.loads((output / "model.json").read_text()) for output in outputs]
+    median = {setting: statistics.median(values) for setting, values in seconds.items()}
+    return {
+        "seconds": seconds,
+        "median_seconds": median,
+        "ratio": median["loop"] / median["vectorised"],
+        "same_weights": weights[0] == weights[1],
+        "same_graph": graphs[0] == graphs[1],
+    }
+
+
 def summarise(exports: dict, loads: dict) -> dict:
     median = {setting: statistics.median(run["seconds"] for run in exports[setting]) for setting in SETTINGS}
     per_format = {
@@ -119,9 +150,18 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
     for name in args.models:
         progress(f"{name}: training {args.steps} steps ...")
         pipeline, model_dir = train_model(name, records, workdir, args.steps)
-        exports = time_exports(pipeline, model_dir, model_dir.parent, args.rounds)
-        loads = time_loads(model_dir.parent, image, args.rounds)
-        models[name] = {"exports": exports, "loads": loads, **summarise(exports, loads)}
+        models[name] = {}
+        if args.part in ("all", "layer-functions"):
+            exports = time_exports(pipeline, model_dir, model_dir.parent, args.rounds)
+            loads = time_loads(model_dir.parent, image, args.rounds)
+            models[name] |= {"exports": exports, "loads": loads, **summarise(exports, loads)}
+        if args.part in ("all", "tfjs-folding"):
+            from tfod_wrap import export
+
+            saved_model = model_dir.parent / "export-tfjs-source"
+            export.export(pipeline, model_dir, saved_model, formats=("saved_model",), log=lambda *_: None)
+            folding = time_tfjs_folding(saved_model / "saved_model", model_dir.parent, args.rounds)
+            models[name]["tfjs_folding"] = folding
     return {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
@@ -135,13 +175,37 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def markdown(results: dict) -> str:
+    models = results["models"]
+    tables = [layer_functions_table(models)] if all("exports" in model for model in models.values()) else []
+    if all("tfjs_folding" in model for model in models.values()):
+        tables.append(tfjs_folding_table(models))
+    return "\n\n".join(tables)
+
+
+def tfjs_folding_table(models: dict) -> str:
+    lines = [
+        "| model | tfjs, tensorflowjs' folding (s) | tfjs, vectorised folding (s) | ratio | same weights (bytes) "
+        "| same model.json (as JSON) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, model in models.items():
+        folding = model["tfjs_folding"]
+        median = folding["median_seconds"]
+        lines.append(
+            f"| {name} | {median['loop']:.1f} | {median['vectorised']:.1f} | {folding['ratio']:.2f}x "
+            f"| {folding['same_weights']} | {folding['same_graph']} |"
+        )
+    return "\n".join(lines)
+
+
+def layer_functions_table(models: dict) -> str:
     lines = [
         "| model | export kept (s) | export dropped (s) | ratio "
         "| saved_model / tfjs / tflite / onnx, kept -> dropped (s) | SavedModel MiB "
         "| load kept (s) | load dropped (s) | ratio | same detections |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, model in results["models"].items():
+    for name, model in models.items():
         formats = " / ".join(
             f"{seconds['kept']:.0f} -> {seconds['dropped']:.0f}" for seconds in model["format_seconds"].values()
         )
@@ -161,6 +225,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2, help="training steps, batch 2 (default 2)")
     parser.add_argument("--images", type=int, default=24, help="generated 640x480 images (default 24)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="models to run")
+    parser.add_argument(
+        "--part", choices=("all", "layer-functions", "tfjs-folding"), default="all", help="what to time (default all)"
+    )
     parser.add_argument("--workdir", type=Path, help="data, models and exports (default: a temp dir, removed)")
     parser.add_argument("--json", type=Path, help="results as JSON (default: none)")
     return parser.parse_args()
@@ -171,10 +238,8 @@ def main() -> None:
     args = parse_args()
     results = in_workdir(args.workdir, "bench-export-time-", lambda workdir: benchmark(args, workdir))
     print(markdown(results))
-    print(
-        f"\nverify passed in every export: {all(model['verify_passed'] for model in results['models'].values())}; "
-        f"{load_and_total(results)}"
-    )
+    verified = [model["verify_passed"] for model in results["models"].values() if "verify_passed" in model]
+    print(f"\nverify passed in every export: {all(verified)}; " if verified else "", load_and_total(results), sep="")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
