@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import photo, voc_xml
@@ -196,6 +197,23 @@ def mixed_size_records(folder: Path, sizes: list[tuple[int, int]]) -> Path:
         (folder / f"{index}.xml").write_text(voc_xml(f"{index}.jpg", (width, height), [box]))
     convert(folder, folder.parent / "mixed", workers=1)
     return folder.parent / "mixed" / "train.record"
+
+
+def test_a_checkpoint_detector_loads_another_checkpoint_without_tracing_again(run):
+    """What eval does for each checkpoint after the first: the same detections to the bit as a detector made for
+    that checkpoint, raw scores and boxes included, and no new trace of the model."""
+    root, pipeline = run
+    image = np.asarray(photo(96, 72))
+    made = CheckpointDetector(pipeline, root / "model" / "ckpt-2")(image)
+    detector = CheckpointDetector(pipeline, root / "model" / "ckpt-0")
+    first, traced = detector(image), detector.tracing_count()
+    loaded = detector.load(root / "model" / "ckpt-2")(image)
+    assert detector.tracing_count() == traced
+    assert not np.array_equal(first.raw["raw_detection_scores"], loaded.raw["raw_detection_scores"])
+    assert loaded.raw.keys() == made.raw.keys()
+    pairs = [(loaded.boxes, made.boxes), (loaded.classes, made.classes), (loaded.scores, made.scores)]
+    pairs += [(loaded.raw[key], made.raw[key]) for key in made.raw]
+    assert all(np.array_equal(ours, theirs) for ours, theirs in pairs)
 
 
 def test_eval_traces_the_model_once_for_mixed_image_sizes(run, tmp_path):

@@ -54,7 +54,14 @@ class CheckpointDetector(Detector):
         self._detect = tf.function(self._forward, input_signature=signature)
         self._preprocess = tf.function(lambda image: self._resized(image)[0], input_signature=signature)
         self._detect(tf.zeros([32, 32, 3], tf.uint8))  # creates the variables, so the restore is checked now
+        self.load(checkpoint, complete=complete)
+
+    def load(self, checkpoint: str | Path, *, complete: bool = False) -> CheckpointDetector:
+        """Restore another checkpoint of the same model into this detector: its traced graph reads the variables,
+        so it runs the new weights without tracing the model again (seconds a checkpoint for eval)."""
         restore(self.model, checkpoint, complete=complete)
+        self.checkpoint = str(checkpoint)
+        return self
 
     def _resized(self, image):
         return self.model.preprocess(tf.cast(image[tf.newaxis], tf.float32))

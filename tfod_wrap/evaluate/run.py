@@ -149,9 +149,11 @@ def evaluate_checkpoints(
     data: list[str] | None = None,
     log=print,
     results: dict[str, dict] | None = None,
+    detector: CheckpointDetector | None = None,
 ) -> dict[str, dict]:
     """Evaluate checkpoints of a model dir on the pipeline's eval input, or on the records `data` (as the pipeline's
-    label map reads them): {checkpoint name: metrics}, added to `results` when given; sliced with `tiling`."""
+    label map reads them): {checkpoint name: metrics}, added to `results` when given; sliced with `tiling`. The
+    checkpoints are restored one after the other into one detector (`detector`, when given: `watch` keeps one)."""
     config = load(pipeline)
     warning = RunFolder(model_dir).model_warning(config, pipeline)
     if warning:
@@ -164,9 +166,13 @@ def evaluate_checkpoints(
         for path in find_checkpoints(model_dir, checkpoint):
             name = Path(path).name
             step = int(name.rsplit("-", 1)[1])
+            if detector is None:
+                detector = CheckpointDetector(pipeline, path)
+            elif detector.checkpoint != str(path):
+                detector.load(path)
             metrics = score(
                 files,
-                CheckpointDetector(pipeline, path),
+                detector,
                 reader.label_map_path,
                 output_dir / name,
                 score_threshold=score_threshold,
@@ -195,13 +201,17 @@ def watch(
     stops at the config's last step, or after `timeout` seconds without a new checkpoint."""
     last_step = load(pipeline).train_config.num_steps
     seen: dict[str, dict] = {}
+    detector = None  # made at the first checkpoint; the later ones are restored into it
     waited_since = time.monotonic()
     with _kept_evaluations(seen, eval_folder(model_dir, options.get("output_dir"))):
         while time.monotonic() - waited_since < timeout:
             state = tf.train.get_checkpoint_state(str(model_dir))
             latest = Path(state.model_checkpoint_path).name if state else None
             if latest and latest not in seen:
-                evaluate_checkpoints(pipeline, model_dir, checkpoint=latest, log=log, results=seen, **options)
+                detector = detector or CheckpointDetector(pipeline, find_checkpoints(model_dir, latest)[0])
+                evaluate_checkpoints(
+                    pipeline, model_dir, checkpoint=latest, log=log, results=seen, detector=detector, **options
+                )
                 waited_since = time.monotonic()
                 if int(latest.rsplit("-", 1)[1]) >= last_step:
                     return seen
