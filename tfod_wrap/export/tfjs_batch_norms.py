@@ -1,7 +1,7 @@
 """Batch norms folded into the convolutions before them, for the TF.js converter, with array arithmetic.
 
-tensorflowjs' own pass (`fold_batch_norms`) scales the kernel weights one element at a time in a Python loop: about
-8 s of an SSD MobileNet V2 conversion (2.2 million weights), more for the larger templates. This pass builds the
+tensorflowjs' own pass (`fold_batch_norms`) scales the kernel weights one element at a time in a Python loop: most
+of an SSD MobileNet V2 conversion (docs/BENCHMARKS.md, "Export time"). This pass builds the
 same graph (the same nodes, names, order and bytes: tests/test_tfjs_batch_norms.py) with numpy doing the scaling,
 and runs in its place while tensorflowjs converts (`vectorised_batch_norm_folding`). A graph with the legacy
 BatchNormWithGlobalNormalization op, which this pass leaves alone, goes through tensorflowjs' pass as well. Batch
@@ -31,7 +31,6 @@ class _Fold:
     weights: object
     add: object | None
     mean: np.ndarray  # less the bias, if any
-    variance: np.ndarray
     offset: np.ndarray
     scale: np.ndarray
     mean_dtype: object  # the mean constant's dtype attr
@@ -124,7 +123,7 @@ def _match(norm, nodes: dict) -> _Fold | None:
     scale = (1.0 / np.sqrt((variance + norm.attr["epsilon"].f).astype(np.float64))) * gamma
     offset = (-mean * scale) + beta
     mean_dtype = _node(nodes, norm.input[3]).attr["dtype"]
-    return _Fold(norm, convolution, weights, add, mean, variance, offset, scale, mean_dtype)
+    return _Fold(norm, convolution, weights, add, mean, offset, scale, mean_dtype)
 
 
 def _folded(fold: _Fold) -> list:
