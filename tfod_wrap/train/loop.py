@@ -631,7 +631,9 @@ def _make_step(
 
     connected: list[int] = []  # indices of the variables that get a gradient, found when the step is traced
     # The optimizer's slots, made now rather than by the first apply_gradients: a tf.function whose first trace
-    # creates variables is traced a second time, and tracing TFOD's step is seconds of Python.
+    # creates variables is traced a second time, and tracing TFOD's step is seconds of Python. apply_gradients made
+    # them only for the variables that get a gradient; in every template each trainable variable does (the same
+    # slots as before in each, checked), and a slot for one that did not would stay zero.
     optimizer._create_all_weights(variables)  # noqa: SLF001
 
     def gradients_of(features, labels):
