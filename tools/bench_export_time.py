@@ -16,7 +16,7 @@ data, --steps training steps from random initialisation):
    image (they must: only functions nobody calls differ).
 Medians per setting and the ratio kept/dropped (> 1: the export without layer functions is faster).
 3. The TF.js conversion of that SavedModel alone (`convert_to_tfjs`), --rounds times alternating, with tensorflowjs'
-   own batch-norm folding (a Python loop over every kernel weight) and with tfod-wrap's vectorised pass before it
+   own batch-norm folding (a Python loop over every kernel weight) and with tfod-wrap's vectorised pass in its place
    (`export/tfjs_batch_norms.py`): median seconds, the ratio, and whether the two wrote the same weight files byte
    for byte and the same model.json.
 `--part` runs 1-2 (layer-functions), 3 (tfjs-folding) or all.

@@ -29,6 +29,7 @@ class _Fold:
     norm: object  # the NodeDefs of the graph
     convolution: object
     weights: object
+    kernel: np.ndarray  # the weights' values
     add: object | None
     mean: np.ndarray  # less the bias, if any
     offset: np.ndarray
@@ -46,7 +47,12 @@ def fold_batch_norms(graph_def):
     if len(nodes) != len(graph_def.node):
         return graph_def  # duplicate names: tensorflowjs' pass refuses the graph with its own message
     folds = [fold for node in graph_def.node if (fold := _match(node, nodes)) is not None]
-    removed = {node.name for fold in folds for node in (fold.norm, fold.convolution, fold.weights, fold.add) if node}
+    removed = {
+        node.name
+        for fold in folds
+        for node in (fold.norm, fold.convolution, fold.weights, fold.add)
+        if node is not None
+    }
     result = graph_pb2.GraphDef()
     for node in graph_def.node:
         if node.name not in removed:
@@ -123,14 +129,14 @@ def _match(norm, nodes: dict) -> _Fold | None:
     scale = (1.0 / np.sqrt((variance + norm.attr["epsilon"].f).astype(np.float64))) * gamma
     offset = (-mean * scale) + beta
     mean_dtype = _node(nodes, norm.input[3]).attr["dtype"]
-    return _Fold(norm, convolution, weights, add, mean, offset, scale, mean_dtype)
+    return _Fold(norm, convolution, weights, kernel, add, mean, offset, scale, mean_dtype)
 
 
 def _folded(fold: _Fold) -> list:
     from tensorflow.core.framework import node_def_pb2
     from tensorflow.python.framework import tensor_util
 
-    kernel = _constant(fold.weights)
+    kernel = fold.kernel
     # Conv2D: one factor per output channel, the kernel's last axis; depthwise: output channel c * multiplier + m
     # comes from input channel c (axis 2) and multiplier m (axis 3)
     depthwise = fold.convolution.op == "DepthwiseConv2dNative"
